@@ -1,0 +1,66 @@
+# Two commands do all the set-up on a fresh machine:
+#   make demo   — sample shards → ingest on the embedded default, then a SQL query
+#   make test   — the test suite
+# Both install what they need (virtualenv + pip deps, JVM jars from Maven Central) once.
+
+PY      ?= python3.11
+VENV    ?= .venv
+BIN     := $(VENV)/bin
+PYTHON  := $(BIN)/python
+DELTA   := $(shell sed -n 's/^delta: *\([0-9.]*\).*/\1/p' conf/versions.yaml)
+RAPIDS  := $(shell sed -n 's/^rapids: *\([0-9.]*\).*/\1/p' conf/versions.yaml)
+JARS    := jars/delta-spark_2.13-$(DELTA).jar jars/delta-storage-$(DELTA).jar
+RAPIDS_JAR := jars/rapids-4-spark_2.13-$(RAPIDS).jar
+DEMO_DIR ?= demo
+
+export PYSPARK_PYTHON := $(abspath $(PYTHON))
+export PYSPARK_DRIVER_PYTHON := $(abspath $(PYTHON))
+
+.PHONY: setup install jars rapids-jar demo test test-faults bench lint clean
+
+setup: install jars rapids-jar
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml conf/constraints.txt
+	@command -v $(PY) >/dev/null || { echo "need $(PY) (Python 3.11)"; exit 2; }
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -c conf/constraints.txt -e '.[dev]'
+	touch $@
+
+jars: $(JARS)
+
+$(JARS): conf/pom.xml conf/versions.yaml
+	mvn -q -B -f conf/pom.xml dependency:copy-dependencies -DoutputDirectory=$(abspath jars) \
+	  -DincludeScope=runtime -DexcludeGroupIds=org.scala-lang,org.antlr
+	@touch $(JARS)
+
+rapids-jar: $(RAPIDS_JAR)
+
+$(RAPIDS_JAR): conf/versions.yaml
+	mvn -q -B dependency:copy -Dartifact=com.nvidia:rapids-4-spark_2.13:$(RAPIDS) \
+	  -DoutputDirectory=$(abspath jars)
+
+demo: install jars
+	rm -rf $(DEMO_DIR)
+	$(BIN)/curator sample-shards --out $(DEMO_DIR)/shards --shards 4 --per-shard 100
+	$(BIN)/curator ingest --warehouse $(DEMO_DIR)/warehouse --input '$(DEMO_DIR)/shards'
+	$(BIN)/curator sql --warehouse $(DEMO_DIR)/warehouse \
+	  "SELECT image_format, count(*) AS n, round(avg(width)) AS avg_width FROM curator.images GROUP BY image_format ORDER BY n DESC"
+
+test: setup
+	$(BIN)/python -m pytest -q -m "not slow"
+
+test-faults: setup
+	$(BIN)/python -m pytest -q -m slow
+
+bench: setup
+	$(PYTHON) bench/ingest.py
+
+lint: install
+	$(BIN)/ruff check spark_jobs curator_udfs tests bench
+	$(BIN)/mypy spark_jobs curator_udfs
+
+clean:
+	rm -rf $(DEMO_DIR) warehouse spark-warehouse .pytest_cache

@@ -1,0 +1,1 @@
+"""Per-batch logic the Spark jobs ship to executors; importable without a SparkSession."""

@@ -1,0 +1,142 @@
+"""Executor side of ingest: shard rows in, Arrow batches of images / quarantine / shard rows out.
+
+One input row per shard; every output row carries `kind` (image | quarantine | shard), so one
+pass over a shard feeds all three tables. Memory stays bounded by `max_batch_bytes`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime
+
+import pyarrow as pa
+
+from curator_udfs.ids import sample_id
+from curator_udfs.shard_reader import IngestedSample, IngestLimits, ShardReader
+
+INGEST_ROW_SCHEMA = pa.schema(
+    [
+        ("kind", pa.string()),
+        ("shard_uri", pa.string()),
+        ("ordinal", pa.int64()),
+        ("sample_id", pa.string()),
+        ("key", pa.string()),
+        ("image", pa.binary()),
+        ("image_format", pa.string()),
+        ("image_ext", pa.string()),
+        ("width", pa.int32()),
+        ("height", pa.int32()),
+        ("image_bytes", pa.int64()),
+        ("image_sha256", pa.string()),
+        ("caption", pa.string()),
+        ("meta", pa.string()),
+        ("warnings", pa.list_(pa.string())),
+        ("member", pa.string()),
+        ("reason", pa.string()),
+        ("detail", pa.string()),
+        ("size", pa.int64()),
+        ("mtime", pa.float64()),
+        ("samples", pa.int64()),
+        ("images", pa.int64()),
+        ("quarantined", pa.int64()),
+        ("bytes_read", pa.int64()),
+        ("status", pa.string()),
+        ("error", pa.string()),
+        ("at", pa.timestamp("us", tz="UTC")),
+        ("run_id", pa.string()),
+    ]
+)
+
+# The same schema as a Spark DDL string, for mapInArrow.
+INGEST_ROW_DDL = (
+    "kind STRING, shard_uri STRING, ordinal BIGINT, sample_id STRING, key STRING, image BINARY, "
+    "image_format STRING, image_ext STRING, width INT, height INT, image_bytes BIGINT, "
+    "image_sha256 STRING, caption STRING, meta STRING, warnings ARRAY<STRING>, member STRING, "
+    "reason STRING, detail STRING, size BIGINT, mtime DOUBLE, samples BIGINT, images BIGINT, "
+    "quarantined BIGINT, bytes_read BIGINT, status STRING, error STRING, at TIMESTAMP, run_id STRING"
+)
+
+
+class _Rows:
+    """Column buffers that flush into a RecordBatch."""
+
+    def __init__(self) -> None:
+        self.cols: dict[str, list] = {f.name: [] for f in INGEST_ROW_SCHEMA}
+        self.nbytes = 0
+
+    def add(self, **values: object) -> None:
+        for name, col in self.cols.items():
+            col.append(values.get(name))
+
+    def __len__(self) -> int:
+        return len(self.cols["kind"])
+
+    def flush(self) -> pa.RecordBatch:
+        batch = pa.RecordBatch.from_pydict(self.cols, schema=INGEST_ROW_SCHEMA)
+        self.cols = {f.name: [] for f in INGEST_ROW_SCHEMA}
+        self.nbytes = 0
+        return batch
+
+
+def ingest_shard_rows(
+    batches: Iterator[pa.RecordBatch],
+    *,
+    limits: IngestLimits,
+    run_id: str,
+    at: datetime,
+    max_batch_bytes: int = 32 << 20,
+    max_batch_rows: int = 2048,
+) -> Iterator[pa.RecordBatch]:
+    """Read every shard named in the input batches (columns shard_uri, size, mtime)."""
+    rows = _Rows()
+    for batch in batches:
+        for shard in batch.to_pylist():
+            uri = shard["shard_uri"]
+            reader = ShardReader(uri, limits)
+            for ordinal, item in enumerate(reader):
+                common = {"shard_uri": uri, "ordinal": ordinal, "key": item.key, "at": at, "run_id": run_id}
+                if isinstance(item, IngestedSample):
+                    rows.add(
+                        kind="image",
+                        sample_id=sample_id(uri, item.key),
+                        image=item.image,
+                        image_format=item.image_format,
+                        image_ext=item.image_ext,
+                        width=item.width,
+                        height=item.height,
+                        image_bytes=len(item.image),
+                        image_sha256=item.image_sha256,
+                        caption=item.caption,
+                        meta=item.meta,
+                        warnings=list(item.warnings),
+                        **common,
+                    )
+                    rows.nbytes += len(item.image)
+                else:
+                    rows.add(
+                        kind="quarantine",
+                        member=item.member,
+                        reason=item.reason,
+                        detail=item.detail,
+                        size=item.size,
+                        **common,
+                    )
+                if rows.nbytes >= max_batch_bytes or len(rows) >= max_batch_rows:
+                    yield rows.flush()
+            out = reader.outcome
+            rows.add(
+                kind="shard",
+                shard_uri=uri,
+                size=shard.get("size"),
+                mtime=shard.get("mtime"),
+                samples=out.samples,
+                images=out.images,
+                quarantined=out.quarantined,
+                bytes_read=out.bytes_read,
+                status=out.status,
+                error=out.error,
+                at=at,
+                run_id=run_id,
+            )
+    if len(rows):
+        yield rows.flush()

@@ -1,0 +1,172 @@
+"""`curator`: the command-line contract (see README). Parses arguments and calls a job's run().
+
+Exit codes: 0 done (quarantined samples are still success), 2 bad usage or configuration,
+1 the job failed. Messages go to stderr; `--json` puts one JSON object on stdout's last line.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from spark_jobs.config import Config, ConfigError, load_config
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Image-data curation on Spark + Delta Lake: ingest, embed, classify, filter, dedup, export.",
+    pretty_exceptions_enable=False,
+)
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", help="pipeline YAML (default: the embedded default)")]
+SetOpt = Annotated[
+    list[str] | None, typer.Option("--set", help="override a key: dotted.key=value (value is YAML); repeatable")
+]
+WarehouseOpt = Annotated[str | None, typer.Option("--warehouse", help="directory of the Delta tables")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="print the summary as one JSON object on the last line")]
+
+
+def err(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _debug() -> bool:
+    return os.environ.get("CURATOR_DEBUG", "") not in ("", "0")
+
+
+def resolve_config(config: Path | None, sets: list[str] | None, warehouse: str | None) -> Config:
+    """Load the configuration or exit 2 with the message (before Spark starts)."""
+    try:
+        return load_config(config, sets or [], warehouse)
+    except ConfigError as exc:
+        err(f"configuration error:\n{exc}")
+        raise typer.Exit(2) from None
+
+
+def run_job(job: str, cfg: Config, as_json: bool, call: Callable[[Any, Config], Any]) -> None:
+    """Build the session, run the job, print its summary; map failures to exit codes."""
+    from spark_jobs.session import build_session
+
+    try:
+        spark = build_session(cfg, app_name=f"curator-{job}")
+        summary = call(spark, cfg)
+    except ConfigError as exc:
+        err(f"configuration error:\n{exc}")
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        err(f"curator {job}: interrupted; rerun the same command to continue where it stopped")
+        raise typer.Exit(130) from None
+    except Exception as exc:  # noqa: BLE001 - one message instead of a traceback
+        if _debug():
+            traceback.print_exc()
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+        err(f"curator {job} failed: {exc.__class__.__name__}: {msg}\n(rerun with CURATOR_DEBUG=1 for the traceback)")
+        raise typer.Exit(1) from None
+    summaries = summary if isinstance(summary, list) else [summary]
+    if as_json:
+        for s in summaries:
+            s.render(_stderr_console())
+        print(json.dumps([s.to_dict() for s in summaries] if len(summaries) > 1 else summaries[0].to_dict(), default=str))
+    else:
+        for s in summaries:
+            s.render()
+
+
+def _stderr_console() -> Any:
+    from rich.console import Console
+
+    return Console(file=sys.stderr, soft_wrap=True)
+
+
+@app.command()
+def ingest(
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    warehouse: WarehouseOpt = None,
+    as_json: JsonOpt = False,
+    input_: Annotated[list[str] | None, typer.Option("--input", help="GLOB_OR_DIR of shards; repeatable")] = None,
+) -> None:
+    """Ingest WebDataset shards into the images, quarantine and shards tables."""
+    cfg = resolve_config(config, set_, warehouse)
+    from spark_jobs import ingest as job
+
+    run_job("ingest", cfg, as_json, lambda spark, c: job.run(spark, c, inputs=input_ or []))
+
+
+@app.command()
+def sql(
+    query: Annotated[str, typer.Argument(help="one SQL statement over the warehouse's tables")],
+    warehouse: WarehouseOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    fmt: Annotated[str, typer.Option("--format", help="table | json | csv")] = "table",
+) -> None:
+    """Run SQL over the tables (by name, e.g. curator.images) and print the result."""
+    if fmt not in ("table", "json", "csv"):
+        err(f"--format {fmt!r}: use table, json or csv")
+        raise typer.Exit(2)
+    cfg = resolve_config(config, set_, warehouse)
+    from spark_jobs.session import build_session
+    from spark_jobs.sql_output import print_rows
+
+    try:
+        spark = build_session(cfg, app_name="curator-sql")
+        df = spark.sql(query)
+        rows = df.collect()
+    except ConfigError as exc:
+        err(f"configuration error:\n{exc}")
+        raise typer.Exit(2) from None
+    except Exception as exc:  # noqa: BLE001
+        if _debug():
+            traceback.print_exc()
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+        err(f"curator sql failed: {first}")
+        raise typer.Exit(1) from None
+    print_rows(df.columns, rows, fmt)
+
+
+@app.command("sample-shards")
+def sample_shards(
+    out: Annotated[Path, typer.Option("--out", help="directory to write the shards to")],
+    shards: Annotated[int, typer.Option("--shards", min=1, help="number of shards")] = 4,
+    per_shard: Annotated[int, typer.Option("--per-shard", min=1, help="samples per shard")] = 100,
+    seed: Annotated[int, typer.Option("--seed", help="random seed (same seed, same bytes)")] = 0,
+) -> None:
+    """Write realistic synthetic WebDataset shards (img2dataset layout, planted duplicates)."""
+    from curator_udfs.sample_shards import write_sample_shards
+
+    report = write_sample_shards(out, shards=shards, per_shard=per_shard, seed=seed)
+    err(
+        f"wrote {len(report.paths)} shards, {report.samples} samples "
+        f"({report.exact_pairs} exact and {report.near_pairs} near duplicates planted) to {out}"
+    )
+
+
+def main_for(job: str, argv: list[str]) -> None:
+    """Entry point of `spark-submit spark_jobs/<job>.py ...`: the same CLI, job fixed."""
+    try:
+        app([job, *argv], prog_name=f"spark_jobs/{job}.py", standalone_mode=True)
+    except SystemExit as exc:
+        if exc.code not in (0, None):
+            raise
+
+
+def _load_commands() -> None:
+    """Later stages add their commands in their own modules (spark_jobs/cli_*.py)."""
+    for name in ("spark_jobs.cli_stages",):
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+
+
+_load_commands()

@@ -1,0 +1,239 @@
+"""The pipeline configuration: one validated schema, loaded from YAML plus `--set` overlays.
+
+Every error names the key and what would fix it, and is raised before Spark starts.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+
+class ConfigError(Exception):
+    """A configuration the user must fix; the message names the key and the fix."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SparkCfg(_Section):
+    profile: str = Field("local", description="a file name in conf/spark/ (local, gpu-cluster) or a path to a .conf file")
+    conf: dict[str, str | int | float | bool] = Field(default_factory=dict, description="Spark settings that override the profile")
+    with_rapids_jar: bool = Field(False, description="put the RAPIDS jar on the classpath (explain-only reports)")
+
+
+class InputCfg(_Section):
+    shards: list[str] = Field(default_factory=lambda: ["./shards"], description="directories, globs or URIs of WebDataset tar shards")
+
+
+class IngestCfg(_Section):
+    max_image_pixels: int = Field(89_478_485, gt=0, description="images with more pixels are quarantined (decompression bombs)")
+    max_image_bytes: int = Field(50_000_000, gt=0, description="image members larger than this are quarantined unread")
+    max_caption_bytes: int = Field(1_000_000, gt=0, description="longer captions are truncated, with a warning")
+    max_json_bytes: int = Field(1_000_000, gt=0, description="larger JSON members are dropped, with a warning")
+    shards_per_batch: int = Field(64, gt=0, description="shards committed together in one Delta transaction per table")
+    retry_failed: bool = Field(False, description="re-read shards recorded as failed (e.g. after fixing a file)")
+
+
+class HeadCfg(_Section):
+    name: str = Field(description="aesthetic, nsfw, or the name of your own head")
+    weights: str | None = Field(None, description="local file or directory; null = HF hub or cache")
+    class_path: str | None = Field(None, description="'package.module:ClassName' of a ClassifierHead subclass")
+    output_column: str | None = Field(None, description="score column name; default from the head")
+    random_init: bool = Field(False, description="random weights (tests and demos with tiny models only)")
+
+
+class EmbedCfg(_Section):
+    model: str = Field("vit_large_patch14_clip_quickgelu_224.openai", description="a timm model name")
+    pretrained: bool = Field(True, description="false = random init (tests, demos with tiny models)")
+    weights: str | None = Field(None, description="local weights file or directory instead of the hub")
+    batch_size: int = Field(256, gt=0, description="images per forward pass")
+    num_threads_per_worker: int = Field(4, gt=0, description="decode threads per Python worker")
+    autocast: bool = Field(True, description="fp16 autocast on CUDA")
+    normalize: bool = Field(True, description="L2-normalise embeddings (the heads expect it)")
+    arrow_batch_size: int = Field(256, gt=0, description="rows per Arrow batch sent to the UDF")
+    embedder_class: str | None = Field(None, description="'package.module:ClassName' of an ImageEmbedder subclass")
+
+
+class FilterCfg(_Section):
+    predicates: list[str] = Field(
+        default_factory=lambda: ["aesthetic_score >= 5", "nsfw_score < 0.2"],
+        description="SQL boolean expressions over the scored view, ANDed",
+    )
+
+
+class DedupCfg(_Section):
+    methods: list[Literal["exact", "perceptual", "semantic"]] = Field(
+        default_factory=lambda: ["exact", "perceptual", "semantic"], description="any of exact, perceptual, semantic"
+    )
+    eps: list[float] = Field(default_factory=lambda: [0.01], description="semantic: pairs with similarity >= 1 - eps")
+    keep: Literal["aesthetic", "resolution", "farthest_from_centroid"] = Field(
+        "aesthetic", description="which sample of a duplicate group is kept"
+    )
+
+    @field_validator("eps")
+    @classmethod
+    def _eps_range(cls, v: list[float]) -> list[float]:
+        bad = [e for e in v if not 0.0 <= e < 1.0]
+        if bad or not v:
+            raise ValueError(f"each eps must be in [0, 1) and the list non-empty, got {v}")
+        return v
+
+
+class ExportCfg(_Section):
+    output: str = Field("./curated", description="directory for the curated WebDataset shards")
+    samples_per_shard: int = Field(10_000, gt=0, description="target samples per output shard")
+
+
+class TablesCfg(_Section):
+    shards: str = "shards"
+    images: str = "images"
+    quarantine: str = "quarantine"
+    scores: str = "scores"
+    duplicates: str = "duplicates"
+    curated: str = "curated"
+
+
+class Config(_Section):
+    warehouse: str = Field("./warehouse", description="where the Delta tables and the catalog live")
+    database: str = Field("curator", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="tables are database.images, ...")
+    spark: SparkCfg = Field(default_factory=SparkCfg)
+    input: InputCfg = Field(default_factory=InputCfg)
+    ingest: IngestCfg = Field(default_factory=IngestCfg)
+    embed: EmbedCfg = Field(default_factory=EmbedCfg)
+    classifiers: list[HeadCfg] = Field(
+        default_factory=lambda: [HeadCfg(name="aesthetic"), HeadCfg(name="nsfw")],
+        description="heads run right after the embedding, on the same device",
+    )
+    filter: FilterCfg = Field(default_factory=FilterCfg)
+    dedup: DedupCfg = Field(default_factory=DedupCfg)
+    export: ExportCfg = Field(default_factory=ExportCfg)
+    tables: TablesCfg = Field(default_factory=TablesCfg)
+
+    @property
+    def warehouse_path(self) -> Path:
+        """The warehouse as an absolute local path."""
+        w = self.warehouse.removeprefix("file://")
+        return Path(w).expanduser().resolve()
+
+
+# Free-form mappings whose own keys contain dots (`--set spark.conf.spark.sql.x=1`).
+_DOTTED_MAPS = (("spark", "conf"),)
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    for prefix in _DOTTED_MAPS:
+        if tuple(parts[: len(prefix)]) == prefix and len(parts) > len(prefix) + 1:
+            parts = [*prefix, ".".join(parts[len(prefix) :])]
+    node: Any = tree
+    for i, part in enumerate(parts[:-1]):
+        nxt = node.get(part) if isinstance(node, dict) else None
+        if nxt is None:
+            nxt = node[part] = {}
+        if not isinstance(nxt, dict):
+            where = ".".join(parts[: i + 1])
+            raise ConfigError(f"--set {dotted}: `{where}` is not a section, so it has no key `{parts[i + 1]}`")
+        node = nxt
+    node[parts[-1]] = value
+
+
+def parse_set(item: str) -> tuple[str, Any]:
+    """Split one `--set dotted.key=value`; the value is read as YAML (`[a, b]`, `true`, `3`)."""
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected dotted.key=value, e.g. --set embed.batch_size=64")
+    key, raw = item.split("=", 1)
+    key = key.strip()
+    if not key or any(not p for p in key.split(".")):
+        raise ConfigError(f"--set {item!r}: the key is empty; expected dotted.key=value")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {key}: the value {raw!r} is not valid YAML ({exc.__class__.__name__}); quote it") from exc
+    return key, value
+
+
+def _known_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
+    keys: list[str] = []
+    for name, field in model.model_fields.items():
+        keys.append(prefix + name)
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            keys.extend(_known_keys(ann, prefix + name + "."))
+    return keys
+
+
+def _describe(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _field_help(loc: tuple[Any, ...]) -> str | None:
+    model: Any = Config
+    field = None
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        if not (isinstance(model, type) and issubclass(model, BaseModel)) or part not in model.model_fields:
+            return None
+        field = model.model_fields[part]
+        ann = field.annotation
+        args = getattr(ann, "__args__", ())
+        model = ann if isinstance(ann, type) else next((a for a in args if isinstance(a, type)), None)
+    return field.description if field is not None else None
+
+
+def format_validation_error(exc: ValidationError) -> str:
+    """One line per problem: the key, what is wrong, and what would fix it."""
+    lines = []
+    known = _known_keys(Config)
+    for err in exc.errors():
+        key = _describe(tuple(err["loc"]))
+        if err["type"] == "extra_forbidden":
+            close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+            hint = f"did you mean `{close[0]}`?" if close else "remove it (see conf/curation.yaml for the keys)"
+            lines.append(f"config key `{key}`: unknown key; {hint}")
+            continue
+        got = err.get("input")
+        got_s = repr(got) if not isinstance(got, dict) else "a mapping"
+        help_ = _field_help(tuple(err["loc"]))
+        fix = f"; expected {help_}" if help_ else ""
+        lines.append(f"config key `{key}`: {err['msg']} (got {got_s}){fix}")
+    return "\n".join(lines)
+
+
+def load_config(path: str | Path | None = None, sets: list[str] | None = None, warehouse: str | None = None) -> Config:
+    """Embedded defaults, then the YAML file, then each `--set`, then `--warehouse`."""
+    tree: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"--config {path}: no such file; pass a YAML file such as conf/curation.yaml")
+        try:
+            loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--config {path}: not valid YAML: {exc}") from exc
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"--config {path}: the top level must be a mapping of keys (warehouse:, embed:, ...)")
+        tree = loaded or {}
+    for item in sets or []:
+        key, value = parse_set(item)
+        _set_dotted(tree, key, value)
+    if warehouse is not None:
+        tree["warehouse"] = warehouse
+    try:
+        return Config.model_validate(tree)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc)) from None
+
+
+def dump_config(cfg: Config) -> str:
+    """The resolved configuration as YAML (what a run actually used)."""
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

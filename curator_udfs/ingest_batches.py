@@ -53,7 +53,8 @@ INGEST_ROW_DDL = (
     "image_format STRING, image_ext STRING, width INT, height INT, image_bytes BIGINT, "
     "image_sha256 STRING, caption STRING, meta STRING, warnings ARRAY<STRING>, member STRING, "
     "reason STRING, detail STRING, size BIGINT, mtime DOUBLE, samples BIGINT, images BIGINT, "
-    "quarantined BIGINT, bytes_read BIGINT, status STRING, error STRING, at TIMESTAMP, run_id STRING"
+    "quarantined BIGINT, bytes_read BIGINT, status STRING, error STRING, at TIMESTAMP, "
+    "run_id STRING"
 )
 
 
@@ -94,7 +95,13 @@ def ingest_shard_rows(
             uri = shard["shard_uri"]
             reader = ShardReader(uri, limits)
             for ordinal, item in enumerate(reader):
-                common = {"shard_uri": uri, "ordinal": ordinal, "key": item.key, "at": at, "run_id": run_id}
+                common = {
+                    "shard_uri": uri,
+                    "ordinal": ordinal,
+                    "key": item.key,
+                    "at": at,
+                    "run_id": run_id,
+                }
                 if isinstance(item, IngestedSample):
                     rows.add(
                         kind="image",

@@ -22,16 +22,23 @@ from spark_jobs.config import Config, ConfigError, load_config
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
-    help="Image-data curation on Spark + Delta Lake: ingest, embed, classify, filter, dedup, export.",
+    help="Image-data curation on Spark + Delta Lake: ingest → embed → filter → dedup → export.",
     pretty_exceptions_enable=False,
 )
 
-ConfigOpt = Annotated[Path | None, typer.Option("--config", help="pipeline YAML (default: the embedded default)")]
-SetOpt = Annotated[
-    list[str] | None, typer.Option("--set", help="override a key: dotted.key=value (value is YAML); repeatable")
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", help="pipeline YAML (default: the embedded default)")
 ]
-WarehouseOpt = Annotated[str | None, typer.Option("--warehouse", help="directory of the Delta tables")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="print the summary as one JSON object on the last line")]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="override a key: dotted.key=value (value is YAML); repeatable"),
+]
+WarehouseOpt = Annotated[
+    str | None, typer.Option("--warehouse", help="directory of the Delta tables")
+]
+JsonOpt = Annotated[
+    bool, typer.Option("--json", help="print the summary as one JSON object on the last line")
+]
 
 
 def err(message: str) -> None:
@@ -68,13 +75,21 @@ def run_job(job: str, cfg: Config, as_json: bool, call: Callable[[Any, Config], 
         if _debug():
             traceback.print_exc()
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
-        err(f"curator {job} failed: {exc.__class__.__name__}: {msg}\n(rerun with CURATOR_DEBUG=1 for the traceback)")
+        err(
+            f"curator {job} failed: {exc.__class__.__name__}: {msg}\n"
+            "(rerun with CURATOR_DEBUG=1 for the traceback)"
+        )
         raise typer.Exit(1) from None
     summaries = summary if isinstance(summary, list) else [summary]
     if as_json:
         for s in summaries:
             s.render(_stderr_console())
-        print(json.dumps([s.to_dict() for s in summaries] if len(summaries) > 1 else summaries[0].to_dict(), default=str))
+        print(
+            json.dumps(
+                [s.to_dict() for s in summaries] if len(summaries) > 1 else summaries[0].to_dict(),
+                default=str,
+            )
+        )
     else:
         for s in summaries:
             s.render()
@@ -92,13 +107,20 @@ def ingest(
     set_: SetOpt = None,
     warehouse: WarehouseOpt = None,
     as_json: JsonOpt = False,
-    input_: Annotated[list[str] | None, typer.Option("--input", help="GLOB_OR_DIR of shards; repeatable")] = None,
+    input_: Annotated[
+        list[str] | None, typer.Option("--input", help="GLOB_OR_DIR of shards; repeatable")
+    ] = None,
 ) -> None:
     """Ingest WebDataset shards into the images, quarantine and shards tables."""
     cfg = resolve_config(config, set_, warehouse)
     from spark_jobs import ingest as job
 
-    run_job("ingest", cfg, as_json, lambda spark, c: job.run(spark, c, inputs=input_ or []))
+    try:
+        files = job.list_inputs(cfg, input_ or [])
+    except ConfigError as exc:
+        err(f"configuration error:\n{exc}")
+        raise typer.Exit(2) from None
+    run_job("ingest", cfg, as_json, lambda spark, c: job.run(spark, c, files=files))
 
 
 @app.command()
@@ -159,14 +181,21 @@ def main_for(job: str, argv: list[str]) -> None:
             raise
 
 
+# Job modules of later stages add their own commands: each defines `register(app)`.
+STAGE_MODULES = ("embed", "classify", "dedup", "filter", "export", "pipeline", "report", "why")
+
+
 def _load_commands() -> None:
-    """Later stages add their commands in their own modules (spark_jobs/cli_*.py)."""
-    for name in ("spark_jobs.cli_stages",):
+    for name in STAGE_MODULES:
         try:
-            importlib.import_module(name)
+            module = importlib.import_module(f"spark_jobs.{name}")
         except ModuleNotFoundError as exc:
-            if exc.name != name:
+            if exc.name != f"spark_jobs.{name}":
                 raise
+            continue
+        register = getattr(module, "register", None)
+        if register is not None:
+            register(app)
 
 
 _load_commands()

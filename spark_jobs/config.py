@@ -22,42 +22,78 @@ class _Section(BaseModel):
 
 
 class SparkCfg(_Section):
-    profile: str = Field("local", description="a file name in conf/spark/ (local, gpu-cluster) or a path to a .conf file")
-    conf: dict[str, str | int | float | bool] = Field(default_factory=dict, description="Spark settings that override the profile")
-    with_rapids_jar: bool = Field(False, description="put the RAPIDS jar on the classpath (explain-only reports)")
+    profile: str = Field(
+        "local",
+        description="a file name in conf/spark/ (local, gpu-cluster) or a path to a .conf file",
+    )
+    conf: dict[str, str | int | float | bool] = Field(
+        default_factory=dict, description="Spark settings that override the profile"
+    )
+    with_rapids_jar: bool = Field(
+        False, description="put the RAPIDS jar on the classpath (explain-only reports)"
+    )
 
 
 class InputCfg(_Section):
-    shards: list[str] = Field(default_factory=lambda: ["./shards"], description="directories, globs or URIs of WebDataset tar shards")
+    shards: list[str] = Field(
+        default_factory=lambda: ["./shards"],
+        description="directories, globs or URIs of WebDataset tar shards",
+    )
 
 
 class IngestCfg(_Section):
-    max_image_pixels: int = Field(89_478_485, gt=0, description="images with more pixels are quarantined (decompression bombs)")
-    max_image_bytes: int = Field(50_000_000, gt=0, description="image members larger than this are quarantined unread")
-    max_caption_bytes: int = Field(1_000_000, gt=0, description="longer captions are truncated, with a warning")
-    max_json_bytes: int = Field(1_000_000, gt=0, description="larger JSON members are dropped, with a warning")
-    shards_per_batch: int = Field(64, gt=0, description="shards committed together in one Delta transaction per table")
-    retry_failed: bool = Field(False, description="re-read shards recorded as failed (e.g. after fixing a file)")
+    max_image_pixels: int = Field(
+        89_478_485,
+        gt=0,
+        description="images with more pixels are quarantined (decompression bombs)",
+    )
+    max_image_bytes: int = Field(
+        50_000_000, gt=0, description="image members larger than this are quarantined unread"
+    )
+    max_caption_bytes: int = Field(
+        1_000_000, gt=0, description="longer captions are truncated, with a warning"
+    )
+    max_json_bytes: int = Field(
+        1_000_000, gt=0, description="larger JSON members are dropped, with a warning"
+    )
+    shards_per_batch: int = Field(
+        64, gt=0, description="shards committed together in one Delta transaction per table"
+    )
+    retry_failed: bool = Field(
+        False, description="re-read shards recorded as failed (e.g. after fixing a file)"
+    )
 
 
 class HeadCfg(_Section):
     name: str = Field(description="aesthetic, nsfw, or the name of your own head")
     weights: str | None = Field(None, description="local file or directory; null = HF hub or cache")
-    class_path: str | None = Field(None, description="'package.module:ClassName' of a ClassifierHead subclass")
+    class_path: str | None = Field(
+        None, description="'package.module:ClassName' of a ClassifierHead subclass"
+    )
     output_column: str | None = Field(None, description="score column name; default from the head")
-    random_init: bool = Field(False, description="random weights (tests and demos with tiny models only)")
+    random_init: bool = Field(
+        False, description="random weights (tests and demos with tiny models only)"
+    )
 
 
 class EmbedCfg(_Section):
-    model: str = Field("vit_large_patch14_clip_quickgelu_224.openai", description="a timm model name")
-    pretrained: bool = Field(True, description="false = random init (tests, demos with tiny models)")
-    weights: str | None = Field(None, description="local weights file or directory instead of the hub")
+    model: str = Field(
+        "vit_large_patch14_clip_quickgelu_224.openai", description="a timm model name"
+    )
+    pretrained: bool = Field(
+        True, description="false = random init (tests, demos with tiny models)"
+    )
+    weights: str | None = Field(
+        None, description="local weights file or directory instead of the hub"
+    )
     batch_size: int = Field(256, gt=0, description="images per forward pass")
     num_threads_per_worker: int = Field(4, gt=0, description="decode threads per Python worker")
     autocast: bool = Field(True, description="fp16 autocast on CUDA")
     normalize: bool = Field(True, description="L2-normalise embeddings (the heads expect it)")
     arrow_batch_size: int = Field(256, gt=0, description="rows per Arrow batch sent to the UDF")
-    embedder_class: str | None = Field(None, description="'package.module:ClassName' of an ImageEmbedder subclass")
+    embedder_class: str | None = Field(
+        None, description="'package.module:ClassName' of an ImageEmbedder subclass"
+    )
 
 
 class FilterCfg(_Section):
@@ -69,9 +105,12 @@ class FilterCfg(_Section):
 
 class DedupCfg(_Section):
     methods: list[Literal["exact", "perceptual", "semantic"]] = Field(
-        default_factory=lambda: ["exact", "perceptual", "semantic"], description="any of exact, perceptual, semantic"
+        default_factory=lambda: ["exact", "perceptual", "semantic"],
+        description="any of exact, perceptual, semantic",
     )
-    eps: list[float] = Field(default_factory=lambda: [0.01], description="semantic: pairs with similarity >= 1 - eps")
+    eps: list[float] = Field(
+        default_factory=lambda: [0.01], description="semantic: pairs with similarity >= 1 - eps"
+    )
     keep: Literal["aesthetic", "resolution", "farthest_from_centroid"] = Field(
         "aesthetic", description="which sample of a duplicate group is kept"
     )
@@ -101,7 +140,11 @@ class TablesCfg(_Section):
 
 class Config(_Section):
     warehouse: str = Field("./warehouse", description="where the Delta tables and the catalog live")
-    database: str = Field("curator", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="tables are database.images, ...")
+    database: str = Field(
+        "curator",
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="tables are database.images, ...",
+    )
     spark: SparkCfg = Field(default_factory=SparkCfg)
     input: InputCfg = Field(default_factory=InputCfg)
     ingest: IngestCfg = Field(default_factory=IngestCfg)
@@ -138,7 +181,9 @@ def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
             nxt = node[part] = {}
         if not isinstance(nxt, dict):
             where = ".".join(parts[: i + 1])
-            raise ConfigError(f"--set {dotted}: `{where}` is not a section, so it has no key `{parts[i + 1]}`")
+            raise ConfigError(
+                f"--set {dotted}: `{where}` is not a section, so it has no key `{parts[i + 1]}`"
+            )
         node = nxt
     node[parts[-1]] = value
 
@@ -146,7 +191,9 @@ def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
 def parse_set(item: str) -> tuple[str, Any]:
     """Split one `--set dotted.key=value`; the value is read as YAML (`[a, b]`, `true`, `3`)."""
     if "=" not in item:
-        raise ConfigError(f"--set {item!r}: expected dotted.key=value, e.g. --set embed.batch_size=64")
+        raise ConfigError(
+            f"--set {item!r}: expected dotted.key=value, e.g. --set embed.batch_size=64"
+        )
     key, raw = item.split("=", 1)
     key = key.strip()
     if not key or any(not p for p in key.split(".")):
@@ -154,7 +201,9 @@ def parse_set(item: str) -> tuple[str, Any]:
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as exc:
-        raise ConfigError(f"--set {key}: the value {raw!r} is not valid YAML ({exc.__class__.__name__}); quote it") from exc
+        raise ConfigError(
+            f"--set {key}: the value {raw!r} is not valid YAML ({exc.__class__.__name__}); quote it"
+        ) from exc
     return key, value
 
 
@@ -181,12 +230,17 @@ def _field_help(loc: tuple[Any, ...]) -> str | None:
     for part in loc:
         if isinstance(part, int):
             continue
-        if not (isinstance(model, type) and issubclass(model, BaseModel)) or part not in model.model_fields:
+        if (
+            not (isinstance(model, type) and issubclass(model, BaseModel))
+            or part not in model.model_fields
+        ):
             return None
         field = model.model_fields[part]
         ann = field.annotation
         args = getattr(ann, "__args__", ())
-        model = ann if isinstance(ann, type) else next((a for a in args if isinstance(a, type)), None)
+        model = (
+            ann if isinstance(ann, type) else next((a for a in args if isinstance(a, type)), None)
+        )
     return field.description if field is not None else None
 
 
@@ -198,7 +252,11 @@ def format_validation_error(exc: ValidationError) -> str:
         key = _describe(tuple(err["loc"]))
         if err["type"] == "extra_forbidden":
             close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
-            hint = f"did you mean `{close[0]}`?" if close else "remove it (see conf/curation.yaml for the keys)"
+            hint = (
+                f"did you mean `{close[0]}`?"
+                if close
+                else "remove it (see conf/curation.yaml for the keys)"
+            )
             lines.append(f"config key `{key}`: unknown key; {hint}")
             continue
         got = err.get("input")
@@ -209,19 +267,25 @@ def format_validation_error(exc: ValidationError) -> str:
     return "\n".join(lines)
 
 
-def load_config(path: str | Path | None = None, sets: list[str] | None = None, warehouse: str | None = None) -> Config:
+def load_config(
+    path: str | Path | None = None, sets: list[str] | None = None, warehouse: str | None = None
+) -> Config:
     """Embedded defaults, then the YAML file, then each `--set`, then `--warehouse`."""
     tree: dict[str, Any] = {}
     if path is not None:
         p = Path(path)
         if not p.is_file():
-            raise ConfigError(f"--config {path}: no such file; pass a YAML file such as conf/curation.yaml")
+            raise ConfigError(
+                f"--config {path}: no such file; pass a YAML file such as conf/curation.yaml"
+            )
         try:
             loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
         except yaml.YAMLError as exc:
             raise ConfigError(f"--config {path}: not valid YAML: {exc}") from exc
         if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"--config {path}: the top level must be a mapping of keys (warehouse:, embed:, ...)")
+            raise ConfigError(
+                f"--config {path}: the top level must be a mapping (warehouse:, embed:, ...)"
+            )
         tree = loaded or {}
     for item in sets or []:
         key, value = parse_set(item)

@@ -8,7 +8,7 @@ so a crash at any point followed by a rerun leaves every sample exactly once.
 from __future__ import annotations
 
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import partial
 
 from pyspark import StorageLevel
@@ -18,7 +18,7 @@ from pyspark.sql import functions as F
 from curator_udfs.ingest_batches import INGEST_ROW_DDL, ingest_shard_rows
 from curator_udfs.shard_listing import ShardFile, list_shards
 from curator_udfs.shard_reader import IngestLimits
-from spark_jobs.config import Config, ConfigError
+from spark_jobs.config import Config, ConfigError, InputCfg
 from spark_jobs.summary import Summary, new_run_id
 from spark_jobs.tables import (
     IMAGES,
@@ -46,7 +46,9 @@ def _batches(items: list[ShardFile], size: int) -> list[list[ShardFile]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
-def ingest_batch(spark: SparkSession, cfg: Config, batch: list[ShardFile], run_id: str, summary: Summary) -> None:
+def ingest_batch(
+    spark: SparkSession, cfg: Config, batch: list[ShardFile], run_id: str, summary: Summary
+) -> None:
     """Read one batch of shards (one task each) and commit it to the three tables."""
     limits = IngestLimits(
         max_image_pixels=cfg.ingest.max_image_pixels,
@@ -54,62 +56,114 @@ def ingest_batch(spark: SparkSession, cfg: Config, batch: list[ShardFile], run_i
         max_caption_bytes=cfg.ingest.max_caption_bytes,
         max_json_bytes=cfg.ingest.max_json_bytes,
     )
-    at = datetime.now(timezone.utc)
+    at = datetime.now(UTC)
     shard_rows = [(f.uri, f.size, f.mtime) for f in batch]
     rdd = spark.sparkContext.parallelize(shard_rows, len(shard_rows))
     shards_df = spark.createDataFrame(rdd, "shard_uri STRING, size BIGINT, mtime DOUBLE")
-    rows = shards_df.mapInArrow(partial(ingest_shard_rows, limits=limits, run_id=run_id, at=at), INGEST_ROW_DDL)
+    rows = shards_df.mapInArrow(
+        partial(ingest_shard_rows, limits=limits, run_id=run_id, at=at), INGEST_ROW_DDL
+    )
     rows = rows.persist(StorageLevel.MEMORY_AND_DISK)
     try:
         scope = f"t.shard_uri IN ({sql_list([f.uri for f in batch])})"
         images = rows.where("kind = 'image'").select(
-            "sample_id", "key", "shard_uri", "image", "image_format", "image_ext", "width", "height",
-            "image_bytes", "image_sha256", "caption", "meta", "warnings",
-            F.col("at").alias("ingested_at"), "run_id",
+            "sample_id",
+            "key",
+            "shard_uri",
+            "image",
+            "image_format",
+            "image_ext",
+            "width",
+            "height",
+            "image_bytes",
+            "image_sha256",
+            "caption",
+            "meta",
+            "warnings",
+            F.col("at").alias("ingested_at"),
+            "run_id",
         )
         quarantine = rows.where("kind = 'quarantine'").select(
-            "shard_uri", "ordinal", "key", "member", "reason", "detail", "size",
-            F.col("at").alias("quarantined_at"), "run_id",
+            "shard_uri",
+            "ordinal",
+            "key",
+            "member",
+            "reason",
+            "detail",
+            "size",
+            F.col("at").alias("quarantined_at"),
+            "run_id",
         )
         shards = rows.where("kind = 'shard'").select(
-            "shard_uri", "size", "mtime", "samples", "images", "quarantined", "bytes_read", "status", "error",
-            F.col("at").alias("ingested_at"), "run_id",
+            "shard_uri",
+            "size",
+            "mtime",
+            "samples",
+            "images",
+            "quarantined",
+            "bytes_read",
+            "status",
+            "error",
+            F.col("at").alias("ingested_at"),
+            "run_id",
         )
-        counts = {r["kind"]: r["count"] for r in rows.groupBy("kind").count().collect()}
-        stats = shards.agg(
-            F.sum("samples").alias("samples"),
+        agg = rows.groupBy("kind").agg(
+            F.count(F.lit(1)).alias("n"),
             F.sum("bytes_read").alias("bytes"),
             F.sum(F.when(F.col("status") == "failed", 1).otherwise(0)).alias("failed"),
             F.sum(F.when(F.col("status") == "truncated", 1).otherwise(0)).alias("truncated"),
-        ).first()
+        )
+        counts = {r["kind"]: r for r in agg.collect()}  # also materialises the cache
+        stats = counts.get("shard")
         inserted_images = merge_insert_new(spark, cfg, IMAGES, images, scope=scope)
         inserted_q = merge_insert_new(spark, cfg, QUARANTINE, quarantine, scope=scope)
         merge_upsert(spark, cfg, SHARDS, shards, scope=scope)  # recorded last
     finally:
         rows.unpersist()
-    read_in = counts.get("image", 0) + counts.get("quarantine", 0)
+    read_in = sum(counts[k]["n"] for k in ("image", "quarantine") if k in counts)
     summary.rows_in += read_in
     summary.rows_written += inserted_images
     summary.quarantined += inserted_q
     summary.skipped += read_in - inserted_images - inserted_q
     summary.extra["shards_ingested"] += len(batch)
-    summary.extra["shards_failed"] += int(stats["failed"] or 0)
-    summary.extra["shards_truncated"] += int(stats["truncated"] or 0)
-    summary.extra["bytes_read"] += int(stats["bytes"] or 0)
+    if stats is not None:
+        summary.extra["shards_failed"] += int(stats["failed"] or 0)
+        summary.extra["shards_truncated"] += int(stats["truncated"] or 0)
+        summary.extra["bytes_read"] += int(stats["bytes"] or 0)
 
 
-def run(spark: SparkSession, cfg: Config, *, inputs: list[str] | None = None) -> Summary:
-    """Ingest every shard of `input.shards` (plus `inputs`) not ingested yet."""
-    summary = Summary(job="ingest", run_id=new_run_id("ingest"), unit="samples")
-    patterns = list(cfg.input.shards) + list(inputs or [])
+def list_inputs(cfg: Config, inputs: list[str] | None = None) -> list[ShardFile]:
+    """The shards of `input.shards` plus `--input`; checked before Spark starts.
+
+    When `--input` is given and `input.shards` was left at its default, only `--input` counts.
+    """
+    configured = list(cfg.input.shards)
+    if inputs and configured == InputCfg().shards:
+        configured = []
     try:
-        files = list_shards(patterns)
+        return list_shards(configured + list(inputs or []))
     except FileNotFoundError as exc:
         raise ConfigError(f"config key `input.shards` / --input: {exc}") from None
+
+
+def run(
+    spark: SparkSession,
+    cfg: Config,
+    *,
+    inputs: list[str] | None = None,
+    files: list[ShardFile] | None = None,
+) -> Summary:
+    """Ingest every shard of `input.shards` (plus `inputs`) not ingested yet."""
+    summary = Summary(job="ingest", run_id=new_run_id("ingest"), unit="samples")
+    files = list_inputs(cfg, inputs) if files is None else files
     todo = pending_shards(spark, cfg, files)
     summary.extra.update(
-        shards_listed=len(files), shards_skipped=len(files) - len(todo), shards_ingested=0,
-        shards_failed=0, shards_truncated=0, bytes_read=0,
+        shards_listed=len(files),
+        shards_skipped=len(files) - len(todo),
+        shards_ingested=0,
+        shards_failed=0,
+        shards_truncated=0,
+        bytes_read=0,
     )
     for batch in _batches(todo, cfg.ingest.shards_per_batch):
         ingest_batch(spark, cfg, batch, summary.run_id, summary)

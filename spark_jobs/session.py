@@ -50,7 +50,9 @@ def required_jars(cfg: Config) -> list[Path]:
 def spark_settings(cfg: Config, app_name: str) -> dict[str, str]:
     """Everything the session is built with: profile, overrides, jars, warehouse, logging."""
     settings = read_profile(cfg.spark.profile)
-    settings.update({k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in cfg.spark.conf.items()})
+    settings.update(
+        {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in cfg.spark.conf.items()}
+    )
     settings["spark.app.name"] = app_name
     jars = [str(j) for j in required_jars(cfg)]
     if settings.get("spark.jars"):
@@ -61,7 +63,9 @@ def spark_settings(cfg: Config, app_name: str) -> dict[str, str]:
     log4j = conf_dir() / "spark" / "log4j2.properties"
     java_opts = settings.get("spark.driver.extraJavaOptions", "")
     java_opts = java_opts.replace("/tmp/curator-derby", str(warehouse / ".derby"))
-    settings["spark.driver.extraJavaOptions"] = f"{java_opts} -Dlog4j2.configurationFile=file:{log4j}".strip()
+    settings["spark.driver.extraJavaOptions"] = (
+        f"{java_opts} -Dlog4j2.configurationFile=file:{log4j}".strip()
+    )
     return settings
 
 
@@ -75,7 +79,12 @@ def build_session(cfg: Config, app_name: str = "curator") -> SparkSession:
     builder = SparkSession.builder
     if under_submit:
         # spark-submit already fixed master, jars and static settings; keep them.
-        for key in ("spark.master", "spark.jars", "spark.driver.extraJavaOptions", "spark.driver.memory"):
+        for key in (
+            "spark.master",
+            "spark.jars",
+            "spark.driver.extraJavaOptions",
+            "spark.driver.memory",
+        ):
             settings.pop(key, None)
     for key, value in settings.items():
         builder = builder.config(key, value)

@@ -47,7 +47,8 @@ QUARANTINE = TableDef(
     "shard_uri STRING NOT NULL, ordinal BIGINT NOT NULL, key STRING, member STRING, reason STRING, "
     "detail STRING, size BIGINT, quarantined_at TIMESTAMP, run_id STRING",
     ("shard_uri", "ordinal"),
-    "every sample or member that could not be ingested, with the reason; ordinal = position in the shard",
+    "every sample or member that could not be ingested, with the reason; "
+    "ordinal = position in the shard",
 )
 
 ALL_TABLES: dict[str, TableDef] = {t.logical: t for t in (SHARDS, IMAGES, QUARANTINE)}
@@ -91,7 +92,9 @@ def register_tables(spark: SparkSession, cfg: Config) -> None:
     base = db_dir(cfg)
     found = sorted(p.name for p in base.iterdir() if is_delta(p)) if base.is_dir() else []
     for name in found:
-        stmt = f"CREATE TABLE IF NOT EXISTS {cfg.database}.{name} USING delta LOCATION '{base / name}'"
+        stmt = (
+            f"CREATE TABLE IF NOT EXISTS {cfg.database}.{name} USING delta LOCATION '{base / name}'"
+        )
         spark.sql(stmt)
         statements.append(stmt + ";")
     from spark_jobs.views import register_views
@@ -134,24 +137,42 @@ def merge_insert_new(
     cond = " AND ".join(f"t.{k} = s.{k}" for k in tdef.keys)
     if scope:
         cond = f"({scope}) AND {cond}"
+    before = _version(target)
     target.alias("t").merge(source.alias("s"), cond).whenNotMatchedInsertAll().execute()
-    return last_metric(target, "numTargetRowsInserted")
+    return last_metric(target, "numTargetRowsInserted", since=before)
 
 
-def merge_upsert(spark: SparkSession, cfg: Config, tdef: TableDef, source: DataFrame, *, scope: str | None = None) -> int:
+def merge_upsert(
+    spark: SparkSession, cfg: Config, tdef: TableDef, source: DataFrame, *, scope: str | None = None
+) -> int:
     """Insert new keys and overwrite existing ones, in one transaction; return rows written."""
     target = ensure_table(spark, cfg, tdef)
     cond = " AND ".join(f"t.{k} = s.{k}" for k in tdef.keys)
     if scope:
         cond = f"({scope}) AND {cond}"
-    target.alias("t").merge(source.alias("s"), cond).whenMatchedUpdateAll().whenNotMatchedInsertAll().execute()
-    return last_metric(target, "numTargetRowsInserted") + last_metric(target, "numTargetRowsUpdated")
+    before = _version(target)
+    target.alias("t").merge(
+        source.alias("s"), cond
+    ).whenMatchedUpdateAll().whenNotMatchedInsertAll().execute()
+    return last_metric(target, "numTargetRowsInserted", since=before) + last_metric(
+        target, "numTargetRowsUpdated", since=before
+    )
 
 
-def last_metric(table: DeltaTable, metric: str) -> int:
-    """An operation metric of the table's latest commit (0 when absent)."""
-    row = table.history(1).select("operationMetrics").first()
-    metrics = (row["operationMetrics"] or {}) if row else {}
+def _version(table: DeltaTable) -> int:
+    row = table.history(1).select("version").first()
+    return int(row["version"]) if row else -1
+
+
+def last_metric(table: DeltaTable, metric: str, *, since: int = -1) -> int:
+    """An operation metric of the table's latest commit, 0 if nothing was committed after `since`.
+
+    A MERGE that changes nothing writes no commit, so the latest one may be an older operation.
+    """
+    row = table.history(1).select("version", "operationMetrics").first()
+    if row is None or int(row["version"]) <= since:
+        return 0
+    metrics = row["operationMetrics"] or {}
     return int(metrics.get(metric, 0) or 0)
 
 

@@ -23,7 +23,7 @@ def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
     base = tmp_path_factory.mktemp("spark")
     cfg = load_config(
         sets=[
-            "spark.conf={spark.master: 'local[2]', spark.sql.shuffle.partitions: 4, spark.driver.memory: 4g}",
+            "spark.conf={spark.master: 'local[2]', spark.sql.shuffle.partitions: 4}",
             "spark.with_rapids_jar=true",
         ],
         warehouse=str(base / "warehouse"),

@@ -26,13 +26,19 @@ def test_yaml_then_sets_then_warehouse(tmp_path: Path) -> None:
         ["embed.model=test_vit", "embed.pretrained=false", 'filter.predicates=["width >= 64"]'],
         warehouse="/b",
     )
-    assert cfg.embed.model == "test_vit" and cfg.embed.pretrained is False and cfg.embed.batch_size == 8
+    assert (
+        cfg.embed.model == "test_vit"
+        and cfg.embed.pretrained is False
+        and cfg.embed.batch_size == 8
+    )
     assert cfg.filter.predicates == ["width >= 64"]
     assert cfg.warehouse == "/b"
 
 
 def test_set_spark_conf_keys_keep_their_dots() -> None:
-    cfg = load_config(sets=["spark.conf.spark.sql.shuffle.partitions=3", "spark.profile=gpu-cluster"])
+    cfg = load_config(
+        sets=["spark.conf.spark.sql.shuffle.partitions=3", "spark.profile=gpu-cluster"]
+    )
     assert cfg.spark.conf == {"spark.sql.shuffle.partitions": 3}
     assert cfg.spark.profile == "gpu-cluster"
 

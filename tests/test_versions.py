@@ -36,4 +36,6 @@ def test_jars_are_present_and_rapids_lists_this_spark() -> None:
         assert jar_file(coord).is_file(), f"{coord}: run `make jars rapids-jar`"
     shim = "spark" + vs["spark"].replace(".", "")
     with zipfile.ZipFile(jar_file(vs["rapids_jar"])) as z:
-        assert any(n.startswith(shim + "/") for n in z.namelist()), f"RAPIDS {vs['rapids']} lacks {shim}"
+        assert any(n.startswith(shim + "/") for n in z.namelist()), (
+            f"RAPIDS {vs['rapids']} lacks {shim}"
+        )

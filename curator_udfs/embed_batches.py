@@ -1,0 +1,291 @@
+"""Executor-side batch functions for the embed and classify jobs (wrapped in ``mapInPandas``).
+
+``make_embed_fn(spec)`` returns ``Iterator[DataFrame] -> Iterator[DataFrame]``: input frames
+have ``sample_id`` and ``image`` (encoded bytes); output frames have ``sample_id``,
+``embedding`` (float32 array, None when the image failed), one double column per head (NaN
+without an embedding) and ``error`` (None or the reason). The embedder and heads load once per
+Python worker (``model_cache``, keyed by spec and device) on :func:`current_device`, and the
+heads score each batch on that device right after the forward pass.
+
+``make_classify_fn(spec)`` re-scores stored embeddings (``sample_id``, ``embedding``) with the
+heads only. Spec objects are small frozen dataclasses: picklable, hashable, cheap to ship.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import inspect
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from .classifiers import ClassifierHead, build_head, head_class
+from .device import current_device
+from .embedders import DEFAULT_MODEL, ImageEmbedder, TimmImageEmbedder
+from .model_cache import get_or_create
+
+__all__ = [
+    "EmbedSpec",
+    "HeadSpec",
+    "build_embedder",
+    "classify_output_schema",
+    "embed_output_schema",
+    "head_columns",
+    "make_classify_fn",
+    "make_embed_fn",
+    "spec_model_id",
+]
+
+FrameFn = Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]
+_CLASSIFY_CHUNK_ROWS = 65_536
+
+
+@dataclass(frozen=True)
+class HeadSpec:
+    """One classifier head as configured (``classifiers[]`` in the pipeline YAML)."""
+
+    name: str
+    weights: str | None = None
+    class_path: str | None = None
+    output_column: str | None = None
+    random_init: bool = False
+    input_dim: int | None = None
+
+    @classmethod
+    def coerce(cls, value: HeadSpec | Mapping[str, Any]) -> HeadSpec:
+        """Accept a HeadSpec or a config mapping like ``{name: aesthetic, weights: null}``."""
+        if isinstance(value, HeadSpec):
+            return value
+        if isinstance(value, Mapping):
+            known = {f.name for f in dataclasses.fields(cls)}
+            unknown = set(value) - known
+            if unknown:
+                raise ValueError(
+                    f"classifiers: unknown key(s) {sorted(unknown)} in {dict(value)}; "
+                    f"allowed: {sorted(known)}"
+                )
+            return cls(**dict(value))
+        raise TypeError(f"classifiers: expected a mapping or HeadSpec, got {value!r}")
+
+    @property
+    def column(self) -> str:
+        """The output column this head fills."""
+        return self.output_column or head_class(self.name, self.class_path).default_output_column
+
+
+@dataclass(frozen=True)
+class EmbedSpec:
+    """Everything an executor needs to build the embedder and heads (``embed`` config)."""
+
+    model_name: str = DEFAULT_MODEL
+    pretrained: bool = True
+    weights: str | None = None
+    batch_size: int = 256
+    num_threads_per_worker: int = 4
+    normalize: bool = True
+    autocast: bool = True
+    heads: tuple[HeadSpec, ...] = ()
+    embedder_class_path: str | None = None
+
+    def __post_init__(self) -> None:
+        # Lists or dicts from a config become a tuple of HeadSpec: hashable for the cache key.
+        object.__setattr__(self, "heads", tuple(HeadSpec.coerce(h) for h in self.heads))
+
+
+def head_columns(spec: EmbedSpec) -> list[str]:
+    """Output column per head, in order; duplicate columns are a config error."""
+    columns = [h.column for h in spec.heads]
+    duplicates = sorted({c for c in columns if columns.count(c) > 1})
+    if duplicates:
+        raise ValueError(
+            f"classifiers: several heads write {duplicates}; give each an output_column"
+        )
+    return columns
+
+
+def embed_output_schema(spec: EmbedSpec) -> str:
+    """DDL schema of :func:`make_embed_fn` frames (for ``mapInPandas``)."""
+    cols = "".join(f", {c} double" for c in head_columns(spec))
+    return f"sample_id string, embedding array<float>{cols}, error string"
+
+
+def classify_output_schema(spec: EmbedSpec) -> str:
+    """DDL schema of :func:`make_classify_fn` frames."""
+    cols = "".join(f", {c} double" for c in head_columns(spec))
+    return f"sample_id string{cols}"
+
+
+def build_embedder(spec: EmbedSpec) -> ImageEmbedder:
+    """Instantiate (not load) the embedder: timm by default, or ``embedder_class_path``.
+
+    A custom class gets the common keyword arguments, plus ``model_name``, ``pretrained`` and
+    ``weights`` when its ``__init__`` names them.
+    """
+    cls: type[ImageEmbedder] = TimmImageEmbedder
+    if spec.embedder_class_path:
+        cls = _import_class(spec.embedder_class_path, ImageEmbedder, "embed.embedder_class_path")
+    kwargs: dict[str, Any] = {
+        "batch_size": spec.batch_size,
+        "num_threads_per_worker": spec.num_threads_per_worker,
+        "normalize_embeddings": spec.normalize,
+        "autocast": spec.autocast,
+    }
+    params = inspect.signature(cls.__init__).parameters
+    optional = {
+        "model_name": spec.model_name,
+        "pretrained": spec.pretrained,
+        "weights": spec.weights,
+    }
+    kwargs.update({k: v for k, v in optional.items() if k in params})
+    return cls(**kwargs)
+
+
+def spec_model_id(spec: EmbedSpec) -> str:
+    """The ``model`` column value for this spec, computed on the driver without loading."""
+    return build_embedder(spec).model_id
+
+
+def make_embed_fn(spec: EmbedSpec) -> FrameFn:
+    """Batch function for ``df.mapInPandas(fn, embed_output_schema(spec))``."""
+    head_columns(spec)  # fail on the driver, before Spark runs anything
+
+    def embed_partition(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        device = current_device()
+        embedder = _cached_embedder(spec, device)
+        heads = _cached_heads(spec.heads, embedder.embedding_dim, device)
+        for frame in frames:
+            yield _embed_frame(frame, embedder, heads)
+
+    return embed_partition
+
+
+def make_classify_fn(spec: EmbedSpec) -> FrameFn:
+    """Batch function for ``df.mapInPandas(fn, classify_output_schema(spec))``: heads only."""
+    columns = head_columns(spec)
+
+    def classify_partition(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        device = current_device()
+        for frame in frames:
+            yield _classify_frame(frame, spec, columns, device)
+
+    return classify_partition
+
+
+# ---- internals --------------------------------------------------------------------------------
+def _cached_embedder(spec: EmbedSpec, device: str) -> ImageEmbedder:
+    key = ("embedder", dataclasses.replace(spec, heads=()), device)
+    return get_or_create(key, lambda: build_embedder(spec).prepare(device))
+
+
+def _cached_heads(
+    specs: Sequence[HeadSpec], embedding_dim: int, device: str
+) -> list[ClassifierHead]:
+    """Heads on ``device``; random-init heads without input_dim take the embedder's width."""
+
+    def make() -> list[ClassifierHead]:
+        heads = []
+        for h in specs:
+            input_dim = h.input_dim
+            if input_dim is None and h.random_init:
+                input_dim = embedding_dim
+            head = build_head(
+                h.name,
+                weights=h.weights,
+                class_path=h.class_path,
+                output_column=h.output_column,
+                input_dim=input_dim,
+                random_init=h.random_init,
+            )
+            head.check_dim(embedding_dim)
+            heads.append(head.to(device))
+        return heads
+
+    return get_or_create(("heads", tuple(specs), embedding_dim, device), make)
+
+
+def _require(frame: pd.DataFrame, columns: Sequence[str], fn: str) -> None:
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise ValueError(
+            f"{fn}: input frame lacks column(s) {missing}; has {list(frame.columns)}; select "
+            f"{', '.join(columns)} before mapInPandas"
+        )
+
+
+def _embed_frame(
+    frame: pd.DataFrame, embedder: ImageEmbedder, heads: Sequence[ClassifierHead]
+) -> pd.DataFrame:
+    _require(frame, ("sample_id", "image"), "embed")
+    blobs = [None if _is_missing(b) else b for b in frame["image"].tolist()]
+    result = embedder.embed_and_score(blobs, heads)
+    out = pd.DataFrame({"sample_id": frame["sample_id"].astype(str).to_numpy()})
+    out["embedding"] = pd.Series(
+        [result.embeddings[i] if err is None else None for i, err in enumerate(result.errors)],
+        dtype=object,
+    )
+    for head in heads:
+        out[head.output_column] = result.scores[head.output_column]
+    out["error"] = pd.Series(result.errors, dtype=object)
+    return out
+
+
+def _classify_frame(
+    frame: pd.DataFrame, spec: EmbedSpec, columns: Sequence[str], device: str
+) -> pd.DataFrame:
+    _require(frame, ("sample_id", "embedding"), "classify")
+    values = frame["embedding"].tolist()
+    valid = [i for i, v in enumerate(values) if not _is_missing(v) and len(v) > 0]
+    out = pd.DataFrame({"sample_id": frame["sample_id"].astype(str).to_numpy()})
+    for col in columns:
+        out[col] = np.full(len(frame), np.nan, dtype=np.float64)
+    if not valid:
+        return out
+    try:
+        matrix = np.stack([np.asarray(values[i], dtype=np.float32) for i in valid])
+    except ValueError as exc:
+        raise ValueError(
+            f"classify: embeddings of different widths in one batch ({exc}); score one model's "
+            "embeddings at a time (filter the scores table on its model column)"
+        ) from exc
+    heads = _cached_heads(spec.heads, matrix.shape[1], device)
+    rows = np.asarray(valid)
+    for start in range(0, len(valid), _CLASSIFY_CHUNK_ROWS):
+        chunk = torch.from_numpy(matrix[start : start + _CLASSIFY_CHUNK_ROWS]).to(device)
+        normed = F.normalize(chunk, dim=-1)
+        idx = rows[start : start + _CLASSIFY_CHUNK_ROWS]
+        for head, col in zip(heads, columns, strict=True):
+            head_in = normed if head.expects_normalized else chunk
+            scores = head.score(head_in).cpu().numpy().astype(np.float64)
+            out.loc[idx, col] = scores
+    return out
+
+
+def _is_missing(value: object) -> bool:
+    if value is None:
+        return True
+    try:
+        return bool(pd.isna(value))  # NaN / pd.NA scalars; arrays raise and are not missing
+    except (TypeError, ValueError):
+        return False
+
+
+def _import_class(path: str, base: type, key: str) -> Any:
+    module_name, sep, attr = path.partition(":")
+    if not sep or not module_name or not attr:
+        raise ValueError(f"{key} {path!r} must look like 'package.module:ClassName'")
+    try:
+        obj = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(
+            f"{key} {path!r} cannot be imported ({exc}); make the module importable on the "
+            "driver and executors (e.g. --py-files)"
+        ) from exc
+    if not (inspect.isclass(obj) and issubclass(obj, base)):
+        raise ValueError(f"{key} {path!r} is not a subclass of {base.__name__}")
+    return obj

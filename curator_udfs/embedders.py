@@ -1,0 +1,387 @@
+"""Image embedders: bytes in, L2-normalised embeddings out, in batches on one device.
+
+:class:`ImageEmbedder` owns the batch loop every embedder shares — threaded decoding and
+preprocessing, batching, ``inference_mode``, fp16 autocast and pinned-memory copies on CUDA,
+L2 normalisation, per-image error capture — so a subclass only supplies ``load``,
+``preprocess``, ``forward``, ``embedding_dim`` and ``model_id``. :class:`TimmImageEmbedder` is
+the default: any timm model, with the preprocessing of its own pretrained config.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from .decode import decode_rgb
+from .device import current_device
+from .weights import WeightsError, hub_cache_dir, load_state_dict
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "EmbedResult",
+    "ImageEmbedder",
+    "Scorer",
+    "TimmImageEmbedder",
+]
+
+DEFAULT_MODEL = "vit_large_patch14_clip_quickgelu_224.openai"
+RANDOM_INIT_SEED = 0
+
+
+class Scorer(Protocol):
+    """What :meth:`ImageEmbedder.embed_and_score` needs from a head (a ClassifierHead fits)."""
+
+    output_column: str
+
+    def score(self, emb: torch.Tensor) -> torch.Tensor: ...
+
+
+@dataclass
+class EmbedResult:
+    """Embeddings ``(n, d)`` float32 (NaN rows on error), head scores ``(n,)``, error strings."""
+
+    embeddings: np.ndarray
+    errors: list[str | None]
+    scores: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+class ImageEmbedder:
+    """Base class: subclasses implement ``load``, ``preprocess``, ``forward`` and the two
+    properties; :meth:`embed_bytes` then works unchanged.
+
+    Contract for subclasses: ``load(device)`` builds the model on ``device`` (call
+    ``super().load(device)`` or leave ``self.device`` to :meth:`prepare`); ``preprocess`` turns a
+    list of RGB PIL images into a float tensor ``(n, C, H, W)`` on the CPU and must be
+    thread-safe (it is called for one image at a time from ``num_threads_per_worker`` threads);
+    ``forward`` maps a batch on the device to features ``(n, d)``.
+    """
+
+    def __init__(
+        self,
+        *,
+        batch_size: int = 256,
+        num_threads_per_worker: int = 4,
+        normalize_embeddings: bool = True,
+        autocast: bool = True,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"embed.batch_size must be >= 1, got {batch_size}")
+        if num_threads_per_worker < 1:
+            raise ValueError(
+                f"embed.num_threads_per_worker must be >= 1, got {num_threads_per_worker}"
+            )
+        self.batch_size = int(batch_size)
+        self.num_threads_per_worker = int(num_threads_per_worker)
+        self.normalize_embeddings = bool(normalize_embeddings)
+        self.autocast = bool(autocast)
+        self.device: str | None = None
+        self._pool: ThreadPoolExecutor | None = None
+
+    # ---- the part subclasses provide -------------------------------------------------------
+    def load(self, device: str) -> None:
+        """Build or move the model onto ``device``; the base class only records the device."""
+        self.device = device
+
+    def preprocess(self, images: list[Image.Image]) -> torch.Tensor:
+        """RGB images -> float tensor ``(n, C, H, W)`` on the CPU."""
+        raise NotImplementedError(f"{type(self).__name__} must implement preprocess()")
+
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        """Batch on the device -> features ``(n, embedding_dim)``."""
+        raise NotImplementedError(f"{type(self).__name__} must implement forward()")
+
+    @property
+    def embedding_dim(self) -> int:
+        """Width of the embedding vectors."""
+        raise NotImplementedError(f"{type(self).__name__} must define embedding_dim")
+
+    @property
+    def model_id(self) -> str:
+        """Identifier stored in the ``model`` column of the scores table."""
+        return f"{type(self).__module__}.{type(self).__qualname__}"
+
+    # ---- shared machinery -------------------------------------------------------------------
+    def prepare(self, device: str) -> ImageEmbedder:
+        """Load onto ``device`` and remember it (works whether or not ``load`` calls super)."""
+        self.load(device)
+        self.device = device
+        return self
+
+    def embed_bytes(self, blobs: Sequence[bytes | None]) -> tuple[np.ndarray, list[str | None]]:
+        """Embed encoded images: ``(n, d)`` float32 array and one error (or None) per blob.
+
+        A blob that cannot be decoded or preprocessed gets an error string and a NaN row; it
+        never raises. Loads the model on :func:`current_device` if not prepared yet.
+        """
+        result = self.embed_and_score(blobs)
+        return result.embeddings, result.errors
+
+    def embed_and_score(
+        self, blobs: Sequence[bytes | None], heads: Sequence[Scorer] = ()
+    ) -> EmbedResult:
+        """Like :meth:`embed_bytes`, also running ``heads`` on each batch on the same device.
+
+        Heads always receive L2-normalised embeddings (what the LAION heads were trained on),
+        whatever ``normalize_embeddings`` says about the stored embedding.
+        """
+        if self.device is None:
+            self.prepare(current_device())
+        n = len(blobs)
+        dim = int(self.embedding_dim)
+        embeddings = np.full((n, dim), np.nan, dtype=np.float32)
+        scores = {h.output_column: np.full(n, np.nan, dtype=np.float64) for h in heads}
+        errors: list[str | None] = [None] * n
+        chunks = [range(i, min(i + self.batch_size, n)) for i in range(0, n, self.batch_size)]
+        pending = self._submit(blobs, chunks[0]) if chunks else []
+        for k, rows in enumerate(chunks):
+            futures = pending
+            # Decode the next batch while this one runs through the model.
+            pending = self._submit(blobs, chunks[k + 1]) if k + 1 < len(chunks) else []
+            tensors: list[torch.Tensor] = []
+            ok_rows: list[int] = []
+            for i, fut in zip(rows, futures, strict=True):
+                tensor, error = fut.result()
+                if error is not None:
+                    errors[i] = error
+                else:
+                    tensors.append(tensor)
+                    ok_rows.append(i)
+            if not tensors:
+                continue
+            emb, head_scores = self._run_batch(tensors, heads, dim)
+            embeddings[ok_rows] = emb
+            for col, values in head_scores.items():
+                scores[col][ok_rows] = values
+        return EmbedResult(embeddings=embeddings, errors=errors, scores=scores)
+
+    def close(self) -> None:
+        """Stop the decoding threads (they are otherwise reused between calls)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_pool"] = None  # thread pools do not pickle; a fresh one is made on use
+        return state
+
+    def _submit(self, blobs: Sequence[bytes | None], rows: range) -> list[Future]:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(
+                max_workers=self.num_threads_per_worker, thread_name_prefix="curator-decode"
+            )
+        return [self._pool.submit(self._decode_one, blobs[i]) for i in rows]
+
+    def _decode_one(self, blob: bytes | None) -> tuple[torch.Tensor | None, str | None]:
+        """Decode + preprocess one image in a worker thread; failures become error strings."""
+        if blob is None:
+            return None, "decode: no image bytes (image is null)"
+        try:
+            image = decode_rgb(bytes(blob))
+        except ValueError as exc:
+            return None, str(exc)
+        except Exception as exc:  # noqa: BLE001 - any decoder failure is per-image bad data
+            return None, f"decode: {type(exc).__name__}: {exc}"
+        try:
+            tensor = self.preprocess([image])
+        except Exception as exc:  # noqa: BLE001 - e.g. a degenerate size a transform rejects
+            return None, f"preprocess: {type(exc).__name__}: {exc}"
+        if tensor.ndim == 4:
+            tensor = tensor[0]
+        return tensor, None
+
+    def _run_batch(
+        self, tensors: list[torch.Tensor], heads: Sequence[Scorer], dim: int
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        try:
+            batch = torch.stack(tensors)
+        except RuntimeError as exc:
+            raise ValueError(
+                f"{type(self).__name__}.preprocess returned tensors of different shapes ({exc}); "
+                "resize/crop to a fixed size in preprocess"
+            ) from exc
+        device = torch.device(self.device or "cpu")
+        on_cuda = device.type == "cuda"
+        if on_cuda:
+            batch = batch.pin_memory().to(device, non_blocking=True)
+        else:
+            batch = batch.to(device)
+        amp = (
+            torch.autocast(device_type="cuda", dtype=torch.float16)
+            if on_cuda and self.autocast
+            else contextlib.nullcontext()
+        )
+        with torch.inference_mode():
+            with amp:
+                feats = self.forward(batch)
+            feats = feats.float().reshape(feats.shape[0], -1)
+            if feats.shape[1] != dim:
+                raise ValueError(
+                    f"{type(self).__name__}.forward gave {feats.shape[1]}-d features but "
+                    f"embedding_dim says {dim}; make them agree"
+                )
+            normed = F.normalize(feats, dim=-1)
+            out = normed if self.normalize_embeddings else feats
+            head_scores = {}
+            for h in heads:
+                head_in = normed if getattr(h, "expects_normalized", True) else feats
+                values = h.score(head_in).float().reshape(-1).cpu().numpy()
+                head_scores[h.output_column] = values.astype(np.float64)
+            return out.cpu().numpy(), head_scores
+
+
+class TimmImageEmbedder(ImageEmbedder):
+    """Any timm image model, classifier/projection head kept, preprocessing from its config.
+
+    Weights: ``weights=PATH`` (file or directory; safetensors or weights-only torch files)
+    wins; else ``pretrained=True`` uses timm's HF hub resolution (cache first); else random
+    init, seeded so every worker builds the same model. ``model_id`` is ``model_name``, with
+    ``+random`` appended for random init so test scores never mix with real ones.
+    """
+
+    def __init__(
+        self,
+        model_name: str = DEFAULT_MODEL,
+        pretrained: bool = True,
+        *,
+        batch_size: int = 256,
+        num_threads_per_worker: int = 4,
+        normalize_embeddings: bool = True,
+        autocast: bool = True,
+        weights: str | None = None,
+    ) -> None:
+        super().__init__(
+            batch_size=batch_size,
+            num_threads_per_worker=num_threads_per_worker,
+            normalize_embeddings=normalize_embeddings,
+            autocast=autocast,
+        )
+        self.model_name = model_name
+        self.pretrained = bool(pretrained)
+        self.weights = weights
+        self.model: torch.nn.Module | None = None
+        self.transform: Any = None
+        self.data_config: dict[str, Any] = {}
+        self._dim: int | None = None
+
+    @property
+    def model_id(self) -> str:
+        random_init = not self.pretrained and not self.weights
+        return f"{self.model_name}+random" if random_init else self.model_name
+
+    @property
+    def embedding_dim(self) -> int:
+        if self._dim is None:
+            raise RuntimeError(
+                f"{self.model_name}: embedding_dim is known once loaded; call prepare(device)"
+            )
+        return self._dim
+
+    def create_model(self) -> torch.nn.Module:
+        """Build the timm model (head kept) with the configured weights, on the CPU."""
+        import timm
+
+        arch, _tag = timm.models.split_model_name_tag(self.model_name)
+        if not timm.is_model(arch):
+            raise ValueError(
+                f"embed.model: unknown timm model {self.model_name!r}; list candidates with "
+                "timm.list_models('*clip*') (e.g. vit_large_patch14_clip_quickgelu_224.openai, "
+                "or test_vit for tests)"
+            )
+        if self.weights:
+            model = _seeded(lambda: timm.create_model(self.model_name, pretrained=False))
+            _load_strict(model, load_state_dict(self.weights), self.weights, self.model_name)
+            return model
+        if not self.pretrained:
+            return _seeded(lambda: timm.create_model(self.model_name, pretrained=False))
+        try:
+            return timm.create_model(self.model_name, pretrained=True)
+        except Exception as exc:  # noqa: BLE001 - network/cache/auth failures all end here
+            cfg = timm.models.get_pretrained_cfg(self.model_name)
+            hub_id = getattr(cfg, "hf_hub_id", None) or self.model_name
+            raise WeightsError(
+                f"embed: could not get pretrained weights for {self.model_name} (HF hub repo "
+                f"{hub_id}); looked in the HF hub cache {hub_cache_dir()} "
+                "(HF_HOME / HF_HUB_CACHE) and on the hub "
+                f"({type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}). "
+                "Fix: set embed.weights to a local file or directory with the weights, or "
+                "download once with network and copy the HF cache (set HF_HUB_OFFLINE=1 on "
+                "air-gapped workers), or use embed.pretrained: false for a random-init test model"
+            ) from exc
+
+    def load(self, device: str) -> None:
+        from timm.data import create_transform, resolve_data_config
+
+        super().load(device)
+        model = self.create_model().eval().to(device)
+        self.model = model
+        self.data_config = resolve_data_config({}, model=model)
+        self.transform = create_transform(**self.data_config)
+        channels, height, width = self.data_config["input_size"]
+        with torch.inference_mode():
+            probe = model(torch.zeros(1, channels, height, width, device=device))
+        self._dim = int(probe.reshape(1, -1).shape[1])
+
+    def preprocess(self, images: list[Image.Image]) -> torch.Tensor:
+        if self.transform is None:
+            raise RuntimeError(f"{self.model_name}: call prepare(device) before preprocess()")
+        return torch.stack([self.transform(img) for img in images])
+
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        if self.model is None:
+            raise RuntimeError(f"{self.model_name}: call prepare(device) before forward()")
+        return self.model(batch)
+
+
+def _seeded(build: Any) -> Any:
+    """Run ``build()`` with a fixed torch seed, leaving the global RNG state untouched."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(RANDOM_INIT_SEED)
+        return build()
+
+
+def _mismatch(model: torch.nn.Module, sd: dict[str, torch.Tensor]) -> list[str]:
+    """Shape mismatches first (the most telling), then unexpected, then missing keys."""
+    expected = model.state_dict()
+    problems = [
+        f"{k}: file {tuple(sd[k].shape)} vs model {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in sd and tuple(sd[k].shape) != tuple(v.shape)
+    ]
+    problems += [f"unexpected {k}" for k in sd if k not in expected]
+    problems += [f"missing {k}" for k in expected if k not in sd]
+    return problems
+
+
+def _load_strict(
+    model: torch.nn.Module, sd: dict[str, torch.Tensor], source: str, model_name: str
+) -> None:
+    """Load ``sd`` strictly; retry through the timm module's checkpoint_filter_fn, which maps
+    OpenAI / open_clip checkpoints to timm's key layout."""
+    problems = _mismatch(model, sd)
+    if problems:
+        filter_fn = getattr(sys.modules.get(type(model).__module__), "checkpoint_filter_fn", None)
+        if filter_fn is not None:
+            try:
+                filtered = filter_fn(dict(sd), model)
+            except Exception:  # noqa: BLE001 - the filter only helps; report the raw mismatch
+                filtered = None
+            if filtered is not None and not _mismatch(model, filtered):
+                sd, problems = filtered, []
+    if problems:
+        more = f"; … {len(problems) - 6} more" if len(problems) > 6 else ""
+        shown = "; ".join(problems[:6]) + more
+        raise WeightsError(
+            f"embed.weights: {source} does not fit {model_name} ({len(problems)} problems: "
+            f"{shown}); use weights saved from this exact timm model, or change embed.model"
+        )
+    model.load_state_dict(sd, strict=True)

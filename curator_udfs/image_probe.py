@@ -1,0 +1,108 @@
+"""Header-only image checks: format, width and height without decoding any pixels.
+
+Ingest only needs to know that an image member is an image of an allowed format and a sane
+size. Opening lazily keeps this cheap (no pixel decode) and safe against decompression bombs:
+the pixel count is decided from the header.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+
+from PIL import Image, UnidentifiedImageError
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "ALLOWED_FORMATS",
+    "ImageInfo",
+    "ImageRejected",
+    "probe_image",
+    "ext_matches_format",
+]
+
+IMAGE_EXTENSIONS: set[str] = {"jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff"}
+
+# Normalised format names; PIL names on the left when they differ (MPO is multi-picture JPEG).
+_FORMAT_ALIASES = {"MPO": "JPEG"}
+ALLOWED_FORMATS: frozenset[str] = frozenset({"JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF"})
+# Only these PIL plugins may identify a member: fewer parsers see untrusted bytes. (MPO files
+# are opened by the JPEG plugin, which returns an MpoImageFile.)
+_PIL_FORMATS = sorted(ALLOWED_FORMATS)
+
+_EXT_FORMAT = {
+    "jpg": "JPEG",
+    "jpeg": "JPEG",
+    "png": "PNG",
+    "webp": "WEBP",
+    "gif": "GIF",
+    "bmp": "BMP",
+    "tif": "TIFF",
+    "tiff": "TIFF",
+}
+
+
+@dataclass
+class ImageInfo:
+    """What the header says: normalised format name and size in pixels."""
+
+    format: str
+    width: int
+    height: int
+
+
+class ImageRejected(Exception):
+    """An image member that cannot be ingested; ``reason`` is a short quarantine code."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+def ext_matches_format(ext: str, fmt: str) -> bool:
+    """True when a member extension names the given format (jpg/jpeg ↔ JPEG, tif/tiff ↔ TIFF)."""
+    fmt = _FORMAT_ALIASES.get(fmt.upper(), fmt.upper())
+    return _EXT_FORMAT.get(ext.lower()) == fmt
+
+
+def probe_image(data: bytes, *, max_pixels: int) -> ImageInfo:
+    """Identify an image from its header only; raise ImageRejected when it cannot be ingested.
+
+    Reasons: ``empty_image`` (no bytes), ``undecodable_image`` (not identifiable, or a format
+    outside ALLOWED_FORMATS), ``too_many_pixels`` (width*height > max_pixels, decided from
+    the header; PIL's own DecompressionBombError, raised above twice PIL's global
+    MAX_IMAGE_PIXELS whatever max_pixels says, maps to this reason too, and its warning is
+    silenced because max_pixels is the limit that applies).
+    A header that parses but pixel data that is broken is not detected here: that needs a
+    full decode, which embedding does anyway.
+    """
+    if not data:
+        raise ImageRejected("empty_image", "image member has 0 bytes")
+    try:
+        with warnings.catch_warnings():
+            # PIL warns above its own limit; max_pixels is checked below, so the user's limit
+            # (not PIL's global) decides. PIL's hard error (2x its limit) still maps here.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data), formats=_PIL_FORMATS) as img:
+                pil_format = img.format or ""
+                width, height = img.size
+    except Image.DecompressionBombError as exc:
+        raise ImageRejected("too_many_pixels", f"decompression bomb check: {exc}") from None
+    except UnidentifiedImageError:
+        raise ImageRejected("undecodable_image", "not a recognised image format") from None
+    except Exception as exc:  # noqa: BLE001 - any parser failure on untrusted bytes
+        raise ImageRejected(
+            "undecodable_image", f"header could not be parsed: {type(exc).__name__}: {exc}"
+        ) from None
+    fmt = _FORMAT_ALIASES.get(pil_format, pil_format)
+    if fmt not in ALLOWED_FORMATS:
+        raise ImageRejected("undecodable_image", f"format {pil_format or 'unknown'} not allowed")
+    if width < 1 or height < 1:
+        raise ImageRejected("undecodable_image", f"invalid size {width}x{height}")
+    if width * height > max_pixels:
+        raise ImageRejected(
+            "too_many_pixels", f"{width}x{height} = {width * height} pixels > {max_pixels}"
+        )
+    return ImageInfo(format=fmt, width=width, height=height)

@@ -1,0 +1,274 @@
+"""Spherical (cosine) k-means behind one small backend interface, plus chunked assignment.
+
+The dedup job fits a coarse k-means on the driver and fine k-means inside each partition. Both
+run on L2-normalised float32 embeddings; every backend returns L2-normalised centroids so the
+nearest centroid by dot product is the nearest by cosine. Fits are seeded and deterministic.
+
+Backend choice (``select_backend("auto")``): cuML when it imports and a GPU is visible, else
+faiss. Measured on this project's 2-core CPU box, 50k x 768 float32, k=100, 20 iterations,
+n_init=1, same data for both:
+
+    faiss.Kmeans (spherical, 1 OpenMP thread)   1.4 s
+    faiss.Kmeans (spherical, 2 OpenMP threads)  2.8 s
+    sklearn KMeans (lloyd, k-means++, 1 thread) 15.2 s
+    sklearn KMeans (lloyd, k-means++, 2 threads) 18.9 s
+
+so faiss is the CPU default (about 10x faster). faiss subsamples to 256 points per centroid
+(seeded), which is part of why; sklearn's k-means++ init alone costs several seconds.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+__all__ = [
+    "CumlKMeans",
+    "FaissKMeans",
+    "KMeansBackend",
+    "SklearnKMeans",
+    "assign",
+    "available_backends",
+    "l2_normalise",
+    "select_backend",
+]
+
+
+def l2_normalise(x: np.ndarray) -> np.ndarray:
+    """Return rows of ``x`` as float32 unit vectors (zero rows stay zero)."""
+    x = np.asarray(x, dtype=np.float32)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    norms[norms == 0] = 1.0
+    return np.ascontiguousarray(x / norms, dtype=np.float32)
+
+
+def _check_input(x: np.ndarray, k: int) -> tuple[np.ndarray, int]:
+    x = np.asarray(x)
+    if x.ndim != 2:
+        raise ValueError(f"expected a 2-D array, got shape {x.shape}")
+    x = l2_normalise(x)
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    return x, min(k, x.shape[0])
+
+
+@runtime_checkable
+class KMeansBackend(Protocol):
+    """What the dedup job needs from a k-means implementation."""
+
+    name: str
+
+    def fit(self, x: np.ndarray, k: int, *, seed: int, max_iter: int) -> np.ndarray:
+        """Fit on rows of ``x``; return L2-normalised centroids of shape (min(k, n), d)."""
+        ...
+
+
+class SklearnKMeans:
+    """scikit-learn Lloyd k-means on unit vectors, centroids re-normalised at the end.
+
+    Euclidean k-means on unit vectors is a close stand-in for spherical k-means (the
+    assignment step is identical; only the centroid update skips the projection).
+    """
+
+    name = "sklearn"
+
+    def fit(self, x: np.ndarray, k: int, *, seed: int, max_iter: int = 20) -> np.ndarray:
+        import warnings
+
+        from sklearn.cluster import KMeans
+        from sklearn.exceptions import ConvergenceWarning
+
+        x, k = _check_input(x, k)
+        if x.shape[0] == 0:
+            return np.zeros((0, x.shape[1]), dtype=np.float32)
+        km = KMeans(n_clusters=k, n_init=1, max_iter=max_iter, random_state=seed, algorithm="lloyd")
+        with warnings.catch_warnings():
+            # "Number of distinct clusters found smaller than n_clusters" on duplicate rows.
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            km.fit(x)
+        return l2_normalise(km.cluster_centers_)
+
+
+class FaissKMeans:
+    """faiss spherical k-means (``faiss.Kmeans(spherical=True, nredo=1)``).
+
+    Runs with one OpenMP thread for the duration of the fit (restored afterwards): that
+    makes results independent of the machine's core count and was also the fastest setting
+    measured (see module docstring). Spark already runs one task per core.
+    """
+
+    name = "faiss"
+
+    def __init__(self, threads: int = 1) -> None:
+        self.threads = threads
+
+    def fit(self, x: np.ndarray, k: int, *, seed: int, max_iter: int = 20) -> np.ndarray:
+        import faiss
+
+        x, k = _check_input(x, k)
+        n, d = x.shape
+        if n == 0:
+            return np.zeros((0, d), dtype=np.float32)
+        if k == 1:
+            return l2_normalise(x.mean(axis=0, keepdims=True))
+        km = faiss.Kmeans(
+            d,
+            k,
+            niter=max_iter,
+            seed=int(seed) & 0x7FFFFFFF,
+            spherical=True,
+            nredo=1,
+            verbose=False,
+            min_points_per_centroid=1,  # silence the "please provide at least" warning
+        )
+        before = faiss.omp_get_max_threads()
+        faiss.omp_set_num_threads(self.threads)
+        try:
+            km.train(x)
+        finally:
+            faiss.omp_set_num_threads(before)
+        return l2_normalise(km.centroids)
+
+
+class CumlKMeans:
+    """RAPIDS cuML k-means on the GPU (cupy arrays); centroids normalised on return."""
+
+    name = "cuml"
+
+    def fit(self, x: np.ndarray, k: int, *, seed: int, max_iter: int = 20) -> np.ndarray:
+        import cupy as cp
+        from cuml.cluster import KMeans
+
+        x, k = _check_input(x, k)
+        if x.shape[0] == 0:
+            return np.zeros((0, x.shape[1]), dtype=np.float32)
+        km = KMeans(
+            n_clusters=k,
+            max_iter=max_iter,
+            n_init=1,
+            random_state=int(seed),
+            init="scalable-k-means++",
+            output_type="cupy",
+        )
+        km.fit(cp.asarray(x, dtype=cp.float32))
+        centres = cp.asnumpy(cp.asarray(km.cluster_centers_, dtype=cp.float32))
+        return l2_normalise(centres)
+
+
+def _has_module(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _gpu_visible() -> bool:
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return True
+    except Exception:  # noqa: BLE001 - any torch import/runtime failure means "no GPU"
+        pass
+    try:
+        import cupy as cp
+
+        return int(cp.cuda.runtime.getDeviceCount()) > 0
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def _cuml_usable() -> bool:
+    if not (_has_module("cuml") and _has_module("cupy")):
+        return False
+    try:
+        import cuml.cluster  # noqa: F401
+    except Exception:  # noqa: BLE001
+        return False
+    return _gpu_visible()
+
+
+def available_backends() -> list[str]:
+    """Names of the backends that can run in this process."""
+    names = []
+    if _cuml_usable():
+        names.append("cuml")
+    if _has_module("faiss"):
+        names.append("faiss")
+    if _has_module("sklearn"):
+        names.append("sklearn")
+    return names
+
+
+def select_backend(preference: str = "auto") -> KMeansBackend:
+    """Return a backend: "auto" (cuML on GPU, else faiss, else sklearn) or an explicit name."""
+    pref = preference.lower().strip()
+    if pref == "auto":
+        if _cuml_usable():
+            return CumlKMeans()
+        if _has_module("faiss"):
+            return FaissKMeans()
+        if _has_module("sklearn"):
+            return SklearnKMeans()
+        raise RuntimeError("no k-means backend available: install faiss-cpu or scikit-learn")
+    if pref == "cuml":
+        if not _cuml_usable():
+            raise RuntimeError(
+                "kmeans backend 'cuml' needs RAPIDS cuML and cupy importable and a visible GPU; "
+                "use 'auto', 'faiss' or 'sklearn' on CPU"
+            )
+        return CumlKMeans()
+    if pref == "faiss":
+        if not _has_module("faiss"):
+            raise RuntimeError("kmeans backend 'faiss' needs faiss-cpu (pip install faiss-cpu)")
+        return FaissKMeans()
+    if pref == "sklearn":
+        if not _has_module("sklearn"):
+            raise RuntimeError("kmeans backend 'sklearn' needs scikit-learn")
+        return SklearnKMeans()
+    raise ValueError(f"unknown kmeans backend {preference!r}: use auto, cuml, faiss or sklearn")
+
+
+def assign(
+    x: np.ndarray,
+    centroids: np.ndarray,
+    *,
+    second_margin: float | None = None,
+    chunk_size: int = 16384,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Nearest centroid per row by cosine, optionally the second nearest near a border.
+
+    Returns ``(nearest, second, dist_to_nearest)``: int64 indices, int64 indices with -1
+    where unused, and float32 ``1 - cos`` (clipped at 0). ``second`` is set only when
+    ``second_margin`` is given, k >= 2 and ``cos_nearest - cos_second < second_margin``.
+    Works in row chunks, so memory is ``chunk_size * k`` floats, not ``n * k``. Ties go to
+    the lower centroid index. Dot products are taken in float64: float32 BLAS results for a
+    row shift in the last bits with the chunk/batch it sits in, float64 ones do not survive
+    to the float32 output, so a row's assignment does not depend on its Arrow batch.
+    """
+    x = np.asarray(x)
+    c = np.ascontiguousarray(centroids, dtype=np.float64)
+    n, k = x.shape[0], c.shape[0]
+    if k == 0:
+        raise ValueError("assign() needs at least one centroid")
+    nearest = np.empty(n, dtype=np.int64)
+    second = np.full(n, -1, dtype=np.int64)
+    dist = np.empty(n, dtype=np.float32)
+    use_second = second_margin is not None and k >= 2
+    rows = np.arange(min(chunk_size, max(n, 1)))
+    for start in range(0, n, chunk_size):
+        stop = min(start + chunk_size, n)
+        sims = (x[start:stop].astype(np.float64) @ c.T).astype(np.float32)
+        r = rows[: stop - start]
+        best = np.argmax(sims, axis=1)
+        best_sim = sims[r, best]
+        nearest[start:stop] = best
+        dist[start:stop] = np.maximum(1.0 - best_sim, 0.0)
+        if use_second:
+            sims[r, best] = -np.inf
+            nxt = np.argmax(sims, axis=1)
+            close = (best_sim - sims[r, nxt]) < second_margin
+            second[start:stop] = np.where(close, nxt, -1)
+    return nearest, second, dist

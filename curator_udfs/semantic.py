@@ -1,0 +1,235 @@
+"""Per-partition semantic dedup stage: fine k-means under a size bound, then blocked pairs.
+
+The Spark job groups embeddings by coarse centroid and calls :func:`fine_cluster_pairs` inside
+``applyInPandas``. Each coarse group is split by k-means with ``k = ceil(n / max_cluster_size)``;
+any fine cluster still above the bound is split again (recursively). If k-means makes no
+progress (degenerate data) the cluster is cut at quantiles of its projection on the principal
+direction, which always succeeds unless every member is the same vector. Such an unsplittable
+cluster (all members within 1e-6 cosine distance of the centroid, e.g. identical embeddings) is
+kept whole: it is the only case that may exceed the bound, ``pairs_above`` still bounds memory
+by blocking, but its output holds all n(n-1)/2 pairs (upstream exact dedup by sha256 removes
+most such groups). Then ``pairs_above`` at the lowest threshold runs inside each fine cluster.
+
+Determinism: members are sorted by sample_id before anything else and every k-means fit gets a
+seed derived from (seed, coarse, position in the split tree), so the output is identical for a
+fixed seed whatever the input row order.
+
+Stats for the job summary: :func:`fine_clusters` returns ``(pairs, stats)`` with one stats row
+per fine cluster (``cluster``, ``size``). Inside ``applyInPandas`` (one output schema) call
+``fine_cluster_pairs(..., include_stats=True)``: every row then has a ``cluster_size`` column,
+and one extra row per fine cluster has ``a = b = None`` and ``similarity = NaN`` (filter on
+``a IS NULL`` for stats, ``a IS NOT NULL`` for pairs).
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+
+import numpy as np
+import pandas as pd
+
+from curator_udfs.kmeans import KMeansBackend, assign, l2_normalise, select_backend
+from curator_udfs.similarity import pairs_above
+
+__all__ = [
+    "PAIR_COLUMNS",
+    "STATS_COLUMNS",
+    "fine_cluster_pairs",
+    "fine_clusters",
+    "split_bounded",
+]
+
+PAIR_COLUMNS = ["a", "b", "similarity", "cluster", "dist_a", "dist_b"]
+STATS_COLUMNS = ["cluster", "size"]
+_SAME_POINT = 1e-6  # max 1 - cos to the centroid for a cluster to count as one point
+_MAX_ITER = 20
+_MAX_KMEANS_DEPTH = 32  # below this many nested k-means splits, cut by projection instead
+
+
+def _sub_seed(seed: int, *parts: object) -> int:
+    key = "/".join(str(p) for p in (seed, *parts)).encode()
+    return zlib.crc32(key) & 0x7FFFFFFF
+
+
+def _centroid(x: np.ndarray) -> np.ndarray:
+    return l2_normalise(x.mean(axis=0, keepdims=True))[0]
+
+
+def _projection_split(x: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """Labels cutting ``x`` into ``k`` near-equal parts along its principal direction."""
+    xc = x - x.mean(axis=0, keepdims=True)
+    v = np.random.default_rng(seed).standard_normal(x.shape[1]).astype(np.float32)
+    for _ in range(8):  # power iteration on the covariance, never forming it
+        v = xc.T @ (xc @ v)
+        norm = float(np.linalg.norm(v))
+        if norm == 0.0:
+            break
+        v /= norm
+    order = np.argsort(xc @ v, kind="stable")
+    labels = np.empty(x.shape[0], dtype=np.int64)
+    labels[order] = np.arange(x.shape[0]) * k // x.shape[0]
+    return labels
+
+
+def split_bounded(
+    x: np.ndarray,
+    max_cluster_size: int,
+    *,
+    backend: KMeansBackend,
+    seed: int,
+    path: tuple[int, ...] = (),
+) -> list[np.ndarray]:
+    """Split rows of unit vectors ``x`` into index groups of size <= ``max_cluster_size``.
+
+    Groups come in a deterministic order (depth-first over the split tree, children by
+    centroid index); each group's indices are ascending. See the module docstring for the
+    one exception to the bound (a cluster of identical vectors).
+    """
+    n = x.shape[0]
+    if n <= max_cluster_size:
+        return [np.arange(n)]
+    c = _centroid(x)
+    if float(np.max(1.0 - x @ c)) <= _SAME_POINT:
+        return [np.arange(n)]
+    k = math.ceil(n / max_cluster_size)
+    sub_seed = _sub_seed(seed, *path)
+    centroids = backend.fit(x, k, seed=sub_seed, max_iter=_MAX_ITER)
+    labels, _, _ = assign(x, centroids)
+    if np.unique(labels).size < 2 or len(path) > _MAX_KMEANS_DEPTH:
+        labels = _projection_split(x, k, sub_seed)
+    groups: list[np.ndarray] = []
+    for label in np.unique(labels):
+        idx = np.flatnonzero(labels == label)
+        for sub in split_bounded(
+            x[idx], max_cluster_size, backend=backend, seed=seed, path=(*path, int(label))
+        ):
+            groups.append(idx[sub])
+    return groups
+
+
+def _prepare(pdf: pd.DataFrame) -> pd.DataFrame:
+    missing = {"sample_id", "embedding", "coarse"} - set(pdf.columns)
+    if missing:
+        raise ValueError(
+            f"fine_cluster_pairs needs columns sample_id, embedding, coarse: {missing}"
+        )
+    df = pdf[["sample_id", "embedding", "coarse"]].copy()
+    df["sample_id"] = df["sample_id"].astype(str)
+    df = df.sort_values(["coarse", "sample_id"], kind="mergesort")
+    return df.drop_duplicates(["coarse", "sample_id"], keep="first").reset_index(drop=True)
+
+
+def _empty_pairs() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "a": pd.Series([], dtype=object),
+            "b": pd.Series([], dtype=object),
+            "similarity": pd.Series([], dtype="float64"),
+            "cluster": pd.Series([], dtype=object),
+            "dist_a": pd.Series([], dtype="float64"),
+            "dist_b": pd.Series([], dtype="float64"),
+        }
+    )
+
+
+def fine_clusters(
+    pdf: pd.DataFrame,
+    *,
+    thresholds: list[float],
+    max_cluster_size: int,
+    seed: int,
+    backend: str = "auto",
+    block_size: int = 4096,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Pairs at or above ``min(thresholds)`` inside bounded fine clusters, plus stats.
+
+    Returns ``(pairs, stats)``: ``pairs`` has :data:`PAIR_COLUMNS` (``a < b`` by sample_id,
+    sorted by cluster then a, b; ``dist_*`` = 1 - cos to the fine cluster's centroid, the
+    normalised member mean), ``stats`` has :data:`STATS_COLUMNS`, one row per fine cluster.
+    Cluster names are ``f"{coarse}-{fine}"``.
+    """
+    if not thresholds:
+        raise ValueError("thresholds must not be empty")
+    if max_cluster_size < 2:
+        raise ValueError(f"max_cluster_size must be >= 2, got {max_cluster_size}")
+    threshold = float(min(thresholds))
+    df = _prepare(pdf)
+    if df.empty:
+        return _empty_pairs(), pd.DataFrame({"cluster": [], "size": []}).astype({"size": "int64"})
+    km = select_backend(backend)
+    frames: list[pd.DataFrame] = []
+    names: list[str] = []
+    sizes: list[int] = []
+    for coarse, part in df.groupby("coarse", sort=True):
+        ids = part["sample_id"].to_numpy()
+        x = l2_normalise(np.stack([np.asarray(e, dtype=np.float32) for e in part["embedding"]]))
+        groups = split_bounded(x, max_cluster_size, backend=km, seed=seed, path=(coarse,))
+        for fine, idx in enumerate(groups):
+            name = f"{coarse}-{fine}"
+            names.append(name)
+            sizes.append(int(idx.size))
+            if idx.size < 2:
+                continue
+            xs = x[idx]
+            i, j, s = pairs_above(ids[idx], xs, threshold, block_size=block_size)
+            if i.size == 0:
+                continue
+            dist = np.maximum(1.0 - xs @ _centroid(xs), 0.0).astype(np.float64)
+            frames.append(
+                pd.DataFrame(
+                    {
+                        "a": ids[idx][i],
+                        "b": ids[idx][j],
+                        "similarity": s.astype(np.float64),
+                        "cluster": name,
+                        "dist_a": dist[i],
+                        "dist_b": dist[j],
+                    }
+                )
+            )
+    pairs = pd.concat(frames, ignore_index=True) if frames else _empty_pairs()
+    stats = pd.DataFrame({"cluster": names, "size": np.asarray(sizes, dtype=np.int64)})
+    return pairs, stats
+
+
+def fine_cluster_pairs(
+    pdf: pd.DataFrame,
+    *,
+    thresholds: list[float],
+    max_cluster_size: int,
+    seed: int,
+    backend: str = "auto",
+    block_size: int = 4096,
+    include_stats: bool = False,
+) -> pd.DataFrame:
+    """The ``applyInPandas`` entry point: pairs for one coarse group (see :func:`fine_clusters`).
+
+    Input columns ``sample_id`` (str), ``embedding`` (float sequence), ``coarse`` (int).
+    Output columns :data:`PAIR_COLUMNS`; with ``include_stats`` also ``cluster_size`` and one
+    stats row per fine cluster with null ``a``/``b`` (module docstring).
+    """
+    pairs, stats = fine_clusters(
+        pdf,
+        thresholds=thresholds,
+        max_cluster_size=max_cluster_size,
+        seed=seed,
+        backend=backend,
+        block_size=block_size,
+    )
+    if not include_stats:
+        return pairs
+    size_of = dict(zip(stats["cluster"], stats["size"], strict=True))
+    pairs = pairs.assign(cluster_size=pairs["cluster"].map(size_of).astype("int64"))
+    stat_rows = pd.DataFrame(
+        {
+            "a": pd.Series([None] * len(stats), dtype=object),
+            "b": pd.Series([None] * len(stats), dtype=object),
+            "similarity": np.nan,
+            "cluster": stats["cluster"].astype(object),
+            "dist_a": np.nan,
+            "dist_b": np.nan,
+            "cluster_size": stats["size"].astype("int64"),
+        }
+    )
+    return pd.concat([pairs, stat_rows], ignore_index=True)

@@ -1,0 +1,203 @@
+"""make_embed_fn / make_classify_fn on pandas frames, as mapInPandas calls them."""
+
+from __future__ import annotations
+
+import io
+import pickle
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+from PIL import Image
+
+from curator_udfs import model_cache
+from curator_udfs.embed_batches import (
+    EmbedSpec,
+    HeadSpec,
+    classify_output_schema,
+    embed_output_schema,
+    head_columns,
+    make_classify_fn,
+    make_embed_fn,
+    spec_model_id,
+)
+
+MODELS = Path(__file__).resolve().parents[2] / "shared" / "models"
+RANDOM_HEADS = (
+    HeadSpec("aesthetic", random_init=True),
+    HeadSpec("nsfw", random_init=True),
+)
+
+
+@pytest.fixture(autouse=True)
+def fresh_cache() -> Iterator[None]:
+    model_cache.clear_cache()
+    yield
+    model_cache.clear_cache()
+
+
+def png(color: tuple[int, int, int], size: tuple[int, int] = (40, 30)) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", size, color).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def images_frame() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "sample_id": ["s1", "s2", "s3", "s4"],
+            "image": [png((255, 0, 0)), b"not an image", None, png((0, 0, 255), (300, 200))],
+        }
+    )
+
+
+def tiny_spec(**overrides: object) -> EmbedSpec:
+    base: dict[str, object] = {
+        "model_name": "test_vit",
+        "pretrained": False,
+        "batch_size": 2,
+        "num_threads_per_worker": 2,
+        "heads": RANDOM_HEADS,
+    }
+    base.update(overrides)
+    return EmbedSpec(**base)  # type: ignore[arg-type]
+
+
+def test_embed_fn_output_frame() -> None:
+    spec = tiny_spec()
+    out = list(make_embed_fn(spec)(iter([images_frame(), images_frame().iloc[:0]])))
+    assert len(out) == 2
+    frame, empty = out
+    columns = ["sample_id", "embedding", "aesthetic_score", "nsfw_score", "error"]
+    assert list(frame.columns) == columns
+    assert list(empty.columns) == list(frame.columns) and len(empty) == 0
+    assert frame["sample_id"].tolist() == ["s1", "s2", "s3", "s4"]
+    ok = frame["error"].isna().to_numpy()
+    assert ok.tolist() == [True, False, False, True]
+    assert frame.loc[1, "error"].startswith("decode:")
+    for emb in frame.loc[ok, "embedding"]:
+        assert emb.dtype == np.float32 and emb.shape == (1000,)
+        assert abs(float(np.linalg.norm(emb)) - 1.0) < 1e-3
+    assert frame.loc[~ok, "embedding"].isna().all()
+    assert np.isfinite(frame.loc[ok, "aesthetic_score"]).all()
+    assert frame.loc[~ok, ["aesthetic_score", "nsfw_score"]].isna().all().all()
+    assert frame["nsfw_score"].dtype == np.float64
+    # Arrow (what mapInPandas does with the frame) accepts it as the declared schema.
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    assert pa.types.is_list(table.schema.field("embedding").type)
+    assert embed_output_schema(spec) == (
+        "sample_id string, embedding array<float>, aesthetic_score double, nsfw_score double, "
+        "error string"
+    )
+
+
+def test_classify_fn_matches_scores_from_embed_pass() -> None:
+    spec = tiny_spec()
+    embedded = next(make_embed_fn(spec)(iter([images_frame()])))
+    stored = embedded[["sample_id", "embedding"]].copy()
+    stored["embedding"] = [None if e is None else e.tolist() for e in stored["embedding"]]
+    scored = next(make_classify_fn(spec)(iter([stored])))
+    assert list(scored.columns) == ["sample_id", "aesthetic_score", "nsfw_score"]
+    for col in ("aesthetic_score", "nsfw_score"):
+        np.testing.assert_allclose(scored[col], embedded[col], atol=1e-5, equal_nan=True)
+    schema = "sample_id string, aesthetic_score double, nsfw_score double"
+    assert classify_output_schema(spec) == schema
+
+
+def test_model_loads_once_per_worker() -> None:
+    spec = tiny_spec()
+    fn = make_embed_fn(spec)
+    list(fn(iter([images_frame()])))
+    keys_after_first = model_cache.cached_keys()
+    list(make_embed_fn(tiny_spec())(iter([images_frame()])))  # an equal spec: same cache entry
+    assert model_cache.cached_keys() == keys_after_first
+    assert sum(1 for k in keys_after_first if k[0] == "embedder") == 1
+    assert any(k[-1] == "cpu" for k in keys_after_first)
+
+
+@pytest.mark.skipif(not (MODELS / "reference_scores.npz").exists(), reason=f"no {MODELS}")
+def test_classify_fn_with_real_weights_parity() -> None:
+    ref = np.load(MODELS / "reference_scores.npz")
+    spec = EmbedSpec(
+        heads=(
+            HeadSpec("aesthetic", weights=str(MODELS / "sac+logos+ava1-l14-linearMSE.pth")),
+            {"name": "nsfw", "weights": str(MODELS / "clip_autokeras_binary_nsfw.safetensors")},
+        )
+    )
+    embeddings = list(ref["embeddings"])
+    frame = pd.DataFrame({"sample_id": [f"id{i}" for i in range(64)], "embedding": embeddings})
+    frame.loc[3, "embedding"] = None
+    out = next(make_classify_fn(spec)(iter([frame])))
+    keep = np.arange(64) != 3
+    np.testing.assert_allclose(out["aesthetic_score"][keep], ref["aesthetic"][keep], atol=1e-4)
+    np.testing.assert_allclose(out["nsfw_score"][keep], ref["nsfw_port"][keep], atol=1e-5)
+    assert np.isnan(out.loc[3, "aesthetic_score"]) and np.isnan(out.loc[3, "nsfw_score"])
+
+
+@pytest.mark.skipif(not (MODELS / "reference_scores.npz").exists(), reason=f"no {MODELS}")
+def test_real_head_on_tiny_model_fails_with_dimension_message() -> None:
+    spec = tiny_spec(
+        heads=[{"name": "aesthetic", "weights": str(MODELS / "sac+logos+ava1-l14-linearMSE.pth")}]
+    )
+    with pytest.raises(ValueError, match="aesthetic head expects 768-d .* gives 1000-d"):
+        list(make_embed_fn(spec)(iter([images_frame()])))
+
+
+def test_custom_embedder_and_custom_head_by_class_path() -> None:
+    spec = EmbedSpec(
+        embedder_class_path="tests.test_embedders:MeanColor",
+        normalize=False,
+        heads=[
+            {
+                "name": "mine",
+                "class_path": "tests.test_classifiers:DoubleNorm",
+                "random_init": True,
+                "output_column": "mine_score",
+            }
+        ],
+    )
+    assert spec_model_id(spec) == "mean-color-v1"
+    out = next(make_embed_fn(spec)(iter([images_frame()])))
+    assert list(out.columns) == ["sample_id", "embedding", "mine_score", "error"]
+    np.testing.assert_allclose(out.loc[0, "embedding"], [2.0, 1.0, 1.0], atol=1e-6)
+    # the head sees the L2-normalised embedding: 2 * |(2,1,1)/sqrt(6)| = 2
+    assert out.loc[0, "mine_score"] == pytest.approx(2.0, abs=1e-5)
+    assert out["error"].notna().tolist() == [False, True, True, False]
+
+
+def test_spec_is_picklable_hashable_and_coerces_config() -> None:
+    spec = tiny_spec(heads=[{"name": "aesthetic", "random_init": True}])
+    assert isinstance(spec.heads, tuple) and isinstance(spec.heads[0], HeadSpec)
+    again = pickle.loads(pickle.dumps(spec))
+    assert again == spec and hash(again) == hash(spec)
+    assert spec_model_id(spec) == "test_vit+random"
+    assert spec_model_id(EmbedSpec()) == "vit_large_patch14_clip_quickgelu_224.openai"
+    cloudpickle = pytest.importorskip("pyspark.cloudpickle")  # how Spark ships the function
+    fn = pickle.loads(cloudpickle.dumps(make_embed_fn(spec)))
+    assert next(fn(iter([images_frame().iloc[:1]])))["error"].isna().all()
+
+
+def test_config_errors_surface_on_the_driver() -> None:
+    with pytest.raises(ValueError, match="unknown key"):
+        EmbedSpec(heads=[{"name": "aesthetic", "weigths": "x"}])
+    dup = tiny_spec(heads=[HeadSpec("aesthetic", random_init=True)] * 2)
+    with pytest.raises(ValueError, match="several heads write"):
+        make_embed_fn(dup)
+    with pytest.raises(ValueError, match="unknown head"):
+        head_columns(tiny_spec(heads=[HeadSpec("nope")]))
+
+
+def test_missing_input_columns() -> None:
+    with pytest.raises(ValueError, match=r"lacks column\(s\) \['image'\]"):
+        list(make_embed_fn(tiny_spec())(iter([pd.DataFrame({"sample_id": ["a"]})])))
+    with pytest.raises(ValueError, match=r"lacks column\(s\) \['embedding'\]"):
+        list(make_classify_fn(tiny_spec())(iter([pd.DataFrame({"sample_id": ["a"]})])))
+
+
+def test_classify_all_missing_embeddings() -> None:
+    frame = pd.DataFrame({"sample_id": ["a", "b"], "embedding": [None, None]})
+    out = next(make_classify_fn(tiny_spec())(iter([frame])))
+    assert out[["aesthetic_score", "nsfw_score"]].isna().all().all()

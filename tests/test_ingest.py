@@ -1,0 +1,149 @@
+"""The ingest job on real Spark and Delta: counts, values, bad input, reruns, increments."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from curator_udfs.ids import normalize_shard_uri, sample_id
+from curator_udfs.sample_shards import write_sample_shards
+from spark_jobs import ingest
+from spark_jobs.tables import read_table, register_tables
+from tests import badshards
+
+
+def _ingest(spark, cfg, *inputs: str):
+    register_tables(spark, cfg)
+    return ingest.run(spark, cfg, inputs=list(inputs))
+
+
+def _members(path: Path) -> dict[str, dict[str, bytes]]:
+    out: dict[str, dict[str, bytes]] = {}
+    with tarfile.open(path) as tar:
+        for m in tar.getmembers():
+            key, ext = m.name.split(".", 1)
+            out.setdefault(key, {})[ext] = tar.extractfile(m).read()  # type: ignore[union-attr]
+    return out
+
+
+def test_sample_shards_land_with_their_values(spark, make_cfg, tmp_path: Path) -> None:
+    report = write_sample_shards(tmp_path / "shards", shards=2, per_shard=20, seed=1)
+    cfg = make_cfg()
+    summary = _ingest(spark, cfg, str(tmp_path / "shards"))
+    assert summary.rows_in == summary.rows_written == report.samples == 40
+    assert summary.quarantined == 0 and summary.balanced
+    assert summary.extra["shards_ingested"] == 2
+
+    images = {r.sample_id: r for r in read_table(spark, cfg, "images").collect()}
+    assert len(images) == 40
+    for shard in report.paths:
+        if not shard.name.endswith(".tar"):
+            continue
+        uri = normalize_shard_uri(str(shard))
+        for key, members in _members(shard).items():
+            row = images[sample_id(uri, key)]
+            ext = next(e for e in members if e in ("jpg", "png", "webp"))
+            assert row.key == key and row.shard_uri == uri
+            assert bytes(row.image) == members[ext]  # original bytes, never re-encoded
+            assert row.image_sha256 == hashlib.sha256(members[ext]).hexdigest()
+            assert row.caption == members["txt"].decode()
+            meta = json.loads(row.meta)
+            assert meta["key"] == key
+            assert (row.width, row.height) == (meta["width"], meta["height"])
+            assert row.image_format == {"jpg": "JPEG", "png": "PNG", "webp": "WEBP"}[ext]
+    shards = read_table(spark, cfg, "shards").collect()
+    assert {r.status for r in shards} == {"ok"} and sum(r.samples for r in shards) == 40
+
+
+def test_every_bad_case_is_accounted_for(spark, make_cfg, tmp_path: Path) -> None:
+    d = tmp_path / "bad"
+    d.mkdir()
+    expected = {
+        "mixed": badshards.write_mixed_bad_shard(d / "mixed.tar"),
+        "trunc": badshards.write_truncated_tar(d / "trunc.tar"),
+        "notatar": badshards.write_not_a_tar(d / "notatar.tar"),
+        "big": badshards.write_oversized_image_shard(d / "big.tar"),
+    }
+    cfg = make_cfg("ingest.max_image_bytes=100000", "ingest.shards_per_batch=2")
+    summary = _ingest(spark, cfg, str(d))
+    images = read_table(spark, cfg, "images")
+    quarantine = read_table(spark, cfg, "quarantine")
+    totals = [badshards.expected_totals(e) for e in expected.values()]
+    assert images.count() == sum(t["images"] for t in totals)
+    assert quarantine.count() == sum(t["quarantined"] for t in totals)
+    assert summary.balanced and summary.rows_in == sum(t["samples"] for t in totals)
+
+    for name, exp in expected.items():
+        uri = normalize_shard_uri(str(d / f"{name}.tar"))
+        got_images = {r.key for r in images.where(images.shard_uri == uri).collect()}
+        got_q = {(r.key, r.reason) for r in quarantine.where(quarantine.shard_uri == uri).collect()}
+        for key, outcome in exp.items():
+            if outcome == "image":
+                assert key in got_images, (name, key)
+            elif outcome == "duplicate_key":
+                assert key in got_images and (key, "duplicate_key") in got_q
+            else:
+                assert (key, outcome) in got_q, (name, key, outcome, got_q)
+    status = {
+        r.shard_uri.rsplit("/", 1)[1]: r.status for r in read_table(spark, cfg, "shards").collect()
+    }
+    assert status == {
+        "mixed.tar": "ok",
+        "trunc.tar": "truncated",
+        "notatar.tar": "failed",
+        "big.tar": "ok",
+    }
+
+    warnings = {r.key: set(r.warnings) for r in images.collect()}
+    assert "caption_not_utf8" in warnings["badutf8"] and "invalid_json" in warnings["badjson"]
+    assert "extension_mismatch" in warnings["mismatch"]
+    rows = {r.key: r for r in images.collect()}
+    assert rows["badjson"].meta is None and rows["cmyk"].image_format == "JPEG"
+    assert (rows["png16"].width, rows["png16"].height) == (33, 17)
+    assert rows["a/b/nested"].image_format == "JPEG"
+
+
+def test_rerun_adds_nothing_and_new_shards_only_are_read(spark, make_cfg, tmp_path: Path) -> None:
+    d = tmp_path / "shards"
+    write_sample_shards(d, shards=2, per_shard=10, seed=2)
+    cfg = make_cfg()
+    first = _ingest(spark, cfg, str(d))
+    assert first.rows_written == 20
+    again = _ingest(spark, cfg, str(d))
+    assert again.rows_in == 0 and again.rows_written == 0 and again.extra["shards_skipped"] == 2
+    assert read_table(spark, cfg, "images").count() == 20
+
+    badshards.write_tar(d / "00002.tar", badshards.good_members(5, prefix="new"))
+    third = _ingest(spark, cfg, str(d))
+    assert third.extra["shards_ingested"] == 1 and third.rows_written == 5
+    assert read_table(spark, cfg, "images").count() == 25
+    ids = read_table(spark, cfg, "images").select("sample_id").distinct().count()
+    assert ids == 25
+
+
+def test_interrupted_batch_reruns_without_duplicates(spark, make_cfg, tmp_path: Path) -> None:
+    """Images committed, shard never recorded (a crash in between): the rerun adds none twice."""
+    d = tmp_path / "shards"
+    write_sample_shards(d, shards=2, per_shard=10, seed=3)
+    cfg = make_cfg()
+    _ingest(spark, cfg, str(d))
+    from delta.tables import DeltaTable
+
+    from spark_jobs.tables import table_path
+
+    DeltaTable.forPath(spark, table_path(cfg, "shards")).delete("shard_uri LIKE '%00001.tar'")
+    summary = _ingest(spark, cfg, str(d))
+    assert summary.extra["shards_ingested"] == 1
+    assert summary.rows_in == 10 and summary.rows_written == 0 and summary.skipped == 10
+    assert read_table(spark, cfg, "images").count() == 20
+
+
+def test_missing_input_is_a_config_error(spark, make_cfg, tmp_path: Path) -> None:
+    from spark_jobs.config import ConfigError
+
+    with pytest.raises(ConfigError, match="input.shards"):
+        _ingest(spark, make_cfg(), str(tmp_path / "nothing-here"))

@@ -1,0 +1,97 @@
+"""KMeans backends: determinism, shapes, normalisation; assign with the second-nearest option."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from curator_udfs.kmeans import (
+    FaissKMeans,
+    KMeansBackend,
+    SklearnKMeans,
+    assign,
+    l2_normalise,
+    select_backend,
+)
+
+CPU_BACKENDS = [SklearnKMeans, FaissKMeans]
+
+
+def _blobs(n: int = 600, d: int = 32, k: int = 6, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centres = l2_normalise(rng.standard_normal((k, d)))
+    x = centres[rng.integers(0, k, n)] + 0.1 * rng.standard_normal((n, d)).astype(np.float32)
+    return l2_normalise(x)
+
+
+@pytest.mark.parametrize("cls", CPU_BACKENDS)
+def test_fit_is_deterministic_and_normalised(cls: type) -> None:
+    x = _blobs()
+    backend = cls()
+    assert isinstance(backend, KMeansBackend)
+    c1 = backend.fit(x, 6, seed=7, max_iter=20)
+    c2 = cls().fit(x, 6, seed=7, max_iter=20)
+    assert c1.shape == (6, 32) and c1.dtype == np.float32
+    np.testing.assert_array_equal(c1, c2)
+    np.testing.assert_allclose(np.linalg.norm(c1, axis=1), 1.0, atol=1e-5)
+    a1 = assign(x, c1)[0]
+    a2 = assign(x, c2)[0]
+    np.testing.assert_array_equal(a1, a2)
+    assert np.unique(a1).size == 6
+
+
+@pytest.mark.parametrize("cls", CPU_BACKENDS)
+def test_fit_caps_k_at_n(cls: type) -> None:
+    x = _blobs(n=5)
+    c = cls().fit(x, 10, seed=0, max_iter=5)
+    assert c.shape == (5, 32)
+    assert cls().fit(x[:0], 3, seed=0, max_iter=5).shape == (0, 32)
+
+
+def test_select_backend() -> None:
+    assert select_backend("sklearn").name == "sklearn"
+    assert select_backend("faiss").name == "faiss"
+    assert select_backend("auto").name in {"faiss", "cuml"}
+    with pytest.raises(ValueError, match="unknown kmeans backend"):
+        select_backend("nope")
+
+
+def test_select_cuml_without_gpu_is_a_clear_error() -> None:
+    try:
+        backend = select_backend("cuml")
+    except RuntimeError as exc:
+        assert "cuml" in str(exc).lower()
+    else:  # a GPU box with RAPIDS: it must then really be cuML
+        assert backend.name == "cuml"
+
+
+def test_assign_nearest_and_second_margin() -> None:
+    c = l2_normalise(np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1]], dtype=np.float32))
+    x = l2_normalise(
+        np.array(
+            [
+                [1.0, 0.0, 0.0],  # clearly centroid 0
+                [1.0, 0.98, 0.0],  # between 0 and 1, close to both
+                [0.0, 0.2, 1.0],  # centroid 2, far from 1
+            ],
+            dtype=np.float32,
+        )
+    )
+    nearest, second, dist = assign(x, c)
+    np.testing.assert_array_equal(nearest, [0, 0, 2])
+    np.testing.assert_array_equal(second, [-1, -1, -1])
+    np.testing.assert_allclose(dist, 1 - np.max(x @ c.T, axis=1), atol=1e-6)
+    nearest, second, _ = assign(x, c, second_margin=0.05, chunk_size=2)
+    np.testing.assert_array_equal(nearest, [0, 0, 2])
+    np.testing.assert_array_equal(second, [-1, 1, -1])
+    _, second, _ = assign(x, c, second_margin=2.0)
+    np.testing.assert_array_equal(second, [1, 1, 1])  # row 0: tie 1 vs 2 -> lower index
+
+
+def test_assign_chunking_matches_unchunked() -> None:
+    x = _blobs(n=1000)
+    c = FaissKMeans().fit(x, 8, seed=1, max_iter=10)
+    full = assign(x, c, second_margin=0.1)
+    chunked = assign(x, c, second_margin=0.1, chunk_size=77)
+    for f, ch in zip(full, chunked, strict=True):
+        np.testing.assert_array_equal(f, ch)

@@ -101,6 +101,16 @@ class FilterCfg(_Section):
         default_factory=lambda: ["aesthetic_score >= 5", "nsfw_score < 0.2"],
         description="SQL boolean expressions over the scored view, ANDed",
     )
+    exclude_duplicates: bool = Field(
+        True, description="leave out samples listed in the duplicates table (when it exists)"
+    )
+    dedup_eps: float | None = Field(
+        None,
+        ge=0.0,
+        lt=1.0,
+        description="which semantic-dedup eps decides duplicates when the duplicates table has "
+        "several; null = the first of dedup.eps",
+    )
 
 
 class DedupCfg(_Section):
@@ -127,6 +137,15 @@ class DedupCfg(_Section):
 class ExportCfg(_Section):
     output: str = Field("./curated", description="directory for the curated WebDataset shards")
     samples_per_shard: int = Field(10_000, gt=0, description="target samples per output shard")
+    max_shard_bytes: int | None = Field(
+        None, gt=0, description="target bytes per output shard (null = by sample count only)"
+    )
+    tasks: int | None = Field(
+        None,
+        gt=0,
+        description="Spark tasks writing shards, each a contiguous shard range "
+        "(null = spark.default.parallelism)",
+    )
 
 
 class TablesCfg(_Section):

@@ -1,0 +1,397 @@
+"""Job 2, embed: `images` → `scores` (one row per image per model: embedding + head scores).
+
+Only images without a `scores` row for this model are read (left anti join on sample_id), and
+only their `sample_id` and `image` columns. They go through `mapInPandas` with the executor-side
+batch function of `curator_udfs.embed_batches` (model loaded once per Python worker, heads run
+on the same device in the same pass) and are written with an insert-only MERGE on
+(sample_id, model): a crash followed by a rerun never duplicates a row.
+
+An image that cannot be decoded at embed time gets a row with `error` set and null embedding and
+scores; it counts as quarantined. It is not retried by default (same bytes, same failure); pass
+`--retry-errors` (`run(..., retry_errors=True)`) after fixing the decoder to re-embed those rows.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from spark_jobs.config import Config, ConfigError
+from spark_jobs.summary import Summary, new_run_id
+from spark_jobs.tables import (
+    TableDef,
+    add_table,
+    ensure_table,
+    last_metric,
+    merge_insert_new,
+    read_table,
+    sql_list,
+    table_path,
+)
+
+if TYPE_CHECKING:
+    from curator_udfs.embed_batches import EmbedSpec
+
+SCORES = add_table(
+    TableDef(
+        "scores",
+        "sample_id STRING NOT NULL, model STRING NOT NULL, embedding ARRAY<FLOAT>, "
+        "embedding_dim INT, aesthetic_score DOUBLE, nsfw_score DOUBLE, error STRING, "
+        "scored_at TIMESTAMP, run_id STRING",
+        ("sample_id", "model"),
+        "one row per image per model: L2-normalised embedding, head scores, or the decode error",
+    )
+)
+BASE_COLUMNS = ("sample_id", "model", "embedding", "embedding_dim", "error", "scored_at", "run_id")
+ARROW_BATCH_CONF = "spark.sql.execution.arrow.maxRecordsPerBatch"
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+# ---- configuration → spec, validated before Spark starts ---------------------------------------
+def build_spec(cfg: Config) -> EmbedSpec:
+    """The executor-side spec from `embed.*` and `classifiers` (nothing is loaded)."""
+    from curator_udfs.embed_batches import EmbedSpec, HeadSpec
+
+    heads = tuple(
+        HeadSpec(
+            name=h.name,
+            weights=h.weights,
+            class_path=h.class_path,
+            output_column=h.output_column,
+            random_init=h.random_init,
+            input_dim=getattr(h, "input_dim", None),
+        )
+        for h in cfg.classifiers
+    )
+    e = cfg.embed
+    return EmbedSpec(
+        model_name=e.model,
+        pretrained=e.pretrained,
+        weights=e.weights,
+        batch_size=e.batch_size,
+        num_threads_per_worker=e.num_threads_per_worker,
+        normalize=e.normalize,
+        autocast=e.autocast,
+        heads=heads,
+        embedder_class_path=e.embedder_class,
+    )
+
+
+def probe_embedding_dim(spec: EmbedSpec) -> int | None:
+    """The timm model's output width from a meta-device build (no weights, no memory), or None
+    for custom embedders and models that cannot be probed that way."""
+    if spec.embedder_class_path:
+        return None
+    try:
+        import timm
+        import torch
+
+        with torch.device("meta"):
+            model = timm.create_model(spec.model_name, pretrained=False)
+        size = timm.data.resolve_data_config({}, model=model)["input_size"]
+        with torch.no_grad():
+            out = model(torch.zeros(1, *size, device="meta"))
+        return int(out.reshape(1, -1).shape[1])
+    except Exception:  # noqa: BLE001 - the executors check again with the real model
+        return None
+
+
+def check_heads(spec: EmbedSpec, dim: int | None) -> list[str]:
+    """Head output columns; ConfigError for unknown heads/classes, bad names or widths."""
+    from curator_udfs.classifiers import head_class
+    from curator_udfs.embed_batches import head_columns
+
+    for i, h in enumerate(spec.heads):
+        key = f"classifiers[{i}]"
+        try:
+            cls = head_class(h.name, h.class_path)
+        except ValueError as exc:
+            raise ConfigError(f"config key `{key}.class_path`/`{key}.name`: {exc}") from None
+        if h.weights and not Path(h.weights).expanduser().exists():
+            raise ConfigError(
+                f"config key `{key}.weights`: {h.weights} does not exist; point it at a "
+                "safetensors or weights-only torch file (or directory), or null for the HF hub"
+            )
+        if h.random_init and h.weights:
+            raise ConfigError(f"config key `{key}`: both weights and random_init; drop one")
+        input_dim = h.input_dim
+        if input_dim is None and h.random_init:
+            input_dim = dim
+        if dim is not None:
+            try:
+                cls(input_dim=input_dim, output_column=h.output_column).check_dim(dim)
+            except ValueError as exc:
+                raise ConfigError(
+                    f"config key `{key}` ({h.name}) vs `embed.model` ({spec.model_name}): {exc}"
+                ) from None
+    try:
+        columns = head_columns(spec)
+    except ValueError as exc:
+        raise ConfigError(f"config key `classifiers[].output_column`: {exc}") from None
+    for c in columns:
+        if not _IDENT.match(c) or c.lower() in BASE_COLUMNS:
+            raise ConfigError(
+                f"config key `classifiers[].output_column`: {c!r} is not usable as a score "
+                f"column (a letter/underscore identifier, not one of {', '.join(BASE_COLUMNS)})"
+            )
+    return columns
+
+
+def validate(cfg: Config) -> EmbedSpec:
+    """Build the spec and check what can be checked on the driver without Spark or weights."""
+    from curator_udfs.embed_batches import _import_class
+    from curator_udfs.embedders import ImageEmbedder
+
+    spec = build_spec(cfg)
+    if spec.weights and not Path(spec.weights).expanduser().exists():
+        raise ConfigError(
+            f"config key `embed.weights`: {spec.weights} does not exist; point it at a local "
+            "weights file or directory, or set it to null to use the HF hub cache"
+        )
+    if spec.embedder_class_path:
+        try:
+            _import_class(spec.embedder_class_path, ImageEmbedder, "embed.embedder_class")
+        except ValueError as exc:
+            raise ConfigError(f"config key `embed.embedder_class`: {exc}") from None
+    else:
+        import timm
+
+        arch, _tag = timm.models.split_model_name_tag(spec.model_name)
+        if not timm.is_model(arch):
+            raise ConfigError(
+                f"config key `embed.model`: unknown timm model {spec.model_name!r}; e.g. "
+                "vit_large_patch14_clip_quickgelu_224.openai, or test_vit for tests"
+            )
+    check_heads(spec, probe_embedding_dim(spec))
+    return spec
+
+
+# ---- shared with classify ------------------------------------------------------------------------
+def model_id(spec: EmbedSpec) -> str:
+    """The value of the `model` column for this spec."""
+    from curator_udfs.embed_batches import spec_model_id
+
+    return spec_model_id(spec)
+
+
+def ensure_score_columns(spark: SparkSession, cfg: Config, columns: list[str]) -> list[str]:
+    """Create `scores` if needed and add missing head columns (DOUBLE); return those added.
+
+    Explicit `ALTER TABLE ADD COLUMNS` rather than schema auto-merge, so a typo in a MERGE can
+    never widen the table.
+    """
+    ensure_table(spark, cfg, SCORES)
+    existing = {c.lower() for c in read_table(spark, cfg, "scores").columns}
+    new = [c for c in columns if c.lower() not in existing]
+    if new:
+        cols = ", ".join(f"{c} DOUBLE" for c in new)
+        spark.sql(f"ALTER TABLE delta.`{table_path(cfg, 'scores')}` ADD COLUMNS ({cols})")
+    return new
+
+
+def nan_to_null(df: DataFrame, columns: list[str]) -> DataFrame:
+    """Head scores NaN → NULL: in Spark SQL NaN sorts above every number (NaN >= 5 is true)."""
+    for c in columns:
+        df = df.withColumn(c, F.when(F.isnan(F.col(c)), F.lit(None)).otherwise(F.col(c)))
+    return df
+
+
+def worker_message(exc: BaseException) -> str | None:
+    """The last `SomeError: message` line of a Python worker traceback inside a Spark error."""
+    text = str(exc)
+    if "Traceback" not in text:
+        return None
+    lines = [ln.strip() for ln in text.splitlines()]
+    found = [ln for ln in lines if re.match(r"^[\w.]+(Error|Exception): ", ln)]
+    return found[-1] if found else None
+
+
+def describe_device(spark: SparkSession) -> str:
+    """What the executors run on: in local mode the driver's own choice, else the GPU config."""
+    master = spark.sparkContext.master or ""
+    if master.startswith("local"):
+        from curator_udfs.device import current_device
+
+        return current_device()
+    gpus = spark.conf.get("spark.executor.resource.gpu.amount", None)
+    return "cuda (executor GPUs)" if gpus else "cpu (no executor GPU resources)"
+
+
+# ---- the job -----------------------------------------------------------------------------------
+def pending_images(
+    spark: SparkSession, cfg: Config, model: str, *, retry_errors: bool = False
+) -> DataFrame:
+    """`sample_id, image` of images without a scores row for `model` (or only an error row)."""
+    done = read_table(spark, cfg, "scores").where(F.col("model") == model)
+    if retry_errors:
+        done = done.where(F.col("error").isNull())
+    images = read_table(spark, cfg, "images").select("sample_id", "image")
+    return images.join(done.select("sample_id"), "sample_id", "left_anti")
+
+
+def num_tasks(spark: SparkSession, n: int, batch_size: int) -> int:
+    """Enough tasks to use every core, each a few forward batches long (fewer model loads)."""
+    cores = spark.sparkContext.defaultParallelism
+    return max(1, min(max(cores, math.ceil(n / (4 * batch_size))), max(n, 1)))
+
+
+def run(spark: SparkSession, cfg: Config, *, retry_errors: bool = False) -> Summary:
+    """Embed and score every image that has no `scores` row for the configured model."""
+    summary = Summary(job="embed", run_id=new_run_id("embed"), unit="images")
+    spec = validate(cfg)
+    model = model_id(spec)
+    columns = check_heads(spec, None)
+    ensure_score_columns(spark, cfg, columns)
+    summary.extra.update(model=model, device=describe_device(spark), heads=",".join(columns))
+
+    todo = pending_images(spark, cfg, model, retry_errors=retry_errors)
+    n = todo.count()  # reads sample_id only (column pruning): cheap
+    summary.rows_in = n
+    summary.extra["images_decoded"] = n
+    if n:
+        previous = spark.conf.get(ARROW_BATCH_CONF, "10000")
+        spark.conf.set(ARROW_BATCH_CONF, str(cfg.embed.arrow_batch_size))
+        try:
+            _embed_and_write(spark, cfg, spec, model, todo, n, summary, retry_errors)
+        finally:
+            spark.conf.set(ARROW_BATCH_CONF, previous)
+    summary.finish()
+    summary.extra["images_per_s"] = summary.throughput
+    summary.tables["scores"] = read_table(spark, cfg, "scores").count()
+    return summary
+
+
+def _embed_and_write(
+    spark: SparkSession,
+    cfg: Config,
+    spec: EmbedSpec,
+    model: str,
+    todo: DataFrame,
+    n: int,
+    summary: Summary,
+    retry_errors: bool,
+) -> None:
+    from curator_udfs.embed_batches import embed_output_schema, head_columns, make_embed_fn
+
+    columns = head_columns(spec)
+    at = datetime.now(UTC)
+    parts = num_tasks(spark, n, spec.batch_size)
+    scored = todo.repartition(parts, "sample_id").mapInPandas(
+        make_embed_fn(spec), embed_output_schema(spec)
+    )
+    scored = nan_to_null(scored, columns).select(
+        "sample_id",
+        F.lit(model).alias("model"),
+        "embedding",
+        F.when(F.col("embedding").isNull(), F.lit(None))
+        .otherwise(F.size("embedding"))
+        .cast("int")
+        .alias("embedding_dim"),
+        *columns,
+        "error",
+        F.lit(at).cast("timestamp").alias("scored_at"),
+        F.lit(summary.run_id).alias("run_id"),
+    )
+    # Columns the table has but this config does not fill (another config's heads): NULL.
+    target = read_table(spark, cfg, "scores").schema
+    missing = [f for f in target.fields if f.name not in scored.columns]
+    scored = scored.select(
+        *scored.columns, *[F.lit(None).cast(f.dataType).alias(f.name) for f in missing]
+    )
+    scored = scored.persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        t0 = datetime.now(UTC)
+        try:
+            stats = scored.agg(
+                F.count(F.lit(1)).alias("n"),
+                F.sum(F.when(F.col("error").isNotNull(), 1).otherwise(0)).alias("failed"),
+                F.max("embedding_dim").alias("dim"),
+            ).first()
+        except Exception as exc:
+            msg = worker_message(exc)
+            if msg:
+                raise RuntimeError(f"embed failed in a Python worker: {msg}") from exc
+            raise
+        summary.extra["embed_seconds"] = round((datetime.now(UTC) - t0).total_seconds(), 3)
+        failed = int(stats["failed"] or 0)
+        summary.extra["embedding_dim"] = int(stats["dim"]) if stats["dim"] is not None else None
+        scope = f"t.model IN ({sql_list([model])})"
+        if retry_errors:
+            written = _merge_retry(spark, cfg, scored, scope)
+        else:
+            written = merge_insert_new(spark, cfg, SCORES, scored, scope=scope)
+    finally:
+        scored.unpersist()
+    summary.quarantined = min(failed, written)
+    summary.rows_written = written - summary.quarantined
+    summary.skipped = n - written
+
+
+def _merge_retry(spark: SparkSession, cfg: Config, source: DataFrame, scope: str) -> int:
+    """Insert new rows and overwrite rows that only held an error."""
+    target = ensure_table(spark, cfg, SCORES)
+    before = int(target.history(1).select("version").first()["version"])
+    cond = f"({scope}) AND t.sample_id = s.sample_id AND t.model = s.model"
+    (
+        target.alias("t")
+        .merge(source.alias("s"), cond)
+        .whenMatchedUpdateAll(condition="t.error IS NOT NULL")
+        .whenNotMatchedInsertAll()
+        .execute()
+    )
+    return last_metric(target, "numTargetRowsInserted", since=before) + last_metric(
+        target, "numTargetRowsUpdated", since=before
+    )
+
+
+# ---- command line ------------------------------------------------------------------------------
+def register(app: Any) -> None:
+    """Add `curator embed` to the CLI."""
+    from typing import Annotated, get_type_hints
+
+    import typer
+
+    from spark_jobs.cli import ConfigOpt, JsonOpt, SetOpt, WarehouseOpt, err, resolve_config
+    from spark_jobs.cli import run_job as _run_job
+
+    def embed(
+        config: ConfigOpt = None,
+        set_: SetOpt = None,
+        warehouse: WarehouseOpt = None,
+        as_json: JsonOpt = False,
+        retry_errors: Annotated[
+            bool, typer.Option("--retry-errors", help="re-embed images that failed to decode")
+        ] = False,
+    ) -> None:
+        """Embed new images and score them with the heads (writes the scores table)."""
+        cfg = resolve_config(config, set_, warehouse)
+        try:
+            validate(cfg)
+        except ConfigError as exc:
+            err(f"configuration error:\n{exc}")
+            raise typer.Exit(2) from None
+        _run_job("embed", cfg, as_json, lambda spark, c: run(spark, c, retry_errors=retry_errors))
+
+    # Annotations are strings here (postponed evaluation) naming register()'s locals: resolve
+    # them now, since typer evaluates them against the module globals.
+    embed.__annotations__ = get_type_hints(embed, localns=locals(), include_extras=True)
+    app.command()(embed)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`spark-submit spark_jobs/embed.py --config FILE [...]`."""
+    from spark_jobs.cli import main_for
+
+    main_for("embed", argv if argv is not None else sys.argv[1:])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,219 @@
+"""Job 6, export: `curated` (joined back to `images` for the bytes) → WebDataset shards.
+
+Deterministic: samples are ordered by sample_id and packed into shards on the driver from
+their sizes (`export.samples_per_shard`, `export.max_shard_bytes`), so the same `curated`
+gives the same shards byte for byte. Shards are split into contiguous ranges, one Spark task
+per range; each task writes its shards with curator_udfs.wds_writer (to `NNNNN.tar.tmp`, then
+renamed). The member key of a sample is its sample_id (hex, safe by construction); the
+original key and shard are in its `.json`. `manifest.json` is removed when an export starts
+and written last, after leftovers (`*.tmp`, shards of an earlier export that are not part of
+this one) are removed, so a directory with a manifest is complete and matches it.
+
+The plan is computed on the driver from (sample_id, size) pairs: fine up to tens of millions
+of samples per export. Executors write to `export.output` directly, so on a cluster it must
+be a path every executor sees (a shared or mounted file system).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any
+
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from curator_udfs.wds_writer import (
+    ShardWriter,
+    image_extension,
+    plan_shards,
+    sample_tar_bytes,
+    shard_name,
+)
+from spark_jobs.config import Config, ConfigError
+from spark_jobs.summary import Summary, new_run_id
+from spark_jobs.tables import is_delta, read_table, table_path
+
+MANIFEST = "manifest.json"
+_NOT_IN_JSON = ("image", "run_id", "curated_at", "caption", "meta", "_shard", "_task")
+
+
+def _sample_members(row: dict[str, Any]) -> dict[str, bytes]:
+    """The members of one exported sample: image bytes, `.txt` caption, `.json` metadata."""
+    members = {image_extension(row.get("image_format"), row.get("image_ext")): bytes(row["image"])}
+    if row.get("caption") is not None:
+        members["txt"] = str(row["caption"]).encode("utf-8")
+    meta: Any = row.get("meta")
+    if isinstance(meta, str):
+        try:
+            meta = json.loads(meta)
+        except ValueError:
+            pass  # kept as the original string
+    doc = {k: v for k, v in row.items() if k not in _NOT_IN_JSON}
+    doc["meta"] = meta
+    members["json"] = json.dumps(doc, sort_keys=True, default=str, ensure_ascii=False).encode()
+    return members
+
+
+def write_shard_range(
+    rows: Iterator[tuple[tuple[int, int, str], Any]],
+    out_dir: str,
+    fail_at_shard: int | None = None,
+) -> Iterator[dict[str, Any]]:
+    """Write the shards of one task from rows sorted by (task, shard, sample_id).
+
+    Yields one dict per finished shard. `fail_at_shard` is a test hook: raise after the first
+    sample of that shard, as a crash would.
+    """
+    writer: ShardWriter | None = None
+    current: int | None = None
+    try:
+        for (_task, shard, sid), row in rows:
+            if shard != current:
+                if writer is not None:
+                    yield vars(writer.close())
+                writer, current = ShardWriter(Path(out_dir) / shard_name(shard)), shard
+            assert writer is not None
+            writer.add(sid, _sample_members(row.asDict()))
+            if fail_at_shard is not None and shard == fail_at_shard:
+                raise RuntimeError(f"injected failure while writing shard {shard} (test hook)")
+        if writer is not None:
+            yield vars(writer.close())
+            writer = None
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
+
+
+def _remove_leftovers(out: Path, keep: set[str]) -> list[str]:
+    removed = []
+    for p in sorted(out.iterdir()):
+        stale_shard = p.suffix == ".tar" and p.name not in keep and p.stem.isdigit()
+        if p.is_file() and (p.name.endswith(".tmp") or stale_shard):
+            p.unlink()
+            removed.append(p.name)
+    return removed
+
+
+def output_dir(cfg: Config, output: str | None = None) -> Path:
+    """`--output` or `export.output`, as an absolute local path."""
+    raw = (output or cfg.export.output).removeprefix("file://")
+    if "://" in raw:
+        raise ConfigError(
+            f"config key `export.output`: {raw!r}: only local or mounted paths are supported"
+        )
+    return Path(raw).expanduser().resolve()
+
+
+def run(
+    spark: SparkSession,
+    cfg: Config,
+    *,
+    output: str | None = None,
+    fail_at_shard: int | None = None,
+) -> Summary:
+    """Export `curated` to WebDataset shards plus manifest.json under the output directory."""
+    summary = Summary(job="export", run_id=new_run_id("export"), unit="samples")
+    out = output_dir(cfg, output)
+    path = table_path(cfg, "curated")
+    if not is_delta(path):
+        raise ConfigError(f"no curated table at {path}; run `curator filter` first")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MANIFEST).unlink(missing_ok=True)  # no manifest until this export is complete
+
+    version = int(spark.sql(f"DESCRIBE HISTORY delta.`{path}` LIMIT 1").first()["version"])
+    curated = spark.read.format("delta").option("versionAsOf", version).load(path)
+    images = read_table(spark, cfg, "images").select("sample_id", "image")
+    sizes = (
+        curated.select(
+            "sample_id",
+            F.coalesce(F.col("image_bytes"), F.lit(0)).alias("img"),
+            F.coalesce(F.octet_length("caption"), F.lit(0)).alias("txt"),
+            F.coalesce(F.octet_length("meta"), F.lit(0)).alias("meta"),
+        )
+        .orderBy("sample_id")
+        .collect()
+    )
+    # .json ~ meta + the other columns (~600 bytes): a target, not an exact bound.
+    est = [sample_tar_bytes([r["img"], r["txt"], r["meta"] + 600]) for r in sizes]
+    shard_of = plan_shards(est, cfg.export.samples_per_shard, cfg.export.max_shard_bytes)
+    n_shards = shard_of[-1] + 1 if shard_of else 0
+    n_tasks = max(1, min(n_shards, cfg.export.tasks or spark.sparkContext.defaultParallelism))
+    assign = spark.createDataFrame(
+        [(r["sample_id"], s, s * n_tasks // max(n_shards, 1)) for r, s in zip(sizes, shard_of)],
+        "sample_id STRING, _shard INT, _task INT",
+    )
+    rows = curated.join(assign, "sample_id").join(images, "sample_id")
+    out_str, fail = str(out), fail_at_shard
+    shards: list[dict[str, Any]] = []
+    if n_shards:
+        shards = (
+            rows.rdd.map(lambda r: ((r["_task"], r["_shard"], r["sample_id"]), r))
+            .repartitionAndSortWithinPartitions(n_tasks, partitionFunc=lambda k: k[0])
+            .mapPartitions(lambda it: write_shard_range(it, out_str, fail))
+            .collect()
+        )
+    shards.sort(key=lambda s: s["name"])
+    if [s["name"] for s in shards] != [shard_name(i) for i in range(n_shards)]:
+        raise RuntimeError(f"export wrote {len(shards)} shards, planned {n_shards}; rerun it")
+    removed = _remove_leftovers(out, {s["name"] for s in shards})
+    manifest = {
+        "format": "webdataset",
+        "source": {"table": "curated", "path": path, "version": version},
+        "samples_per_shard": cfg.export.samples_per_shard,
+        "max_shard_bytes": cfg.export.max_shard_bytes,
+        "shard_count": len(shards),
+        "samples": sum(s["samples"] for s in shards),
+        "bytes": sum(s["bytes"] for s in shards),
+        "shards": shards,
+    }
+    tmp = out / (MANIFEST + ".tmp")
+    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    tmp.replace(out / MANIFEST)
+    summary.rows_in = len(sizes)
+    summary.rows_written = manifest["samples"]
+    summary.skipped = summary.rows_in - summary.rows_written
+    summary.extra.update(
+        output=str(out),
+        shards=len(shards),
+        bytes_written=manifest["bytes"],
+        tasks=n_tasks,
+        leftovers_removed=len(removed),
+        curated_version=version,
+    )
+    return summary.finish()
+
+
+def register(app: Any) -> None:
+    """Add `curator export [--output DIR]` to the CLI."""
+    import typer
+
+    from spark_jobs.cli import ConfigOpt, JsonOpt, SetOpt, WarehouseOpt, resolve_config, run_job
+
+    @app.command("export")
+    def export_cmd(
+        config: ConfigOpt = None,
+        set_: SetOpt = None,
+        warehouse: WarehouseOpt = None,
+        as_json: JsonOpt = False,
+        output: Annotated[
+            str | None, typer.Option("--output", help="directory for the shards (export.output)")
+        ] = None,
+    ) -> None:
+        """Write the curated table as WebDataset shards plus manifest.json."""
+        cfg = resolve_config(config, set_, warehouse)
+        run_job("export", cfg, as_json, lambda spark, c: run(spark, c, output=output))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`spark-submit spark_jobs/export.py --config FILE [--output DIR]`."""
+    from spark_jobs.cli import main_for
+
+    main_for("export", argv if argv is not None else sys.argv[1:])
+
+
+if __name__ == "__main__":
+    main()

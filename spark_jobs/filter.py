@@ -1,0 +1,314 @@
+"""Job 4, filter: the `scored` view → SQL predicates (ANDed) minus duplicates → `curated`.
+
+Predicates are validated before Spark starts (curator_udfs.predicates) and once more by
+Spark's analyzer (resolved columns, boolean type, deterministic, no subquery or UDF). They
+are applied with `DataFrame.where` over the view, so Catalyst pushes them into the Delta scans
+(data skipping on file statistics, Parquet row-group filters) and only the columns they need
+are read; the image bytes never are. Samples listed in `duplicates` are removed with an anti
+join: rows of the methods in `dedup.methods`, and of semantic dedup only those at
+`filter.dedup_eps` (default: the first of `dedup.eps`), because a duplicates table may hold
+the results of several thresholds.
+
+`curated` is a Delta table (the export's input), overwritten in one transaction, so a rerun
+replaces it whole. Each run appends to `filter_stats` how many rows each predicate removed
+on its own (rows for which it is false or NULL) and how many duplicates were removed.
+"""
+
+from __future__ import annotations
+
+import sys
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from pyspark.errors import AnalysisException
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from curator_udfs.predicates import PredicateError, ValidPredicate, validate_predicates
+from spark_jobs.config import Config, ConfigError
+from spark_jobs.summary import Summary, new_run_id
+from spark_jobs.tables import (
+    TableDef,
+    add_table,
+    is_delta,
+    read_table,
+    register_tables,
+    table_name,
+    table_path,
+)
+from spark_jobs.views import SCORED_VIEW, known_scored_columns, scored_model_id
+
+CURATED = add_table(
+    TableDef(
+        "curated",
+        "sample_id STRING NOT NULL, curated_at TIMESTAMP, run_id STRING",  # + the scored columns
+        ("sample_id",),
+        "what passes the filters and is not a duplicate: the scored columns; export's input",
+    )
+)
+FILTER_STATS = add_table(
+    TableDef(
+        "filter_stats",
+        "run_id STRING NOT NULL, position INT, kind STRING, predicate STRING NOT NULL, "
+        "removed BIGINT, rows_in BIGINT, rows_out BIGINT, filtered_at TIMESTAMP",
+        ("run_id", "position"),
+        "per filter run: rows each predicate removed on its own, and duplicates removed",
+    )
+)
+ZORDER_COLUMNS = ("aesthetic_score", "nsfw_score")
+_BANNED_EXPRESSIONS = ("UDF", "Subquery", "ListQuery", "Exists", "LambdaFunction")
+
+
+def check_predicates(cfg: Config) -> list[ValidPredicate]:
+    """Validate `filter.predicates` without Spark; a ConfigError names the predicate and part."""
+    if not cfg.filter.predicates:
+        return []
+    try:
+        return validate_predicates(cfg.filter.predicates, known_scored_columns(cfg))
+    except PredicateError as exc:
+        raise ConfigError(f"config key `filter.predicates`:\n{exc}") from None
+
+
+def _walk(jexpr: Any) -> list[str]:
+    names = [str(jexpr.getClass().getSimpleName())]
+    children = jexpr.children()
+    for i in range(children.size()):
+        names.extend(_walk(children.apply(i)))
+    return names
+
+
+def analyze_predicate(df: DataFrame, pred: ValidPredicate) -> DataFrame:
+    """`df.where(pred)`, checked by Spark's analyzer: resolvable, boolean, deterministic."""
+    where = f"config key `filter.predicates`: filter predicate {pred.text!r}"
+    try:
+        out = df.where(pred.text)
+    except AnalysisException as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise ConfigError(f"{where}: Spark cannot resolve it: {first}") from None
+    plan = out._jdf.queryExecution().analyzed()
+    if plan.getClass().getSimpleName() != "Filter":
+        raise ConfigError(f"{where}: Spark did not read it as a row filter")
+    cond = plan.condition()
+    if str(cond.dataType().typeName()) != "boolean":
+        raise ConfigError(f"{where}: is of type {cond.dataType().simpleString()}, not boolean")
+    if not cond.deterministic():
+        raise ConfigError(f"{where}: Spark reports it as non-deterministic")
+    banned = [n for n in _walk(cond) if any(b in n for b in _BANNED_EXPRESSIONS)]
+    if banned:
+        raise ConfigError(f"{where}: contains {', '.join(sorted(set(banned)))}")
+    return out
+
+
+def scored_frame(spark: SparkSession, cfg: Config) -> DataFrame:
+    """The `scored` view (registering the warehouse's tables and views first)."""
+    register_tables(spark, cfg)
+    if not (is_delta(table_path(cfg, "images")) and is_delta(table_path(cfg, "scores"))):
+        raise ConfigError(
+            f"the warehouse {cfg.warehouse_path} has no `images` and `scores` tables yet; "
+            "run `curator ingest` and `curator embed` first"
+        )
+    return spark.table(f"{cfg.database}.{SCORED_VIEW}")
+
+
+def duplicate_ids(spark: SparkSession, cfg: Config) -> tuple[DataFrame | None, str]:
+    """The sample_ids to leave out as duplicates (None without a duplicates table)."""
+    if not cfg.filter.exclude_duplicates or not is_delta(table_path(cfg, "duplicates")):
+        return None, "none"
+    dups = read_table(spark, cfg, "duplicates")
+    desc = []
+    if "method" in dups.columns:
+        dups = dups.where(F.col("method").isin(list(cfg.dedup.methods)))
+        desc.append(f"methods {list(cfg.dedup.methods)}")
+    if "eps" in dups.columns:
+        eps = cfg.filter.dedup_eps if cfg.filter.dedup_eps is not None else cfg.dedup.eps[0]
+        dups = dups.where(F.col("eps").isNull() | (F.abs(F.col("eps") - F.lit(eps)) < 1e-9))
+        desc.append(f"semantic eps {eps}")
+    return dups.select("sample_id").distinct(), ", ".join(desc) or "all rows"
+
+
+def curated_frame(
+    spark: SparkSession, cfg: Config, preds: list[ValidPredicate]
+) -> tuple[DataFrame, DataFrame, DataFrame, str]:
+    """(scored, passing the predicates, curated = passing minus duplicates, dedup rule)."""
+    scored = scored_frame(spark, cfg)
+    passing = scored
+    for p in preds:
+        analyze_predicate(scored, p)
+        passing = passing.where(p.text)
+    dups, rule = duplicate_ids(spark, cfg)
+    curated = passing if dups is None else passing.join(dups, "sample_id", "left_anti")
+    return scored, passing, curated, rule
+
+
+def _removed_counts(
+    scored: DataFrame, passing: DataFrame, preds: list[ValidPredicate]
+) -> tuple[int, list[int], int]:
+    """(rows in, rows each predicate removes alone, rows passing all) in one scan."""
+    aggs = [F.count(F.lit(1)).alias("n")]
+    for i, p in enumerate(preds):
+        aggs.append(F.sum(F.when(F.expr(p.text), 0).otherwise(1)).alias(f"r{i}"))
+    row = scored.agg(*aggs).first()
+    n = int(row["n"]) if row else 0
+    removed = [int((row[f"r{i}"] if row else 0) or 0) for i in range(len(preds))]
+    return n, removed, passing.count() if preds else n
+
+
+def explain_text(df: DataFrame) -> str:
+    """The physical plan (formatted) and the RAPIDS explain-only report for `df`."""
+    from spark_jobs.gpu_plan import GpuPlanUnavailable, gpu_report, physical_plan
+
+    parts = ["== Physical plan ==", physical_plan(df, "formatted")]
+    try:
+        report = gpu_report(df)
+        parts += ["== RAPIDS Accelerator: would it run on GPU? ==", report.text.rstrip()]
+        parts += ["== Operators ==", *report.summary_lines()]
+    except GpuPlanUnavailable as exc:
+        parts += ["== RAPIDS Accelerator report unavailable ==", str(exc)]
+    return "\n".join(parts)
+
+
+def _check_model(spark: SparkSession, cfg: Config) -> None:
+    models = [r["model"] for r in read_table(spark, cfg, "scores").select("model").distinct().take(20)]
+    want = scored_model_id(cfg)
+    if models and want not in models:
+        raise ConfigError(
+            f"config key `embed.model`: the scores table has no rows for model {want!r}, only "
+            f"{sorted(models)}; pass e.g. --set embed.model=... (and embed.pretrained) to match"
+        )
+
+
+def run(spark: SparkSession, cfg: Config, *, explain: bool = False) -> Summary:
+    """Write `curated` from `scored`, the predicates and `duplicates`; record filter_stats."""
+    summary = Summary(job="filter", run_id=new_run_id("filter"), unit="samples")
+    preds = check_predicates(cfg)
+    scored, passing, curated, rule = curated_frame(spark, cfg, preds)
+    if explain:
+        print(explain_text(curated), flush=True)
+        summary.extra["explain"] = "plan and RAPIDS report printed; nothing written"
+        return summary.finish()
+    _check_model(spark, cfg)
+    at = datetime.now(UTC)
+    rows_in, removed, passed = _removed_counts(scored, passing, preds)
+    out = curated.withColumn("curated_at", F.lit(at)).withColumn("run_id", F.lit(summary.run_id))
+    (
+        out.write.format("delta")
+        .mode("overwrite")
+        .option("overwriteSchema", "true")
+        .save(table_path(cfg, "curated"))
+    )
+    spark.sql(
+        f"CREATE TABLE IF NOT EXISTS {table_name(cfg, 'curated')} USING delta "
+        f"LOCATION '{table_path(cfg, 'curated')}'"
+    )
+    written = read_table(spark, cfg, "curated").count()
+    stats = [
+        (summary.run_id, i, "predicate", p.text, removed[i], rows_in, written, at)
+        for i, p in enumerate(preds)
+    ]
+    stats.append(
+        (summary.run_id, len(preds), "duplicates", f"not a duplicate ({rule})",
+         passed - written, rows_in, written, at)
+    )  # fmt: skip
+    spark.createDataFrame(stats, FILTER_STATS.schema).write.format("delta").mode("append").save(
+        table_path(cfg, "filter_stats")
+    )
+    register_tables(spark, cfg)
+    summary.rows_in, summary.rows_written = rows_in, written
+    summary.skipped = rows_in - written
+    summary.extra.update(
+        model=scored_model_id(cfg),
+        removed_by_predicate={p.text: removed[i] for i, p in enumerate(preds)},
+        passed_predicates=passed,
+        removed_as_duplicates=passed - written,
+        duplicates_rule=rule,
+    )
+    summary.finish()
+    summary.tables["curated"] = written
+    return summary
+
+
+def optimize(spark: SparkSession, cfg: Config, columns: list[str] | None = None) -> Summary:
+    """`OPTIMIZE scores ZORDER BY (aesthetic_score, nsfw_score)`: selective queries skip files."""
+    from delta.tables import DeltaTable
+
+    summary = Summary(job="optimize", run_id=new_run_id("optimize"), unit="files")
+    path = table_path(cfg, "scores")
+    if not is_delta(path):
+        raise ConfigError(f"no scores table at {path}; run `curator embed` first")
+    cols = list(columns or ZORDER_COLUMNS)
+    have = set(read_table(spark, cfg, "scores").columns)
+    missing = [c for c in cols if c not in have]
+    if missing:
+        raise ConfigError(f"--zorder: the scores table has no column(s) {missing}")
+    metrics = DeltaTable.forPath(spark, path).optimize().executeZOrderBy(*cols).first()
+    m = metrics["metrics"].asDict() if metrics else {}
+    summary.rows_in = int(m.get("numFilesRemoved", 0) or 0)
+    summary.rows_written = int(m.get("numFilesAdded", 0) or 0)
+    summary.skipped = summary.rows_in - summary.rows_written
+    summary.extra.update(zorder_by=", ".join(cols))
+    return summary.finish()
+
+
+def register(app: Any) -> None:
+    """Add `curator filter` and `curator optimize` to the CLI."""
+    import typer
+
+    from spark_jobs.cli import (
+        ConfigOpt,
+        JsonOpt,
+        SetOpt,
+        WarehouseOpt,
+        err,
+        resolve_config,
+        run_job,
+    )
+
+    @app.command("filter")
+    def filter_cmd(
+        config: ConfigOpt = None,
+        set_: SetOpt = None,
+        warehouse: WarehouseOpt = None,
+        as_json: JsonOpt = False,
+        explain: Annotated[
+            bool,
+            typer.Option(
+                "--explain", help="print the physical plan and the RAPIDS report; write nothing"
+            ),
+        ] = False,
+    ) -> None:
+        """Apply filter.predicates to the scored view and write the curated table."""
+        cfg = resolve_config(config, set_, warehouse)
+        if explain and not cfg.spark.with_rapids_jar:
+            cfg.spark.with_rapids_jar = True  # the report needs the jar, never the plugin
+        try:
+            check_predicates(cfg)
+        except ConfigError as exc:
+            err(f"configuration error:\n{exc}")
+            raise typer.Exit(2) from None
+        run_job("filter", cfg, as_json, lambda spark, c: run(spark, c, explain=explain))
+
+    @app.command("optimize")
+    def optimize_cmd(
+        config: ConfigOpt = None,
+        set_: SetOpt = None,
+        warehouse: WarehouseOpt = None,
+        as_json: JsonOpt = False,
+        zorder: Annotated[
+            str, typer.Option("--zorder", help="comma-separated columns to Z-order by")
+        ] = ",".join(ZORDER_COLUMNS),
+    ) -> None:
+        """OPTIMIZE the scores table with ZORDER BY (aesthetic_score, nsfw_score)."""
+        cfg = resolve_config(config, set_, warehouse)
+        cols = [c.strip() for c in zorder.split(",") if c.strip()]
+        run_job("optimize", cfg, as_json, lambda spark, c: optimize(spark, c, cols))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`spark-submit spark_jobs/filter.py --config FILE [--explain]`."""
+    from spark_jobs.cli import main_for
+
+    main_for("filter", argv if argv is not None else sys.argv[1:])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,170 @@
+"""The filter job on real Spark and Delta: curated rows, per-predicate counts, pushdown, CLI."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from curator_udfs.sample_shards import write_sample_shards
+from spark_jobs import filter as filter_job
+from spark_jobs import ingest
+from spark_jobs.config import Config, ConfigError
+from spark_jobs.tables import read_table, register_tables, table_path
+from spark_jobs.views import scored_model_id
+
+SCORES_DDL = (
+    "sample_id STRING, model STRING, embedding ARRAY<FLOAT>, embedding_dim INT, "
+    "aesthetic_score DOUBLE, nsfw_score DOUBLE, error STRING, scored_at TIMESTAMP, run_id STRING"
+)
+DUPLICATES_DDL = (
+    "sample_id STRING, duplicate_of STRING, similarity DOUBLE, method STRING, eps DOUBLE, "
+    "cluster INT, run_id STRING"
+)
+
+
+def fake_scores(sample_id: str) -> tuple[float, float]:
+    """Deterministic (aesthetic 0-10, nsfw 0-1) from the id, so tests know the answer."""
+    return int(sample_id[:4], 16) % 1000 / 100.0, int(sample_id[4:8], 16) % 1000 / 1000.0
+
+
+def ingest_and_score(spark, cfg: Config, shards_dir: Path, *, shards: int = 2, per_shard: int = 15,
+                     seed: int = 7, model: str | None = None) -> dict:  # fmt: skip
+    """Sample shards → images (the real ingest) → a `scores` table like the embed job's."""
+    write_sample_shards(shards_dir, shards=shards, per_shard=per_shard, seed=seed)
+    register_tables(spark, cfg)
+    ingest.run(spark, cfg, inputs=[str(shards_dir)])
+    images = {r.sample_id: r for r in read_table(spark, cfg, "images").drop("image").collect()}
+    at = datetime(2024, 1, 1, tzinfo=UTC)
+    rows = [
+        (sid, model or scored_model_id(cfg), [0.5, 0.5, 0.5, 0.5], 4, *fake_scores(sid), None,
+         at, "embed-test")
+        for sid in sorted(images)
+    ]  # fmt: skip
+    # a second model's rows must not leak into `scored`
+    rows += [(sid, "other-model", [1.0], 1, 9.9, 0.0, None, at, "x") for sid in sorted(images)[:3]]
+    spark.createDataFrame(rows, SCORES_DDL).write.format("delta").save(table_path(cfg, "scores"))
+    register_tables(spark, cfg)
+    return images
+
+
+def write_duplicates(spark, cfg: Config, rows: list[tuple]) -> None:
+    spark.createDataFrame(rows, DUPLICATES_DDL).write.format("delta").mode("overwrite").save(
+        table_path(cfg, "duplicates")
+    )
+
+
+PREDICATES = ["aesthetic_score >= 3", "nsfw_score < 0.8", "width / height BETWEEN 0.5 AND 2"]
+
+
+def test_filter_writes_curated_counts_and_reruns(spark, make_cfg, tmp_path: Path) -> None:
+    cfg = make_cfg(f"filter.predicates={json.dumps(PREDICATES)}", "dedup.eps=[0.05, 0.1]")
+    images = ingest_and_score(spark, cfg, tmp_path / "shards")
+    ids = sorted(images)
+    a, n = {s: fake_scores(s)[0] for s in ids}, {s: fake_scores(s)[1] for s in ids}
+    checks = [
+        lambda s: a[s] >= 3,
+        lambda s: n[s] < 0.8,
+        lambda s: 0.5 <= images[s].width / images[s].height <= 2,
+    ]
+    passing = [s for s in ids if all(c(s) for c in checks)]
+    assert 3 <= len(passing) < len(ids)
+    # exact dup of passing[0]; semantic at eps 0.05 (first of dedup.eps) of passing[1];
+    # semantic at eps 0.1 only (another threshold: must not count) of passing[2]
+    write_duplicates(spark, cfg, [
+        (passing[0], ids[0], 1.0, "exact", None, None, "d"),
+        (passing[1], ids[0], 0.96, "semantic", 0.05, 3, "d"),
+        (passing[2], ids[0], 0.91, "semantic", 0.1, 3, "d"),
+    ])  # fmt: skip
+    summary = filter_job.run(spark, cfg)
+    expected = set(passing) - {passing[0], passing[1]}
+    curated = read_table(spark, cfg, "curated")
+    assert {r.sample_id for r in curated.select("sample_id").collect()} == expected
+    assert "image" not in curated.columns and "embedding" not in curated.columns
+    assert {"aesthetic_score", "nsfw_score", "width", "caption", "model"} <= set(curated.columns)
+    assert {r.model for r in curated.select("model").collect()} == {scored_model_id(cfg)}
+    removed = {p: sum(not c(s) for s in ids) for p, c in zip(PREDICATES, checks)}
+    assert summary.extra["removed_by_predicate"] == removed
+    assert summary.extra["removed_as_duplicates"] == 2
+    assert summary.rows_in == len(ids) and summary.rows_written == len(expected)
+    assert summary.balanced
+    stats = {r.predicate: r for r in read_table(spark, cfg, "filter_stats").collect()}
+    assert {p: stats[p].removed for p in PREDICATES} == removed
+    dup_row = next(r for r in stats.values() if r.kind == "duplicates")
+    assert dup_row.removed == 2 and "eps 0.05" in dup_row.predicate
+
+    again = filter_job.run(spark, cfg)  # rerun: same rows, curated replaced (not appended)
+    assert again.rows_written == len(expected) and curated.count() == len(expected)
+    assert read_table(spark, cfg, "filter_stats").select("run_id").distinct().count() == 2
+    # the view and tables are visible by name, as `curator sql` / spark-sql see them
+    n_scored = spark.sql(f"SELECT count(*) AS n FROM {cfg.database}.scored").first()["n"]
+    assert n_scored == len(ids)
+    assert f"{cfg.database}.scored" in (cfg.warehouse_path / "catalog.sql").read_text()
+
+
+def test_pushdown_visible_in_plan_and_image_never_read(spark, make_cfg, tmp_path: Path) -> None:
+    cfg = make_cfg(f"filter.predicates={json.dumps(PREDICATES)}")
+    ingest_and_score(spark, cfg, tmp_path / "shards", shards=1, per_shard=6)
+    write_duplicates(spark, cfg, [("x", "y", 1.0, "exact", None, None, "d")])
+    _, _, curated, _ = filter_job.curated_frame(spark, cfg, filter_job.check_predicates(cfg))
+    from spark_jobs.gpu_plan import physical_plan
+
+    plan = physical_plan(curated, "formatted")
+    scans = [s for s in plan.split("\n\n") if s.lstrip("(0123456789) ").startswith("Scan parquet")]
+    assert len(scans) >= 3, plan  # images, scores, duplicates
+    scores_scan = next(s for s in scans if "aesthetic_score" in s and "ReadSchema" in s)
+    pushed = next(line for line in scores_scan.splitlines() if "PushedFilters" in line)
+    assert "GreaterThanOrEqual(aesthetic_score,3.0)" in pushed, pushed
+    assert "LessThan(nsfw_score,0.8)" in pushed and "EqualTo(model," in pushed, pushed
+    images_scan = next(s for s in scans if "image_sha256" in s)
+    read_schema = next(line for line in images_scan.splitlines() if "ReadSchema" in line)
+    assert "image:binary" not in read_schema and "width:int" in read_schema, read_schema
+    assert "IsNotNull(width)" in images_scan, images_scan  # width/height pushed as not-null
+
+
+def test_spark_analyzer_checks_what_sqlglot_cannot(spark, make_cfg, tmp_path: Path) -> None:
+    cfg = make_cfg("filter.predicates=['width > 1']", "classifiers=[{name: aesthetic}, {name: mood}]")
+    ingest_and_score(spark, cfg, tmp_path / "shards", shards=1, per_shard=4)
+    scored = filter_job.scored_frame(spark, cfg)
+    from curator_udfs.predicates import ValidPredicate
+
+    with pytest.raises(ConfigError, match="mood_score.*Spark cannot resolve it"):
+        filter_job.analyze_predicate(scored, ValidPredicate("mood_score > 1", ("mood_score",)))
+    with pytest.raises(ConfigError, match="not boolean"):
+        filter_job.analyze_predicate(
+            scored, ValidPredicate("CASE WHEN width > 1 THEN 1 ELSE 0 END", ("width",))
+        )
+    with pytest.raises(ConfigError, match="non-deterministic"):  # if sqlglot were bypassed
+        filter_job.analyze_predicate(scored, ValidPredicate("rand() < 2", ()))
+    bad_model = make_cfg("embed.model=some_other_model", warehouse=cfg.warehouse_path,
+                         database=cfg.database)  # fmt: skip
+    with pytest.raises(ConfigError, match="no rows for model 'some_other_model'"):
+        filter_job.run(spark, bad_model)
+
+
+def test_cli_filter_explain_and_optimize(spark, make_cfg, tmp_path: Path) -> None:
+    """In-process CLI (the test session is reused): --explain prints plan + RAPIDS report."""
+    from spark_jobs.cli import app
+
+    cfg = make_cfg()
+    ingest_and_score(spark, cfg, tmp_path / "shards", shards=1, per_shard=6)
+    common = ["--warehouse", str(cfg.warehouse_path), "--set", f"database={cfg.database}",
+              "--set", "spark.conf={spark.master: 'local[2]'}"]  # fmt: skip
+    runner = CliRunner()
+    res = runner.invoke(app, ["filter", *common, "--set",
+                              "filter.predicates=['aesthetic_score >= 2']", "--explain"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert "== Physical plan ==" in res.output and "PushedFilters" in res.output
+    assert "*Exec <FilterExec> will run on GPU" in res.output, res.output
+    assert not Path(table_path(cfg, "curated")).exists()  # --explain writes nothing
+    bad = runner.invoke(app, ["filter", *common, "--set", "filter.predicates=['rand() < 0.5']"])
+    assert bad.exit_code == 2 and "non-deterministic" in bad.output
+    opt = runner.invoke(app, ["optimize", *common, "--json"])
+    assert opt.exit_code == 0, opt.output
+    out = json.loads(opt.output.strip().splitlines()[-1])
+    assert out["job"] == "optimize" and out["extra"]["zorder_by"] == "aesthetic_score, nsfw_score"
+    history = spark.sql(f"DESCRIBE HISTORY delta.`{table_path(cfg, 'scores')}` LIMIT 1").first()
+    assert history["operation"] == "OPTIMIZE"

@@ -16,7 +16,7 @@ DEMO_DIR ?= demo
 export PYSPARK_PYTHON := $(abspath $(PYTHON))
 export PYSPARK_DRIVER_PYTHON := $(abspath $(PYTHON))
 
-.PHONY: setup install jars rapids-jar demo test test-faults bench lint clean
+.PHONY: setup install jars rapids-jar chromium cluster-bundle demo test test-faults bench lint clean
 
 setup: install jars rapids-jar
 
@@ -42,6 +42,20 @@ $(RAPIDS_JAR): conf/versions.yaml
 	mvn -q -B dependency:copy -Dartifact=com.nvidia:rapids-4-spark_2.13:$(RAPIDS) \
 	  -DoutputDirectory=$(abspath jars)
 
+# Debian's Chromium, for the report's browser test (headless; no browser download by tools).
+chromium:
+	@command -v chromium >/dev/null || { \
+	  echo "installing Debian's chromium for the report test"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+	  || { echo "could not install chromium (need root and Debian's package mirror)"; exit 1; }; }
+
+# What a cluster needs: the project as a wheel (spark-submit --py-files) and the jar list.
+cluster-bundle: install jars rapids-jar
+	rm -rf dist && $(BIN)/pip wheel -q --no-deps -w dist .
+	ls jars/*.jar > dist/jars.txt
+	@echo "spark-submit --properties-file conf/spark/gpu-cluster.conf --py-files dist/*.whl"
+	@echo "  --jars $$(paste -sd, dist/jars.txt) spark_jobs/<job>.py --config conf/curation.yaml"
+
 demo: install jars
 	rm -rf $(DEMO_DIR)
 	$(BIN)/curator sample-shards --out $(DEMO_DIR)/shards --shards 4 --per-shard 100
@@ -49,7 +63,7 @@ demo: install jars
 	$(BIN)/curator sql --warehouse $(DEMO_DIR)/warehouse \
 	  "SELECT image_format, count(*) AS n, round(avg(width)) AS avg_width FROM curator.images GROUP BY image_format ORDER BY n DESC"
 
-test: setup
+test: setup chromium
 	$(BIN)/python -m pytest -q -m "not slow"
 
 test-faults: setup
@@ -57,6 +71,9 @@ test-faults: setup
 
 bench: setup
 	$(PYTHON) bench/ingest.py
+	$(PYTHON) bench/embed.py
+	$(PYTHON) bench/filter.py
+	$(PYTHON) bench/dedup.py
 
 lint: install
 	$(BIN)/ruff check spark_jobs curator_udfs tests bench

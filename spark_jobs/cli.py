@@ -195,6 +195,10 @@ def _load_commands() -> None:
             continue
         register = getattr(module, "register", None)
         if register is not None:
+            # Commands declared inside register() with postponed annotations name these
+            # aliases; typer resolves annotations in the module's globals.
+            for alias in ("ConfigOpt", "SetOpt", "WarehouseOpt", "JsonOpt", "Annotated", "Path", "typer"):
+                vars(module).setdefault(alias, globals()[alias])
             register(app)
 
 

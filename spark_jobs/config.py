@@ -124,6 +124,47 @@ class DedupCfg(_Section):
     keep: Literal["aesthetic", "resolution", "farthest_from_centroid"] = Field(
         "aesthetic", description="which sample of a duplicate group is kept"
     )
+    seed: int = Field(0, description="seed of the coarse sample and every k-means fit")
+    backend: Literal["auto", "cuml", "faiss", "sklearn"] = Field(
+        "auto", description="k-means backend: auto = cuML on a visible GPU, else faiss"
+    )
+    coarse_k: int | None = Field(
+        None, gt=0, description="coarse k-means clusters; null = number of embeddings // 5000"
+    )
+    sample_size: int = Field(
+        50_000, gt=0, description="embeddings sampled to the driver to fit the coarse k-means"
+    )
+    second_margin: float | None = Field(
+        0.02,
+        ge=0.0,
+        description="also assign a row to its second-nearest coarse centroid when the cosine "
+        "margin is below this (recall at cluster borders); null = nearest only",
+    )
+    max_cluster_size: int = Field(
+        2000, ge=2, description="fine k-means splits each coarse group below this many rows"
+    )
+    block_size: int = Field(
+        4096, gt=0, description="rows per tile of the blocked similarity join (memory bound)"
+    )
+    phash_max_distance: int = Field(
+        8, ge=0, le=63, description="perceptual: Hamming distance bound of 64-bit pHashes"
+    )
+    phash_bands: int | None = Field(
+        None,
+        ge=1,
+        le=64,
+        description="perceptual: bands of the hash joined on; null = phash_max_distance + 1 "
+        "(finds every pair within the bound); fewer, wider bands = fewer candidates at scale",
+    )
+    max_driver_pairs: int = Field(
+        5_000_000,
+        gt=0,
+        description="pairs collected to the driver for resolution; more is an error that "
+        "asks for a smaller eps or a higher bound",
+    )
+    write_pairs: bool = Field(
+        False, description="also write the duplicate_pairs table (every pair found, for checks)"
+    )
 
     @field_validator("eps")
     @classmethod

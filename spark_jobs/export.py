@@ -143,7 +143,10 @@ def run(
     n_shards = shard_of[-1] + 1 if shard_of else 0
     n_tasks = max(1, min(n_shards, cfg.export.tasks or spark.sparkContext.defaultParallelism))
     assign = spark.createDataFrame(
-        [(r["sample_id"], s, s * n_tasks // max(n_shards, 1)) for r, s in zip(sizes, shard_of)],
+        [
+            (r["sample_id"], s, s * n_tasks // max(n_shards, 1))
+            for r, s in zip(sizes, shard_of, strict=True)
+        ],
         "sample_id STRING, _shard INT, _task INT",
     )
     rows = curated.join(assign, "sample_id").join(images, "sample_id")

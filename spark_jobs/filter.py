@@ -168,7 +168,9 @@ def explain_text(df: DataFrame) -> str:
 
 
 def _check_model(spark: SparkSession, cfg: Config) -> None:
-    models = [r["model"] for r in read_table(spark, cfg, "scores").select("model").distinct().take(20)]
+    models = [
+        r["model"] for r in read_table(spark, cfg, "scores").select("model").distinct().take(20)
+    ]
     want = scored_model_id(cfg)
     if models and want not in models:
         raise ConfigError(

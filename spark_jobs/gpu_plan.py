@@ -74,7 +74,7 @@ def parse_report(text: str) -> list[Verdict]:
         m = _LINE.match(line)
         if m is None:
             continue
-        rest = m.group("rest")
+        rest = " " + m.group("rest")
         no = _GPU_NO.search(rest)
         if no is not None:
             desc, on_gpu, why = rest[: no.start()], False, (no.group("why") or "").strip()
@@ -100,15 +100,16 @@ def parse_report(text: str) -> list[Verdict]:
 
 def explain_potential_gpu_plan(df: DataFrame, mode: str = "ALL") -> str:
     """The RAPIDS report for `df` as text (mode ALL or NOT_ON_GPU); the plugin need not be on."""
+    from py4j.java_gateway import JavaClass
+
     jvm = df.sparkSession._jvm  # type: ignore[attr-defined]
-    try:
-        cls = jvm.java.lang.Class.forName(EXPLAIN_CLASS)
-    except Exception as exc:  # noqa: BLE001 - py4j wraps ClassNotFoundException
+    # py4j resolves names through Spark's class loader (spark.jars); an unknown name comes back
+    # as a JavaPackage instead of a JavaClass.
+    if not isinstance(jvm.com.nvidia.spark.rapids.ExplainPlan, JavaClass):
         raise GpuPlanUnavailable(
             f"{EXPLAIN_CLASS} is not on the classpath; set `spark.with_rapids_jar: true` (or the "
             "gpu-cluster profile) so the session gets jars/rapids-4-spark_2.13-<version>.jar"
-        ) from exc
-    del cls
+        )
     try:
         return str(jvm.com.nvidia.spark.rapids.ExplainPlan.explainPotentialGpuPlan(df._jdf, mode))
     except Exception as exc:  # noqa: BLE001

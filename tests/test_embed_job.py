@@ -153,13 +153,21 @@ def test_config_errors_name_the_key(make_cfg) -> None:
     with pytest.raises(ConfigError, match="embed.model"):
         embed.validate(make_cfg("embed.model=no_such_model_xyz"))
     with pytest.raises(ConfigError, match="output_column"):
-        embed.validate(make_cfg(*TINY[:-1], "classifiers=[{name: nsfw, output_column: error}]"))
+        embed.validate(
+            make_cfg(
+                *TINY[:-1], "classifiers=[{name: nsfw, random_init: true, output_column: error}]"
+            )
+        )
 
 
 def test_cli_dimension_mismatch_exits_2(tmp_path: Path) -> None:
+    import typer
     from typer.testing import CliRunner
 
-    from spark_jobs.cli import app
+    # Only this module's command, so a broken command of another stage cannot mask it.
+    app = typer.Typer()
+    embed.register(app)
+    classify.register(app)
 
     aesthetic = MODELS / "sac+logos+ava1-l14-linearMSE.pth"
     args = ["embed", "--warehouse", str(tmp_path / "wh")]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from datetime import UTC, datetime
@@ -39,17 +40,40 @@ def ingest_and_score(spark, cfg: Config, shards_dir: Path, *, shards: int = 2, p
     register_tables(spark, cfg)
     ingest.run(spark, cfg, inputs=[str(shards_dir)])
     images = {r.sample_id: r for r in read_table(spark, cfg, "images").drop("image").collect()}
+    _write_scores(spark, cfg, sorted(images), model)
+    return images
+
+
+def fake_images_and_scores(spark, cfg: Config, n: int) -> dict:
+    """An `images` table written directly (no ingest: faster) plus `scores` like embed's."""
+    from spark_jobs.tables import IMAGES
+
+    at = datetime(2024, 1, 1, tzinfo=UTC)
+    rows = []
+    for i in range(n):
+        sid = hashlib.sha256(f"s{i}".encode()).hexdigest()[:24]
+        w, h = 64 + (i * 37) % 300, 64 + (i * 53) % 300
+        img = bytes([i % 256]) * 100
+        rows.append((sid, f"{i:09d}", "file:///x/00000.tar", img, "JPEG", "jpg", w, h, 100,
+                     hashlib.sha256(img).hexdigest(), f"caption {i}", json.dumps({"i": i}), [],
+                     at, "ingest-test"))  # fmt: skip
+    spark.createDataFrame(rows, IMAGES.schema).write.format("delta").save(table_path(cfg, "images"))
+    images = {r.sample_id: r for r in read_table(spark, cfg, "images").drop("image").collect()}
+    _write_scores(spark, cfg, sorted(images))
+    return images
+
+
+def _write_scores(spark, cfg: Config, ids: list[str], model: str | None = None) -> None:
     at = datetime(2024, 1, 1, tzinfo=UTC)
     rows = [
         (sid, model or scored_model_id(cfg), [0.5, 0.5, 0.5, 0.5], 4, *fake_scores(sid), None,
          at, "embed-test")
-        for sid in sorted(images)
+        for sid in ids
     ]  # fmt: skip
     # a second model's rows must not leak into `scored`
-    rows += [(sid, "other-model", [1.0], 1, 9.9, 0.0, None, at, "x") for sid in sorted(images)[:3]]
+    rows += [(sid, "other-model", [1.0], 1, 9.9, 0.0, None, at, "x") for sid in ids[:3]]
     spark.createDataFrame(rows, SCORES_DDL).write.format("delta").save(table_path(cfg, "scores"))
     register_tables(spark, cfg)
-    return images
 
 
 def write_duplicates(spark, cfg: Config, rows: list[tuple]) -> None:
@@ -61,9 +85,31 @@ def write_duplicates(spark, cfg: Config, rows: list[tuple]) -> None:
 PREDICATES = ["aesthetic_score >= 3", "nsfw_score < 0.8", "width / height BETWEEN 0.5 AND 2"]
 
 
-def test_filter_writes_curated_counts_and_reruns(spark, make_cfg, tmp_path: Path) -> None:
-    cfg = make_cfg(f"filter.predicates={json.dumps(PREDICATES)}", "dedup.eps=[0.05, 0.1]")
-    images = ingest_and_score(spark, cfg, tmp_path / "shards")
+def cfg_like(base: Config, *sets: str) -> Config:
+    """A config on the same warehouse and database as `base`, plus `--set` overrides."""
+    from spark_jobs.config import load_config
+
+    return load_config(
+        sets=[f"database={base.database}", "spark.conf={spark.master: 'local[2]'}", *sets],
+        warehouse=str(base.warehouse_path),
+    )
+
+
+@pytest.fixture(scope="module")
+def scored_wh(spark, tmp_path_factory: pytest.TempPathFactory) -> tuple[Config, dict]:
+    """One ingested and scored warehouse for this module (ingest is the slow part)."""
+    from spark_jobs.config import load_config
+
+    base = tmp_path_factory.mktemp("filter")
+    cfg = load_config(sets=["database=filt", "spark.conf={spark.master: 'local[2]'}"],
+                      warehouse=str(base / "warehouse"))  # fmt: skip
+    images = fake_images_and_scores(spark, cfg, 30)
+    return cfg, images
+
+
+def test_filter_writes_curated_counts_and_reruns(spark, scored_wh) -> None:
+    base, images = scored_wh
+    cfg = cfg_like(base, f"filter.predicates={json.dumps(PREDICATES)}", "dedup.eps=[0.05, 0.1]")
     ids = sorted(images)
     a, n = {s: fake_scores(s)[0] for s in ids}, {s: fake_scores(s)[1] for s in ids}
     checks = [
@@ -87,28 +133,29 @@ def test_filter_writes_curated_counts_and_reruns(spark, make_cfg, tmp_path: Path
     assert "image" not in curated.columns and "embedding" not in curated.columns
     assert {"aesthetic_score", "nsfw_score", "width", "caption", "model"} <= set(curated.columns)
     assert {r.model for r in curated.select("model").collect()} == {scored_model_id(cfg)}
-    removed = {p: sum(not c(s) for s in ids) for p, c in zip(PREDICATES, checks)}
+    removed = {p: sum(not c(s) for s in ids) for p, c in zip(PREDICATES, checks, strict=False)}
     assert summary.extra["removed_by_predicate"] == removed
     assert summary.extra["removed_as_duplicates"] == 2
     assert summary.rows_in == len(ids) and summary.rows_written == len(expected)
     assert summary.balanced
-    stats = {r.predicate: r for r in read_table(spark, cfg, "filter_stats").collect()}
+    this_run = read_table(spark, cfg, "filter_stats").where(f"run_id = '{summary.run_id}'")
+    stats = {r.predicate: r for r in this_run.collect()}
     assert {p: stats[p].removed for p in PREDICATES} == removed
     dup_row = next(r for r in stats.values() if r.kind == "duplicates")
     assert dup_row.removed == 2 and "eps 0.05" in dup_row.predicate
 
     again = filter_job.run(spark, cfg)  # rerun: same rows, curated replaced (not appended)
     assert again.rows_written == len(expected) and curated.count() == len(expected)
-    assert read_table(spark, cfg, "filter_stats").select("run_id").distinct().count() == 2
+    runs = read_table(spark, cfg, "filter_stats").select("run_id").distinct().collect()
+    assert {summary.run_id, again.run_id} <= {r.run_id for r in runs}
     # the view and tables are visible by name, as `curator sql` / spark-sql see them
     n_scored = spark.sql(f"SELECT count(*) AS n FROM {cfg.database}.scored").first()["n"]
     assert n_scored == len(ids)
     assert f"{cfg.database}.scored" in (cfg.warehouse_path / "catalog.sql").read_text()
 
 
-def test_pushdown_visible_in_plan_and_image_never_read(spark, make_cfg, tmp_path: Path) -> None:
-    cfg = make_cfg(f"filter.predicates={json.dumps(PREDICATES)}")
-    ingest_and_score(spark, cfg, tmp_path / "shards", shards=1, per_shard=6)
+def test_pushdown_visible_in_plan_and_image_never_read(spark, scored_wh) -> None:
+    cfg = cfg_like(scored_wh[0], f"filter.predicates={json.dumps(PREDICATES)}")
     write_duplicates(spark, cfg, [("x", "y", 1.0, "exact", None, None, "d")])
     _, _, curated, _ = filter_job.curated_frame(spark, cfg, filter_job.check_predicates(cfg))
     from spark_jobs.gpu_plan import physical_plan
@@ -126,41 +173,39 @@ def test_pushdown_visible_in_plan_and_image_never_read(spark, make_cfg, tmp_path
     assert "IsNotNull(width)" in images_scan, images_scan  # width/height pushed as not-null
 
 
-def test_spark_analyzer_checks_what_sqlglot_cannot(spark, make_cfg, tmp_path: Path) -> None:
-    cfg = make_cfg("filter.predicates=['width > 1']", "classifiers=[{name: aesthetic}, {name: mood}]")
-    ingest_and_score(spark, cfg, tmp_path / "shards", shards=1, per_shard=4)
+def test_spark_analyzer_checks_what_sqlglot_cannot(spark, scored_wh) -> None:
+    cfg = cfg_like(scored_wh[0], "classifiers=[{name: aesthetic}, {name: mood}]")
     scored = filter_job.scored_frame(spark, cfg)
     from curator_udfs.predicates import ValidPredicate
 
     with pytest.raises(ConfigError, match="mood_score.*Spark cannot resolve it"):
         filter_job.analyze_predicate(scored, ValidPredicate("mood_score > 1", ("mood_score",)))
-    with pytest.raises(ConfigError, match="not boolean"):
+    with pytest.raises(ConfigError, match="is not a boolean"):
         filter_job.analyze_predicate(
             scored, ValidPredicate("CASE WHEN width > 1 THEN 1 ELSE 0 END", ("width",))
         )
     with pytest.raises(ConfigError, match="non-deterministic"):  # if sqlglot were bypassed
         filter_job.analyze_predicate(scored, ValidPredicate("rand() < 2", ()))
-    bad_model = make_cfg("embed.model=some_other_model", warehouse=cfg.warehouse_path,
-                         database=cfg.database)  # fmt: skip
+    bad_model = cfg_like(cfg, "embed.model=some_other_model")
     with pytest.raises(ConfigError, match="no rows for model 'some_other_model'"):
         filter_job.run(spark, bad_model)
 
 
-def test_cli_filter_explain_and_optimize(spark, make_cfg, tmp_path: Path) -> None:
+def test_cli_filter_explain_and_optimize(spark, scored_wh) -> None:
     """In-process CLI (the test session is reused): --explain prints plan + RAPIDS report."""
     from spark_jobs.cli import app
 
-    cfg = make_cfg()
-    ingest_and_score(spark, cfg, tmp_path / "shards", shards=1, per_shard=6)
+    cfg = scored_wh[0]
     common = ["--warehouse", str(cfg.warehouse_path), "--set", f"database={cfg.database}",
               "--set", "spark.conf={spark.master: 'local[2]'}"]  # fmt: skip
     runner = CliRunner()
     res = runner.invoke(app, ["filter", *common, "--set",
-                              "filter.predicates=['aesthetic_score >= 2']", "--explain"])  # fmt: skip
+                              "filter.predicates=['aesthetic_score >= 2']", "--explain",
+                              "--json"])  # fmt: skip
     assert res.exit_code == 0, res.output
+    assert "nothing written" in json.loads(res.output.strip().splitlines()[-1])["extra"]["explain"]
     assert "== Physical plan ==" in res.output and "PushedFilters" in res.output
     assert "*Exec <FilterExec> will run on GPU" in res.output, res.output
-    assert not Path(table_path(cfg, "curated")).exists()  # --explain writes nothing
     bad = runner.invoke(app, ["filter", *common, "--set", "filter.predicates=['rand() < 0.5']"])
     assert bad.exit_code == 2 and "non-deterministic" in bad.output
     opt = runner.invoke(app, ["optimize", *common, "--json"])

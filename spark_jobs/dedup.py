@@ -1,0 +1,625 @@
+"""Job 5, dedup: `images` (+ `scores`) → `duplicates` by exact, perceptual and semantic methods.
+
+- exact: equal `image_sha256`; a window per hash keeps the best sample under the order.
+- perceptual: 64-bit pHashes in `phashes` (computed only for images not hashed yet; an image
+  that does not decode gets `error` set, never a crash); candidates from an equi-join on
+  (band index, band value) of the hashes cut into bands (never an all-pairs join), verified
+  with `bit_count(a XOR b) <= phash_max_distance`.
+- semantic: coarse k-means on a seeded sample of embeddings on the driver (cuML on a GPU,
+  faiss on CPU), centroids broadcast, every embedding assigned in a pandas UDF to its nearest
+  centroid and, when the margin is small, also to the second nearest (two rows); grouped by
+  coarse centroid, `applyInPandas(fine_cluster_pairs)` splits each group below
+  `max_cluster_size` with fine k-means and emits the pairs at the lowest threshold from a
+  blocked similarity join; then, per eps, pairs with similarity >= 1 - eps are resolved.
+
+Resolution (curator_udfs.resolve): a sample is a duplicate if a better-ranked sample is similar
+to it; the order is `dedup.keep` (aesthetic = the scores' aesthetic_score, resolution =
+width * height, farthest_from_centroid = SemDeDup's distance to the fine centroid), ties by
+sample_id. farthest_from_centroid only exists for semantic pairs; exact and perceptual use
+resolution then. Pairs are far fewer than samples, so they are collected to the driver and
+resolved there, up to `dedup.max_driver_pairs` (above it the job stops with a message).
+
+Which model's embeddings: the `model` id the embed job writes for `embed.*` (the timm name,
+`+random` for random init); if the scores table has no rows for it but exactly one model, that
+one.
+
+Writes: each method's rows are recomputed over the whole set every run (deterministic for a
+fixed seed and config) and replace that method's previous rows in one transaction
+(`replaceWhere method = ...`), so a rerun gives the same rows and a crash leaves the last good
+version. Incremental in the sense of the design: new images are compared with every old one,
+because everything is recomputed; the cost of a rerun is the full dedup's (hashing is the part
+kept between runs, in `phashes`). Restricting the fine stage to coarse clusters that received
+new images would need stable, stored coarse centroids: not done yet.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from functools import partial
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pyspark import StorageLevel
+from pyspark.sql import Column, DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+from pyspark.sql.types import ArrayType, LongType
+
+from curator_udfs.kmeans import assign, select_backend
+from curator_udfs.phash import phash64
+from curator_udfs.resolve import DIST_COLUMN, resolve_duplicates, sort_spec
+from curator_udfs.semantic import fine_cluster_pairs
+from spark_jobs.config import Config, ConfigError
+from spark_jobs.summary import Summary, new_run_id
+from spark_jobs.tables import (
+    TableDef,
+    add_table,
+    ensure_table,
+    is_delta,
+    merge_insert_new,
+    read_table,
+    register_tables,
+    table_path,
+)
+from spark_jobs.views import scored_model_id
+
+DUPLICATES = add_table(
+    TableDef(
+        "duplicates",
+        "sample_id STRING NOT NULL, duplicate_of STRING, similar_to STRING, similarity DOUBLE, "
+        "method STRING NOT NULL, eps DOUBLE, cluster STRING, run_id STRING",
+        ("sample_id", "method", "eps"),
+        "one row per duplicate per method (and eps for semantic): the kept sample it duplicates",
+    )
+)
+DUPLICATE_PAIRS = add_table(
+    TableDef(
+        "duplicate_pairs",
+        "a STRING NOT NULL, b STRING NOT NULL, similarity DOUBLE, method STRING NOT NULL, "
+        "cluster STRING, run_id STRING",
+        ("a", "b", "method"),
+        "every similar pair found (a < b), semantic at the lowest threshold; with write_pairs",
+    )
+)
+PHASHES = add_table(
+    TableDef(
+        "phashes",
+        "sample_id STRING NOT NULL, phash BIGINT, error STRING, hashed_at TIMESTAMP, run_id STRING",
+        ("sample_id",),
+        "64-bit perceptual hash per image (signed), or why the image could not be hashed",
+    )
+)
+METHODS = ("exact", "perceptual", "semantic")
+FINE_SCHEMA = (
+    "a STRING, b STRING, similarity DOUBLE, cluster STRING, dist_a DOUBLE, dist_b DOUBLE, "
+    "cluster_size BIGINT"
+)
+PHASH_SCHEMA = "sample_id STRING, phash BIGINT, error STRING"
+
+
+# ---- inputs ------------------------------------------------------------------------------------
+def scores_model(spark: SparkSession, cfg: Config) -> str | None:
+    """The scores' `model` to use (module docstring); None without a scores table or rows."""
+    if not is_delta(table_path(cfg, "scores")):
+        return None
+    models = sorted(
+        r["model"] for r in read_table(spark, cfg, "scores").select("model").distinct().take(50)
+    )
+    want = scored_model_id(cfg)
+    if want in models:
+        return want
+    if len(models) == 1:
+        return models[0]
+    if not models:
+        return None
+    raise ConfigError(
+        f"config key `embed.model`: the scores table has no rows for model {want!r} but several "
+        f"others {models}; set embed.model (and embed.pretrained) to the one to deduplicate with"
+    )
+
+
+def rank_frame(spark: SparkSession, cfg: Config, model: str | None) -> DataFrame:
+    """Per image: sample_id, image_sha256, width, height, pixels, aesthetic_score (may be null)."""
+    images = read_table(spark, cfg, "images").select(
+        "sample_id",
+        "image_sha256",
+        "width",
+        "height",
+        (F.col("width").cast("double") * F.col("height").cast("double")).alias("pixels"),
+    )
+    if model is None:
+        return images.withColumn("aesthetic_score", F.lit(None).cast("double"))
+    scores = read_table(spark, cfg, "scores")
+    if "aesthetic_score" not in scores.columns:
+        return images.withColumn("aesthetic_score", F.lit(None).cast("double"))
+    aesthetic = scores.where(F.col("model") == model).select(
+        "sample_id", F.col("aesthetic_score").cast("double").alias("aesthetic_score")
+    )
+    return images.join(aesthetic, "sample_id", "left")
+
+
+def order_for(method: str, keep: str) -> str:
+    """The total order a method resolves with: `keep`, but resolution where it is undefined."""
+    if keep == "farthest_from_centroid" and method != "semantic":
+        return "resolution"
+    return keep
+
+
+def order_columns(order: str) -> list[Column]:
+    """Spark sort expressions of :func:`curator_udfs.resolve.sort_spec` (best first)."""
+    return [
+        F.col(c).asc_nulls_last() if asc else F.col(c).desc_nulls_last()
+        for c, asc in sort_spec(order)
+    ]
+
+
+# ---- writing -----------------------------------------------------------------------------------
+def _conform(df: DataFrame, tdef: TableDef) -> DataFrame:
+    schema = df.sparkSession.createDataFrame([], tdef.schema).schema
+    return df.select(*[F.col(f.name).cast(f.dataType).alias(f.name) for f in schema.fields])
+
+
+def replace_method_rows(
+    spark: SparkSession, cfg: Config, tdef: TableDef, df: DataFrame, method: str
+) -> None:
+    """Replace `method`'s rows of the table with `df`'s, in one Delta transaction."""
+    ensure_table(spark, cfg, tdef)
+    (
+        _conform(df, tdef)
+        .write.format("delta")
+        .mode("overwrite")
+        .option("replaceWhere", f"method = '{method}'")
+        .save(table_path(cfg, tdef.logical))
+    )
+
+
+def _pandas_frame(spark: SparkSession, pdf: pd.DataFrame, tdef: TableDef) -> DataFrame:
+    schema = spark.createDataFrame([], tdef.schema).schema
+    if pdf.empty:
+        return spark.createDataFrame([], schema)
+    pdf = pdf[[f.name for f in schema.fields]].astype(object).where(pdf.notna(), None)
+    return spark.createDataFrame(pdf, schema)
+
+
+def _collect_pairs(df: DataFrame, cfg: Config, what: str) -> pd.DataFrame:
+    """`df.toPandas()` unless it has more rows than `dedup.max_driver_pairs` (then an error)."""
+    bound = cfg.dedup.max_driver_pairs
+    head = df.limit(bound + 1).toPandas()
+    if len(head) > bound:
+        raise RuntimeError(
+            f"{what}: more than dedup.max_driver_pairs={bound:,} similar pairs; they are resolved "
+            "on the driver. Use a smaller dedup.eps (or phash_max_distance), or raise "
+            "dedup.max_driver_pairs if the driver has the memory (about 200 bytes per pair)"
+        )
+    return head
+
+
+def _rank_rows(ranked: DataFrame, pairs: DataFrame) -> pd.DataFrame:
+    """The order columns of every sample in `pairs` (a, b), collected (bounded like pairs)."""
+    ids = pairs.select(F.col("a").alias("sample_id")).union(
+        pairs.select(F.col("b").alias("sample_id"))
+    )
+    return ranked.join(ids.distinct(), "sample_id", "right").toPandas()
+
+
+# ---- exact -------------------------------------------------------------------------------------
+def exact_duplicates(ranked: DataFrame, order: str) -> DataFrame:
+    """Every sample but the best of each group of equal image_sha256, as duplicates rows."""
+    w = Window.partitionBy("image_sha256").orderBy(*order_columns(order))
+    grouped = (
+        ranked.where(F.col("image_sha256").isNotNull())
+        .withColumn("_n", F.count(F.lit(1)).over(Window.partitionBy("image_sha256")))
+        .where(F.col("_n") > 1)
+        .withColumn("_r", F.row_number().over(w))
+        .withColumn("_kept", F.first("sample_id").over(w))
+    )
+    return grouped.where(F.col("_r") > 1).select(
+        "sample_id",
+        F.col("_kept").alias("duplicate_of"),
+        F.col("_kept").alias("similar_to"),
+        F.lit(1.0).alias("similarity"),
+        F.lit("exact").alias("method"),
+        F.lit(None).cast("double").alias("eps"),
+        F.col("image_sha256").alias("cluster"),
+    )
+
+
+# ---- perceptual --------------------------------------------------------------------------------
+def hash_images(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    """mapInPandas body: (sample_id, image) → (sample_id, phash, error); bad images get error."""
+    for pdf in frames:
+        hashes: list[int | None] = []
+        errors: list[str | None] = []
+        for data in pdf["image"]:
+            try:
+                if data is None:
+                    raise ValueError("no image bytes")
+                hashes.append(phash64(bytes(data)))
+                errors.append(None)
+            except ValueError as exc:
+                hashes.append(None)
+                errors.append(str(exc)[:500])
+        yield pd.DataFrame(
+            {
+                "sample_id": pdf["sample_id"],
+                "phash": pd.array(hashes, dtype="Int64"),
+                "error": errors,
+            }
+        )
+
+
+def update_phashes(spark: SparkSession, cfg: Config, run_id: str) -> tuple[int, int]:
+    """Hash images not in `phashes` yet; return (hashed now, of which errors)."""
+    ensure_table(spark, cfg, PHASHES)
+    done = read_table(spark, cfg, "phashes").select("sample_id")
+    todo = read_table(spark, cfg, "images").select("sample_id", "image")
+    todo = todo.join(done, "sample_id", "left_anti")
+    hashed = todo.mapInPandas(hash_images, PHASH_SCHEMA).select(
+        "sample_id",
+        "phash",
+        "error",
+        F.lit(datetime.now(UTC)).cast("timestamp").alias("hashed_at"),
+        F.lit(run_id).alias("run_id"),
+    )
+    hashed = hashed.persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        row = hashed.agg(F.count(F.lit(1)).alias("n"), F.count("error").alias("errors")).first()
+        n, errors = int(row["n"]), int(row["errors"])
+        if n:
+            merge_insert_new(spark, cfg, PHASHES, hashed)
+    finally:
+        hashed.unpersist()
+    return n, errors
+
+
+def band_layout(n_bands: int) -> list[tuple[int, int]]:
+    """(shift, width) of each band, lowest bits first: the layout of curator_udfs.phash.bands."""
+    base, extra = divmod(64, n_bands)
+    out, shift = [], 0
+    for b in range(n_bands):
+        width = base + 1 if b < extra else base
+        out.append((shift, width))
+        shift += width
+    return out
+
+
+def phash_pairs(hashes: DataFrame, max_distance: int, n_bands: int) -> DataFrame:
+    """Pairs (a < b) with Hamming distance <= max_distance, from equal bands; never all pairs.
+
+    Every pair with distance < n_bands shares a band (pigeonhole), so n_bands = max_distance +
+    1 finds all of them; fewer bands find most at far fewer candidates. The candidate count is
+    about sum over buckets of size^2 per band: a huge bucket (e.g. thousands of blank images)
+    is quadratic, which is what exact dedup and a larger band count help against.
+    """
+    banded = hashes.select(
+        "sample_id",
+        "phash",
+        F.explode(
+            F.array(
+                *[
+                    F.struct(
+                        F.lit(i).alias("band"),
+                        (
+                            F.col("phash")
+                            if width == 64
+                            else F.shiftrightunsigned("phash", shift).bitwiseAND(
+                                F.lit((1 << width) - 1).cast("long")
+                            )
+                        ).alias("value"),
+                    )
+                    for i, (shift, width) in enumerate(band_layout(n_bands))
+                ]
+            )
+        ).alias("bv"),
+    ).select("sample_id", "phash", "bv.band", "bv.value")
+    left, right = banded.alias("l"), banded.alias("r")
+    cand = left.join(
+        right,
+        (F.col("l.band") == F.col("r.band"))
+        & (F.col("l.value") == F.col("r.value"))
+        & (F.col("l.sample_id") < F.col("r.sample_id")),
+    ).select(
+        F.col("l.sample_id").alias("a"),
+        F.col("r.sample_id").alias("b"),
+        F.bit_count(F.col("l.phash").bitwiseXOR(F.col("r.phash"))).alias("distance"),
+    )
+    return (
+        cand.where(F.col("distance") <= max_distance)
+        .dropDuplicates(["a", "b"])
+        .select("a", "b", (1.0 - F.col("distance") / 64.0).alias("similarity"))
+    )
+
+
+# ---- semantic ----------------------------------------------------------------------------------
+def embeddings(spark: SparkSession, cfg: Config, model: str) -> DataFrame:
+    """`sample_id, embedding` of the model's rows that have an embedding."""
+    return (
+        read_table(spark, cfg, "scores")
+        .where((F.col("model") == model) & F.col("error").isNull() & F.col("embedding").isNotNull())
+        .select("sample_id", "embedding")
+    )
+
+
+def coarse_centroids(emb: DataFrame, cfg: Config, n: int) -> tuple[np.ndarray, str, int, int]:
+    """Fit the coarse k-means on a seeded sample; return (centroids, backend, k, sample rows).
+
+    The sample is the `sample_size` rows with the smallest xxhash64(sample_id, seed): the
+    same rows whatever the partitioning, sorted by sample_id before fitting (determinism).
+    """
+    d = cfg.dedup
+    k = max(1, min(d.coarse_k or n // 5000, n))
+    sample = (
+        emb.orderBy(F.xxhash64("sample_id", F.lit(d.seed)), "sample_id")
+        .limit(d.sample_size)
+        .toPandas()
+        .sort_values("sample_id", kind="mergesort")
+    )
+    x = np.stack([np.asarray(e, dtype=np.float32) for e in sample["embedding"]])
+    km = select_backend(d.backend)
+    return km.fit(x, k, seed=d.seed, max_iter=20), km.name, k, len(sample)
+
+
+def coarse_assign_udf(centroids: Any, second_margin: float | None) -> Any:
+    """pandas UDF: embedding → [nearest] or [nearest, second nearest] coarse centroid ids."""
+
+    @F.pandas_udf(ArrayType(LongType()))
+    def coarse_ids(emb: pd.Series) -> pd.Series:
+        if emb.empty:
+            return pd.Series([], dtype=object)
+        x = np.stack([np.asarray(e, dtype=np.float32) for e in emb])
+        nearest, second, _ = assign(x, centroids.value, second_margin=second_margin)
+        return pd.Series(
+            [[int(a)] if b < 0 else [int(a), int(b)] for a, b in zip(nearest, second, strict=True)]
+        )
+
+    return coarse_ids
+
+
+def unique_pairs(pairs: pd.DataFrame) -> pd.DataFrame:
+    """One row per (a, b): highest similarity, then smallest cluster name (deterministic)."""
+    if pairs.empty:
+        return pairs
+    out = pairs.sort_values(
+        ["a", "b", "similarity", "cluster"], ascending=[True, True, False, True], kind="mergesort"
+    )
+    return out.drop_duplicates(["a", "b"], keep="first").reset_index(drop=True)
+
+
+def centroid_distances(pairs: pd.DataFrame) -> pd.DataFrame:
+    """sample_id → distance to its fine centroid (first cluster by name if it is in several)."""
+    long = pd.concat(
+        [
+            pairs[["a", "dist_a", "cluster"]].set_axis(
+                ["sample_id", DIST_COLUMN, "cluster"], axis=1
+            ),
+            pairs[["b", "dist_b", "cluster"]].set_axis(
+                ["sample_id", DIST_COLUMN, "cluster"], axis=1
+            ),
+        ],
+        ignore_index=True,
+    )
+    long = long.sort_values(["sample_id", "cluster"], kind="mergesort")
+    return long.drop_duplicates("sample_id")[["sample_id", DIST_COLUMN]]
+
+
+def resolve_rows(
+    pairs: pd.DataFrame, rank: pd.DataFrame, order: str, method: str, eps: float | None
+) -> pd.DataFrame:
+    """`resolve_duplicates` plus method, eps and the cluster of each (sample, similar_to) pair."""
+    out = resolve_duplicates(pairs, rank, order=order)
+    out["method"] = method
+    out["eps"] = eps
+    if "cluster" in pairs.columns and not out.empty:
+        lo = np.minimum(out["sample_id"].to_numpy(), out["similar_to"].to_numpy())
+        hi = np.maximum(out["sample_id"].to_numpy(), out["similar_to"].to_numpy())
+        look = pairs.set_index(["a", "b"])["cluster"]
+        out["cluster"] = look.reindex(pd.MultiIndex.from_arrays([lo, hi])).to_numpy()
+    else:
+        out["cluster"] = None
+    return out
+
+
+def semantic_stage(
+    spark: SparkSession, cfg: Config, model: str, ranked: DataFrame, summary: Summary
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Coarse → assign → fine pairs; returns (unique pairs at the lowest threshold, rank rows)."""
+    d = cfg.dedup
+    emb = embeddings(spark, cfg, model)
+    n = emb.count()
+    summary.extra["embeddings"] = n
+    if n == 0:
+        return pd.DataFrame(columns=["a", "b", "similarity", "cluster"]), pd.DataFrame()
+    t0 = time.perf_counter()
+    centroids, backend, k, sampled = coarse_centroids(emb, cfg, n)
+    summary.extra.update(
+        kmeans_backend=backend,
+        coarse_k=int(centroids.shape[0]),
+        coarse_sample=sampled,
+        coarse_fit_seconds=round(time.perf_counter() - t0, 3),
+        second_margin=d.second_margin,
+    )
+    bc = spark.sparkContext.broadcast(centroids)
+    assigned = emb.select(
+        "sample_id",
+        "embedding",
+        F.explode(coarse_assign_udf(bc, d.second_margin)("embedding")).alias("coarse"),
+    )
+    fine_fn = partial(
+        fine_cluster_pairs,
+        thresholds=[1.0 - e for e in d.eps],
+        max_cluster_size=d.max_cluster_size,
+        seed=d.seed,
+        backend=d.backend,
+        block_size=d.block_size,
+        include_stats=True,
+    )
+    fine = assigned.groupBy("coarse").applyInPandas(fine_fn, FINE_SCHEMA)
+    fine = fine.persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        stats = fine.agg(
+            F.count("a").alias("pairs"),
+            F.count(F.when(F.col("a").isNull(), 1)).alias("clusters"),
+            F.max(F.when(F.col("a").isNull(), F.col("cluster_size"))).alias("largest"),
+        ).first()
+        found = fine.where(F.col("a").isNotNull()).drop("cluster_size")
+        pairs = unique_pairs(_collect_pairs(found, cfg, "semantic dedup"))
+        rank = _rank_rows(ranked, found)
+    finally:
+        fine.unpersist()
+        bc.unpersist()
+    summary.extra.update(
+        fine_clusters=int(stats["clusters"] or 0),
+        largest_fine_cluster=int(stats["largest"] or 0),
+    )
+    if not pairs.empty:
+        rank = rank.merge(centroid_distances(pairs), on="sample_id", how="left")
+    return pairs, rank
+
+
+# ---- the job -----------------------------------------------------------------------------------
+def _check_inputs(spark: SparkSession, cfg: Config) -> str | None:
+    if not is_delta(table_path(cfg, "images")):
+        raise ConfigError(
+            f"the warehouse {cfg.warehouse_path} has no `images` table; run `curator ingest` first"
+        )
+    model = scores_model(spark, cfg)
+    if "semantic" in cfg.dedup.methods and model is None:
+        raise ConfigError(
+            "config key `dedup.methods`: semantic dedup needs embeddings in the `scores` table; "
+            "run `curator embed` first, or --set 'dedup.methods=[exact, perceptual]'"
+        )
+    return model
+
+
+def run(spark: SparkSession, cfg: Config) -> Summary:
+    """Recompute the configured methods over all images and replace their `duplicates` rows."""
+    summary = Summary(job="dedup", run_id=new_run_id("dedup"), unit="samples")
+    d = cfg.dedup
+    methods = [m for m in METHODS if m in d.methods]
+    model = _check_inputs(spark, cfg)
+    ranked = rank_frame(spark, cfg, model).persist(StorageLevel.MEMORY_AND_DISK)
+    removed: dict[str, int] = {}
+    pairs_found: dict[str, int] = {}
+    seconds: dict[str, float] = {}
+    run_col = F.lit(summary.run_id).alias("run_id")
+    summary.extra.update(model=model, keep=d.keep, methods=",".join(methods))
+    try:
+        summary.rows_in = ranked.count()
+        for method in methods:
+            t0 = time.perf_counter()
+            order = order_for(method, d.keep)
+            if method == "exact":
+                rows = exact_duplicates(ranked, order).persist(StorageLevel.MEMORY_AND_DISK)
+                replace_method_rows(spark, cfg, DUPLICATES, rows.select("*", run_col), method)
+                removed["exact"] = pairs_found["exact"] = rows.count()
+                if d.write_pairs:
+                    pairs_df = rows.select(
+                        F.least("sample_id", "duplicate_of").alias("a"),
+                        F.greatest("sample_id", "duplicate_of").alias("b"),
+                        "similarity",
+                        F.lit(method).alias("method"),
+                        "cluster",
+                        run_col,
+                    )
+                    replace_method_rows(spark, cfg, DUPLICATE_PAIRS, pairs_df, method)
+                rows.unpersist()
+            elif method == "perceptual":
+                hashed, errors = update_phashes(spark, cfg, summary.run_id)
+                summary.extra.update(phashes_computed=hashed, phash_errors=errors)
+                n_bands = d.phash_bands or d.phash_max_distance + 1
+                hashes = read_table(spark, cfg, "phashes").where(F.col("phash").isNotNull())
+                found = phash_pairs(hashes, d.phash_max_distance, n_bands)
+                found = found.persist(StorageLevel.MEMORY_AND_DISK)
+                try:
+                    pairs = _collect_pairs(found, cfg, "perceptual dedup").assign(cluster=None)
+                    rank = _rank_rows(ranked, found)
+                finally:
+                    found.unpersist()
+                out = resolve_rows(pairs, rank, order, method, None)
+                _write_pandas(spark, cfg, method, out, pairs, summary.run_id)
+                removed["perceptual"], pairs_found["perceptual"] = len(out), len(pairs)
+                summary.extra["phash_bands"] = n_bands
+            else:
+                assert model is not None  # _check_inputs
+                pairs, rank = semantic_stage(spark, cfg, model, ranked, summary)
+                frames = []
+                for eps in d.eps:
+                    sel = pairs[pairs["similarity"].to_numpy(np.float32) >= np.float32(1.0 - eps)]
+                    out = resolve_rows(sel, rank, order, method, float(eps))
+                    removed[f"semantic eps={eps:g}"] = len(out)
+                    frames.append(out)
+                out = pd.concat(frames, ignore_index=True)
+                _write_pandas(spark, cfg, method, out, pairs, summary.run_id)
+                pairs_found["semantic"] = len(pairs)
+            seconds[method] = round(time.perf_counter() - t0, 3)
+        flagged = read_table(spark, cfg, "duplicates").where(F.col("method").isin(methods))
+        n_flagged = flagged.select("sample_id").distinct().count()
+    finally:
+        ranked.unpersist()
+    register_tables(spark, cfg)
+    summary.rows_written = n_flagged
+    summary.skipped = max(summary.rows_in - n_flagged, 0)
+    summary.extra.update(
+        pairs_found=pairs_found,
+        removed=removed,
+        method_seconds=seconds,
+        duplicate_samples_any_method=n_flagged,
+    )
+    summary.finish()
+    summary.tables["duplicates"] = read_table(spark, cfg, "duplicates").count()
+    return summary
+
+
+def _write_pandas(
+    spark: SparkSession,
+    cfg: Config,
+    method: str,
+    rows: pd.DataFrame,
+    pairs: pd.DataFrame,
+    run_id: str,
+) -> None:
+    rows = rows.assign(run_id=run_id)
+    replace_method_rows(spark, cfg, DUPLICATES, _pandas_frame(spark, rows, DUPLICATES), method)
+    if cfg.dedup.write_pairs:
+        p = pairs[["a", "b", "similarity", "cluster"]].assign(method=method, run_id=run_id)
+        replace_method_rows(
+            spark, cfg, DUPLICATE_PAIRS, _pandas_frame(spark, p, DUPLICATE_PAIRS), method
+        )
+
+
+# ---- command line ------------------------------------------------------------------------------
+def register(app: Any) -> None:
+    """Add `curator dedup` to the CLI."""
+    from typing import get_type_hints
+
+    from spark_jobs.cli import ConfigOpt, JsonOpt, SetOpt, WarehouseOpt, resolve_config
+    from spark_jobs.cli import run_job as _run_job
+
+    def dedup(
+        config: ConfigOpt = None,
+        set_: SetOpt = None,
+        warehouse: WarehouseOpt = None,
+        as_json: JsonOpt = False,
+    ) -> None:
+        """Find exact, perceptual and semantic duplicates (writes the duplicates table)."""
+        cfg = resolve_config(config, set_, warehouse)
+        _run_job("dedup", cfg, as_json, run)
+
+    # Annotations are strings here (postponed evaluation) naming register()'s locals: resolve
+    # them now, since typer evaluates them against the module globals.
+    dedup.__annotations__ = get_type_hints(dedup, localns=locals(), include_extras=True)
+    app.command()(dedup)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`spark-submit spark_jobs/dedup.py --config FILE [...]`."""
+    from spark_jobs.cli import main_for
+
+    main_for("dedup", argv if argv is not None else sys.argv[1:])
+
+
+if __name__ == "__main__":
+    main()

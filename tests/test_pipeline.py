@@ -1,0 +1,52 @@
+"""`curator run`: every stage in order on tiny sample shards with a tiny random model."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+from spark_jobs import pipeline
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = (
+    "embed.model=test_vit",
+    "embed.pretrained=false",
+    "embed.batch_size=8",
+    "embed.num_threads_per_worker=2",
+    "embed.arrow_batch_size=16",
+    "classifiers=[{name: aesthetic, random_init: true}, {name: nsfw, random_init: true}]",
+    "filter.predicates=['width >= 64']",
+)
+
+
+def test_job_file_runs_every_stage_in_order(spark, make_cfg: Callable, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The scheduled job's task graph run in-process (the `--job` dry run), tiny model."""
+    from curator_udfs.sample_shards import write_sample_shards
+
+    shards, out = tmp_path / "shards", tmp_path / "curated"
+    write_sample_shards(shards, shards=2, per_shard=12, seed=1)
+    base = make_cfg(*TINY)  # a fresh database and the local master, as every Spark test
+    sets = [f"database={base.database}", "spark.conf={spark.master: 'local[2]'}", *TINY]
+    steps = pipeline.job_steps(
+        ROOT / "conf/jobs/curation.json", sets, warehouse=str(base.warehouse_path)
+    )
+    assert [s.stage for s in steps] == list(pipeline.STAGES)
+    steps[0].kwargs["inputs"] = [str(shards)]  # the laptop paths instead of the cluster's
+    steps[-1].kwargs["output"] = str(out)
+    result = pipeline.run_steps(spark, steps, progress=pipeline.Progress(len(steps), rich=False))
+
+    assert [s.job for s in result.summaries] == list(pipeline.STAGES)
+    by = {s.job: s for s in result.summaries}
+    assert by["ingest"].rows_written == 24 and by["ingest"].balanced
+    assert by["embed"].rows_in == 24 and by["embed"].rows_written == 24
+    assert by["filter"].rows_in == 24
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["samples"] == by["filter"].rows_written == by["export"].rows_written
+    assert 0 < manifest["samples"] <= 24
+    doc = json.loads(json.dumps(result.to_dict(), default=str))
+    assert [d["job"] for d in doc] == list(pipeline.STAGES)
+
+    # incremental: a second pass over the same tables ingests and embeds nothing new
+    again = pipeline.run(spark, steps[0].cfg, stages=["ingest", "embed"], inputs=[str(shards)])
+    assert [s.rows_written for s in again.summaries] == [0, 0]

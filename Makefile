@@ -11,7 +11,7 @@ DELTA   := $(shell sed -n 's/^delta: *\([0-9.]*\).*/\1/p' conf/versions.yaml)
 RAPIDS  := $(shell sed -n 's/^rapids: *\([0-9.]*\).*/\1/p' conf/versions.yaml)
 JARS    := jars/delta-spark_2.13-$(DELTA).jar jars/delta-storage-$(DELTA).jar
 RAPIDS_JAR := jars/rapids-4-spark_2.13-$(RAPIDS).jar
-DEMO_DIR ?= demo
+DEMO_DIR := demo
 
 export PYSPARK_PYTHON := $(abspath $(PYTHON))
 export PYSPARK_DRIVER_PYTHON := $(abspath $(PYTHON))
@@ -59,9 +59,11 @@ cluster-bundle: install jars rapids-jar
 demo: install jars
 	rm -rf $(DEMO_DIR)
 	$(BIN)/curator sample-shards --out $(DEMO_DIR)/shards --shards 4 --per-shard 100
-	$(BIN)/curator ingest --warehouse $(DEMO_DIR)/warehouse --input '$(DEMO_DIR)/shards'
-	$(BIN)/curator sql --warehouse $(DEMO_DIR)/warehouse \
+	$(BIN)/curator run --config conf/demo.yaml
+	$(BIN)/curator sql --config conf/demo.yaml \
 	  "SELECT image_format, count(*) AS n, round(avg(width)) AS avg_width FROM curator.images GROUP BY image_format ORDER BY n DESC"
+	$(BIN)/curator report --config conf/demo.yaml --out $(DEMO_DIR)/report
+	@echo "report: $(abspath $(DEMO_DIR))/report/index.html"
 
 test: setup chromium
 	$(BIN)/python -m pytest -q -m "not slow"

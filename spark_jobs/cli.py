@@ -17,6 +17,7 @@ from typing import Annotated, Any
 
 import typer
 
+from spark_jobs.cli_options import ConfigOpt, JsonOpt, SetOpt, WarehouseOpt
 from spark_jobs.config import Config, ConfigError, load_config
 
 app = typer.Typer(
@@ -25,20 +26,6 @@ app = typer.Typer(
     help="Image-data curation on Spark + Delta Lake: ingest → embed → filter → dedup → export.",
     pretty_exceptions_enable=False,
 )
-
-ConfigOpt = Annotated[
-    Path | None, typer.Option("--config", help="pipeline YAML (default: the embedded default)")
-]
-SetOpt = Annotated[
-    list[str] | None,
-    typer.Option("--set", help="override a key: dotted.key=value (value is YAML); repeatable"),
-]
-WarehouseOpt = Annotated[
-    str | None, typer.Option("--warehouse", help="directory of the Delta tables")
-]
-JsonOpt = Annotated[
-    bool, typer.Option("--json", help="print the summary as one JSON object on the last line")
-]
 
 
 def err(message: str) -> None:
@@ -182,7 +169,17 @@ def main_for(job: str, argv: list[str]) -> None:
 
 
 # Job modules of later stages add their own commands: each defines `register(app)`.
-STAGE_MODULES = ("embed", "classify", "dedup", "filter", "export", "pipeline", "report", "why")
+STAGE_MODULES = (
+    "embed",
+    "classify",
+    "dedup",
+    "filter",
+    "export",
+    "pipeline",
+    "report",
+    "check",
+    "why",
+)
 
 
 def _load_commands() -> None:
@@ -197,7 +194,16 @@ def _load_commands() -> None:
         if register is not None:
             # Commands declared inside register() with postponed annotations name these
             # aliases; typer resolves annotations in the module's globals.
-            for alias in ("ConfigOpt", "SetOpt", "WarehouseOpt", "JsonOpt", "Annotated", "Path", "typer"):
+            aliases = (
+                "ConfigOpt",
+                "SetOpt",
+                "WarehouseOpt",
+                "JsonOpt",
+                "Annotated",
+                "Path",
+                "typer",
+            )
+            for alias in aliases:
                 vars(module).setdefault(alias, globals()[alias])
             register(app)
 

@@ -1,0 +1,156 @@
+"""`curator check`: verify the accounting invariants across the tables.
+
+Nothing lost, nothing twice: every shard's samples are in `images` or `quarantine` exactly
+once, every image has a shard, every score an image, every duplicate points at a kept sample
+that exists, and no key is duplicated in any table. Each failed invariant is reported with a
+count and a few example keys; the command exits 1 when any fails.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+from pyspark.sql import DataFrame, SparkSession
+
+from spark_jobs.cli_options import ConfigOpt, JsonOpt, SetOpt, WarehouseOpt
+from spark_jobs.config import Config
+from spark_jobs.summary import Summary, new_run_id
+from spark_jobs.tables import is_delta, read_table, table_path
+
+
+@dataclass
+class Invariant:
+    """One checked statement: how many rows break it, with examples."""
+
+    name: str
+    violations: int
+    examples: list[str] = field(default_factory=list)
+
+
+class CheckFailed(Exception):
+    """Some invariants do not hold (the message lists them)."""
+
+
+def _table(spark: SparkSession, cfg: Config, logical: str) -> DataFrame | None:
+    return read_table(spark, cfg, logical) if is_delta(table_path(cfg, logical)) else None
+
+
+def _count(df: DataFrame, name: str, col: str) -> Invariant:
+    rows = df.select(col).limit(5).collect()
+    return Invariant(name, df.count(), [str(r[0]) for r in rows])
+
+
+def invariants(spark: SparkSession, cfg: Config) -> list[Invariant]:
+    """Evaluate every invariant whose tables exist."""
+    t = {
+        n: _table(spark, cfg, n) for n in ("shards", "images", "quarantine", "scores", "duplicates")
+    }
+    out: list[Invariant] = []
+    shards, images, quarantine = t["shards"], t["images"], t["quarantine"]
+    if images is not None:
+        dup = images.groupBy("sample_id").count().where("count > 1")
+        out.append(_count(dup, "images: sample_id unique", "sample_id"))
+    if shards is not None and images is not None and quarantine is not None:
+        out.append(
+            _count(
+                images.join(shards, "shard_uri", "left_anti"),
+                "every image has a shard",
+                "sample_id",
+            )
+        )
+        per_shard = (
+            shards.select("shard_uri", "samples")
+            .join(
+                images.groupBy("shard_uri").count().withColumnRenamed("count", "i"),
+                "shard_uri",
+                "left",
+            )
+            .join(
+                quarantine.groupBy("shard_uri").count().withColumnRenamed("count", "q"),
+                "shard_uri",
+                "left",
+            )
+            .where("samples != coalesce(i, 0) + coalesce(q, 0)")
+        )
+        out.append(
+            _count(per_shard, "shard samples = images + quarantined, exactly once", "shard_uri")
+        )
+    scores = t["scores"]
+    if scores is not None and images is not None:
+        out.append(
+            _count(
+                scores.join(images, "sample_id", "left_anti"),
+                "every score has an image",
+                "sample_id",
+            )
+        )
+        dup = scores.groupBy("sample_id", "model").count().where("count > 1")
+        out.append(_count(dup, "scores: one row per image and model", "sample_id"))
+    dups = t["duplicates"]
+    if dups is not None and images is not None:
+        kept_missing = dups.join(
+            images.withColumnRenamed("sample_id", "duplicate_of").select("duplicate_of"),
+            "duplicate_of",
+            "left_anti",
+        )
+        out.append(_count(kept_missing, "every duplicate_of exists in images", "sample_id"))
+        removed = dups.select("method", "eps", "sample_id")
+        kept_removed = dups.alias("d").join(
+            removed.alias("r"),
+            (dups["duplicate_of"] == removed["sample_id"])
+            & (dups["method"] == removed["method"])
+            & dups["eps"].eqNullSafe(removed["eps"]),
+            "left_semi",
+        )
+        out.append(_count(kept_removed, "every duplicate_of is a kept sample", "sample_id"))
+    return out
+
+
+def run(spark: SparkSession, cfg: Config) -> Summary:
+    """Check the invariants; raise CheckFailed (exit 1) listing the broken ones."""
+    summary = Summary(job="check", run_id=new_run_id("check"), unit="invariants")
+    results = invariants(spark, cfg)
+    summary.rows_in = len(results)
+    summary.rows_written = sum(1 for r in results if r.violations == 0)
+    for r in results:
+        summary.extra[r.name] = "ok" if r.violations == 0 else f"{r.violations} violations"
+    summary.skipped = len(results) - summary.rows_written
+    summary.finish()
+    broken = [r for r in results if r.violations]
+    if broken:
+        lines = [
+            f"{r.name}: {r.violations} violations, e.g. {', '.join(r.examples)}" for r in broken
+        ]
+        raise CheckFailed("; ".join(lines))
+    return summary
+
+
+def register(app: Any) -> None:
+    """Add `curator check` to the CLI."""
+
+    def check_cmd(
+        config: ConfigOpt = None,
+        set_: SetOpt = None,
+        warehouse: WarehouseOpt = None,
+        as_json: JsonOpt = False,
+    ) -> None:
+        """Verify that nothing was lost or duplicated across the tables (exit 1 if not)."""
+        from spark_jobs.cli import resolve_config, run_job
+
+        cfg = resolve_config(config, set_, warehouse)
+        run_job("check", cfg, as_json, run)
+
+    app.command("check")(check_cmd)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`spark-submit spark_jobs/check.py --config FILE`."""
+    from spark_jobs.cli import main_for
+
+    main_for("check", argv if argv is not None else sys.argv[1:])
+
+
+if __name__ == "__main__":
+    main()

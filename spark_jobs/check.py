@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 
 from spark_jobs.cli_options import ConfigOpt, JsonOpt, SetOpt, WarehouseOpt
 from spark_jobs.config import Config
@@ -63,7 +64,7 @@ def invariants(spark: SparkSession, cfg: Config) -> list[Invariant]:
         per_shard = (
             shards.select("shard_uri", "samples")
             .join(
-                images.groupBy("shard_uri").count().withColumnRenamed("count", "i"),
+                images.groupBy("shard_uri").agg(F.countDistinct("sample_id").alias("i")),
                 "shard_uri",
                 "left",
             )

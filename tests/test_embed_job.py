@@ -94,7 +94,9 @@ def test_embed_then_incremental_then_classify(spark, make_cfg, tmp_path: Path) -
             assert r.embedding_dim == len(r.embedding) == TEST_VIT_DIM
             assert abs(float(np.linalg.norm(r.embedding)) - 1.0) < 1e-3
             assert np.isfinite(r.aesthetic_score) and 0.0 <= r.nsfw_score <= 1.0
-    # Same bytes (planted exact duplicates) -> identical embeddings, even across tasks.
+    # Same bytes (planted exact duplicates) -> the same embedding, even across tasks and batches.
+    # Bit-identical only within one batch layout: float32 matmuls in batches of different
+    # composition round differently (~1e-7), so across batches we compare to 1e-5.
     by_hash: dict[str, list] = {}
     for sid, img in images.items():
         by_hash.setdefault(img.image_sha256, []).append(sid)
@@ -104,8 +106,8 @@ def test_embed_then_incremental_then_classify(spark, make_cfg, tmp_path: Path) -
     for group in groups:
         ref = scores[group[0]]
         for sid in group[1:]:
-            assert scores[sid].embedding == ref.embedding
-            assert scores[sid].aesthetic_score == ref.aesthetic_score
+            np.testing.assert_allclose(scores[sid].embedding, ref.embedding, atol=1e-5, rtol=0)
+            assert abs(scores[sid].aesthetic_score - ref.aesthetic_score) < 1e-4
 
     # Add a user head: classify fills its new column from stored embeddings, decodes nothing.
     heads = TINY[-1][:-1] + ", {name: mean, class_path: 'tests.test_embed_job:MeanHead', "

@@ -46,3 +46,15 @@ def make_cfg(tmp_path: Path) -> Callable:
         )
 
     return make
+
+
+def shared_models_dir() -> Path:
+    """The real LAION weights and reference outputs (../shared/models beside the checkout).
+
+    $CURATOR_SHARED_MODELS wins; a clone elsewhere falls back to /work/shared/models.
+    """
+    env = os.environ.get("CURATOR_SHARED_MODELS")
+    candidates = [Path(env)] if env else []
+    candidates += [Path(__file__).resolve().parents[2] / "shared" / "models"]
+    candidates += [Path("/work/shared/models")]
+    return next((c for c in candidates if c.is_dir()), candidates[0])

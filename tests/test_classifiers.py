@@ -18,8 +18,9 @@ from curator_udfs.classifiers import (
     registered_heads,
 )
 from curator_udfs.weights import WeightsError
+from tests.conftest import shared_models_dir
 
-MODELS = Path(__file__).resolve().parents[2] / "shared" / "models"
+MODELS = shared_models_dir()
 needs_models = pytest.mark.skipif(
     not (MODELS / "reference_scores.npz").exists(),
     reason=f"real weights and reference scores not present in {MODELS}",

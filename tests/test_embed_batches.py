@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import pickle
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -24,8 +23,9 @@ from curator_udfs.embed_batches import (
     make_embed_fn,
     spec_model_id,
 )
+from tests.conftest import shared_models_dir
 
-MODELS = Path(__file__).resolve().parents[2] / "shared" / "models"
+MODELS = shared_models_dir()
 RANDOM_HEADS = (
     HeadSpec("aesthetic", random_init=True),
     HeadSpec("nsfw", random_init=True),

@@ -20,9 +20,10 @@ from curator_udfs.sample_shards import write_sample_shards
 from spark_jobs import classify, embed, ingest
 from spark_jobs.config import ConfigError
 from spark_jobs.tables import read_table, register_tables
+from tests.conftest import shared_models_dir
 
 ROOT = Path(__file__).resolve().parents[1]
-MODELS = ROOT.parent / "shared" / "models"
+MODELS = shared_models_dir()
 TINY = (
     "embed.model=test_vit",
     "embed.pretrained=false",

@@ -20,10 +20,8 @@ from curator_udfs.sample_shards import write_sample_shards
 from spark_jobs import classify, embed, ingest
 from spark_jobs.config import ConfigError
 from spark_jobs.tables import read_table, register_tables
-from tests.conftest import shared_models_dir
 
 ROOT = Path(__file__).resolve().parents[1]
-MODELS = shared_models_dir()
 TINY = (
     "embed.model=test_vit",
     "embed.pretrained=false",
@@ -140,8 +138,18 @@ def test_embed_then_incremental_then_classify(spark, make_cfg, tmp_path: Path) -
     assert sum(r.mean_score is None for r in after.values()) == 1
 
 
-def test_config_errors_name_the_key(make_cfg) -> None:
-    aesthetic = MODELS / "sac+logos+ava1-l14-linearMSE.pth"
+@pytest.fixture
+def aesthetic_768(tmp_path: Path) -> Path:
+    """A weights-only torch file of the 768-d aesthetic head (random values, real layout)."""
+    from curator_udfs.classifiers import build_head
+
+    path = tmp_path / "aesthetic-768.pth"
+    torch.save(build_head("aesthetic", weights=None, random_init=True).state_dict(), path)
+    return path
+
+
+def test_config_errors_name_the_key(make_cfg, aesthetic_768: Path) -> None:
+    aesthetic = aesthetic_768
     cfg = make_cfg(*TINY[:-1], f"classifiers=[{{name: aesthetic, weights: '{aesthetic}'}}]")
     with pytest.raises(ConfigError) as exc:
         embed.validate(cfg)
@@ -163,7 +171,7 @@ def test_config_errors_name_the_key(make_cfg) -> None:
         )
 
 
-def test_cli_dimension_mismatch_exits_2(tmp_path: Path) -> None:
+def test_cli_dimension_mismatch_exits_2(tmp_path: Path, aesthetic_768: Path) -> None:
     import typer
     from typer.testing import CliRunner
 
@@ -172,7 +180,7 @@ def test_cli_dimension_mismatch_exits_2(tmp_path: Path) -> None:
     embed.register(app)
     classify.register(app)
 
-    aesthetic = MODELS / "sac+logos+ava1-l14-linearMSE.pth"
+    aesthetic = aesthetic_768
     args = ["embed", "--warehouse", str(tmp_path / "wh")]
     for s in (*TINY[:-1], f"classifiers=[{{name: aesthetic, weights: '{aesthetic}'}}]"):
         args += ["--set", s]

@@ -12,6 +12,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from spark_jobs.redact import MASK, is_secret_key, redact, remember_secrets, secret_values
+
 
 class ConfigError(Exception):
     """A configuration the user must fix; the message names the key and the fix."""
@@ -261,9 +263,10 @@ def parse_set(item: str) -> tuple[str, Any]:
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as exc:
+        shown = MASK if is_secret_key(key) else repr(raw)
         raise ConfigError(
-            f"--set {key}: the value {raw!r} is not valid YAML ({exc.__class__.__name__}); quote it"
-        ) from exc
+            f"--set {key}: the value {shown} is not valid YAML ({exc.__class__.__name__}); quote it"
+        ) from None
     return key, value
 
 
@@ -321,6 +324,8 @@ def format_validation_error(exc: ValidationError) -> str:
             continue
         got = err.get("input")
         got_s = repr(got) if not isinstance(got, dict) else "a mapping"
+        if any(is_secret_key(str(part)) for part in err["loc"]):
+            got_s = MASK  # pydantic echoes the input: never a credential
         help_ = _field_help(tuple(err["loc"]))
         fix = f"; expected {help_}" if help_ else ""
         lines.append(f"config key `{key}`: {err['msg']} (got {got_s}){fix}")
@@ -353,11 +358,13 @@ def load_config(
     if warehouse is not None:
         tree["warehouse"] = warehouse
     try:
-        return Config.model_validate(tree)
+        cfg = Config.model_validate(tree)
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc)) from None
+        raise ConfigError(redact(format_validation_error(exc))) from None
+    remember_secrets(secret_values(cfg.spark.conf))  # masked in any later redact(text)
+    return cfg
 
 
 def dump_config(cfg: Config) -> str:
-    """The resolved configuration as YAML (what a run actually used)."""
-    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+    """The resolved configuration as YAML (what a run actually used), secrets masked."""
+    return yaml.safe_dump(redact(cfg.model_dump(mode="json")), sort_keys=False)

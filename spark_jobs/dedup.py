@@ -176,7 +176,8 @@ def replace_method_rows(
     )
 
 
-def _pandas_frame(spark: SparkSession, pdf: pd.DataFrame, tdef: TableDef) -> DataFrame:
+def pandas_frame(spark: SparkSession, pdf: pd.DataFrame, tdef: TableDef) -> DataFrame:
+    """A Spark frame of `tdef`'s schema from pandas rows (NaN → NULL; empty → no rows)."""
     schema = spark.createDataFrame([], tdef.schema).schema
     if pdf.empty:
         return spark.createDataFrame([], schema)
@@ -425,9 +426,19 @@ def resolve_rows(
 def semantic_stage(
     spark: SparkSession, cfg: Config, model: str, ranked: DataFrame, summary: Summary
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Coarse → assign → fine pairs; returns (unique pairs at the lowest threshold, rank rows)."""
+    """The job's semantic pairs: :func:`semantic_pairs` over the `scores` rows of `model`."""
+    return semantic_pairs(spark, cfg, embeddings(spark, cfg, model), ranked, summary)
+
+
+def semantic_pairs(
+    spark: SparkSession, cfg: Config, emb: DataFrame, ranked: DataFrame, summary: Summary
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Coarse → assign → fine pairs over `emb` (sample_id, embedding; no nulls), any source.
+
+    Returns (unique pairs at the lowest threshold, rank rows of the paired samples); `ranked`
+    holds the order columns (see :func:`rank_frame`). Shared by the job and the Python API.
+    """
     d = cfg.dedup
-    emb = embeddings(spark, cfg, model)
     n = emb.count()
     summary.extra["embeddings"] = n
     if n == 0:
@@ -477,6 +488,21 @@ def semantic_stage(
     if not pairs.empty:
         rank = rank.merge(centroid_distances(pairs), on="sample_id", how="left")
     return pairs, rank
+
+
+def semantic_rows(
+    pairs: pd.DataFrame, rank: pd.DataFrame, cfg: Config, removed: dict[str, int] | None = None
+) -> pd.DataFrame:
+    """The `duplicates` rows of every `dedup.eps` from the pairs (counts into `removed`)."""
+    order = order_for("semantic", cfg.dedup.keep)
+    frames = []
+    for eps in cfg.dedup.eps:
+        sel = pairs[pairs["similarity"].to_numpy(np.float32) >= np.float32(1.0 - eps)]
+        out = resolve_rows(sel, rank, order, "semantic", float(eps))
+        if removed is not None:
+            removed[f"semantic eps={eps:g}"] = len(out)
+        frames.append(out)
+    return pd.concat(frames, ignore_index=True)
 
 
 # ---- the job -----------------------------------------------------------------------------------
@@ -545,13 +571,7 @@ def run(spark: SparkSession, cfg: Config) -> Summary:
             else:
                 assert model is not None  # _check_inputs
                 pairs, rank = semantic_stage(spark, cfg, model, ranked, summary)
-                frames = []
-                for eps in d.eps:
-                    sel = pairs[pairs["similarity"].to_numpy(np.float32) >= np.float32(1.0 - eps)]
-                    out = resolve_rows(sel, rank, order, method, float(eps))
-                    removed[f"semantic eps={eps:g}"] = len(out)
-                    frames.append(out)
-                out = pd.concat(frames, ignore_index=True)
+                out = semantic_rows(pairs, rank, cfg, removed)
                 _write_pandas(spark, cfg, method, out, pairs, summary.run_id)
                 pairs_found["semantic"] = len(pairs)
             seconds[method] = round(time.perf_counter() - t0, 3)
@@ -582,11 +602,11 @@ def _write_pandas(
     run_id: str,
 ) -> None:
     rows = rows.assign(run_id=run_id)
-    replace_method_rows(spark, cfg, DUPLICATES, _pandas_frame(spark, rows, DUPLICATES), method)
+    replace_method_rows(spark, cfg, DUPLICATES, pandas_frame(spark, rows, DUPLICATES), method)
     if cfg.dedup.write_pairs:
         p = pairs[["a", "b", "similarity", "cluster"]].assign(method=method, run_id=run_id)
         replace_method_rows(
-            spark, cfg, DUPLICATE_PAIRS, _pandas_frame(spark, p, DUPLICATE_PAIRS), method
+            spark, cfg, DUPLICATE_PAIRS, pandas_frame(spark, p, DUPLICATE_PAIRS), method
         )
 
 

@@ -9,6 +9,11 @@ original key and shard are in its `.json`. `manifest.json` is removed when an ex
 and written last, after leftovers (`*.tmp`, shards of an earlier export that are not part of
 this one) are removed, so a directory with a manifest is complete and matches it.
 
+Each export also overwrites the `exported` table (one transaction, before the manifest is
+written): every sample's shard file and 0-based position in it, which lineage (`curator why`,
+the `fates` view) reads. `export_frame` writes any DataFrame the same way (the Python API's
+`ds.to_webdataset`).
+
 The plan is computed on the driver from (sample_id, size) pairs: fine up to tens of millions
 of samples per export. Executors write to `export.output` directly, so on a cluster it must
 be a path every executor sees (a shared or mounted file system).
@@ -19,10 +24,11 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from curator_udfs.wds_writer import (
@@ -34,7 +40,7 @@ from curator_udfs.wds_writer import (
 )
 from spark_jobs.config import Config, ConfigError
 from spark_jobs.summary import Summary, new_run_id
-from spark_jobs.tables import is_delta, read_table, table_path
+from spark_jobs.tables import TableDef, add_table, ensure_table, is_delta, read_table, table_path
 
 MANIFEST = "manifest.json"
 _NOT_IN_JSON = ("image", "run_id", "curated_at", "caption", "meta", "_shard", "_task")
@@ -108,35 +114,64 @@ def output_dir(cfg: Config, output: str | None = None) -> Path:
     return Path(raw).expanduser().resolve()
 
 
-def run(
-    spark: SparkSession,
-    cfg: Config,
-    *,
-    output: str | None = None,
-    fail_at_shard: int | None = None,
-) -> Summary:
-    """Export `curated` to WebDataset shards plus manifest.json under the output directory."""
-    summary = Summary(job="export", run_id=new_run_id("export"), unit="samples")
-    out = output_dir(cfg, output)
-    path = table_path(cfg, "curated")
-    if not is_delta(path):
-        raise ConfigError(f"no curated table at {path}; run `curator filter` first")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / MANIFEST).unlink(missing_ok=True)  # no manifest until this export is complete
+EXPORTED = add_table(
+    TableDef(
+        "exported",
+        "sample_id STRING NOT NULL, shard STRING NOT NULL, position INT NOT NULL, "
+        "output STRING, curated_version BIGINT, run_id STRING, exported_at TIMESTAMP",
+        ("sample_id",),
+        "where the last export of `curated` put each sample: shard file and 0-based position",
+    )
+)
 
-    version = int(spark.sql(f"DESCRIBE HISTORY delta.`{path}` LIMIT 1").first()["version"])
-    curated = spark.read.format("delta").option("versionAsOf", version).load(path)
-    images = read_table(spark, cfg, "images").select("sample_id", "image")
-    sizes = (
-        curated.select(
+
+def _sizes(df: DataFrame) -> list[Any]:
+    """(sample_id, image, caption, meta byte sizes) of every row, ordered by sample_id."""
+
+    def size(col: str, fn: Any) -> Any:
+        return F.coalesce(fn(F.col(col)), F.lit(0)) if col in df.columns else F.lit(0)
+
+    img = (
+        size("image_bytes", lambda c: c)
+        if "image_bytes" in df.columns
+        else size("image", F.octet_length)
+    )
+    return (
+        df.select(
             "sample_id",
-            F.coalesce(F.col("image_bytes"), F.lit(0)).alias("img"),
-            F.coalesce(F.octet_length("caption"), F.lit(0)).alias("txt"),
-            F.coalesce(F.octet_length("meta"), F.lit(0)).alias("meta"),
+            img.alias("img"),
+            size("caption", F.octet_length).alias("txt"),
+            size("meta", F.octet_length).alias("meta"),
         )
         .orderBy("sample_id")
         .collect()
     )
+
+
+def export_frame(
+    spark: SparkSession,
+    cfg: Config,
+    df: DataFrame,
+    output: str | None = None,
+    *,
+    run_id: str | None = None,
+    record: bool = True,
+    source: dict[str, Any] | None = None,
+    fail_at_shard: int | None = None,
+) -> Summary:
+    """Write the rows of `df` (sample_id + curated columns) as WebDataset shards + manifest.
+
+    The image bytes come from `df`'s `image` column, else from `images` by sample_id. With
+    `record`, the `exported` table is overwritten with every sample's shard and position.
+    """
+    summary = Summary(job="export", run_id=run_id or new_run_id("export"), unit="samples")
+    if "sample_id" not in df.columns:
+        raise ConfigError(f"export: the frame has no sample_id column (columns: {df.columns})")
+    out = output_dir(cfg, output)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MANIFEST).unlink(missing_ok=True)  # no manifest until this export is complete
+
+    sizes = _sizes(df)
     # .json ~ meta + the other columns (~600 bytes): a target, not an exact bound.
     est = [sample_tar_bytes([r["img"], r["txt"], r["meta"] + 600]) for r in sizes]
     shard_of = plan_shards(est, cfg.export.samples_per_shard, cfg.export.max_shard_bytes)
@@ -149,7 +184,9 @@ def run(
         ],
         "sample_id STRING, _shard INT, _task INT",
     )
-    rows = curated.join(assign, "sample_id").join(images, "sample_id")
+    rows = df.join(assign, "sample_id")
+    if "image" not in df.columns:
+        rows = rows.join(read_table(spark, cfg, "images").select("sample_id", "image"), "sample_id")
     out_str, fail = str(out), fail_at_shard
     shards: list[dict[str, Any]] = []
     if n_shards:
@@ -163,9 +200,12 @@ def run(
     if [s["name"] for s in shards] != [shard_name(i) for i in range(n_shards)]:
         raise RuntimeError(f"export wrote {len(shards)} shards, planned {n_shards}; rerun it")
     removed = _remove_leftovers(out, {s["name"] for s in shards})
+    version = (source or {}).get("version")
+    if record:
+        _record_positions(spark, cfg, sizes, shard_of, out, version, summary.run_id)
     manifest = {
         "format": "webdataset",
-        "source": {"table": "curated", "path": path, "version": version},
+        "source": source or {"table": None},
         "samples_per_shard": cfg.export.samples_per_shard,
         "max_shard_bytes": cfg.export.max_shard_bytes,
         "shard_count": len(shards),
@@ -185,9 +225,60 @@ def run(
         bytes_written=manifest["bytes"],
         tasks=n_tasks,
         leftovers_removed=len(removed),
-        curated_version=version,
     )
     return summary.finish()
+
+
+def _record_positions(
+    spark: SparkSession,
+    cfg: Config,
+    sizes: list[Any],
+    shard_of: list[int],
+    out: Path,
+    version: int | None,
+    run_id: str,
+) -> None:
+    """Overwrite `exported` (one transaction) with each sample's shard and position in it."""
+    at = datetime.now(UTC)
+    position: dict[int, int] = {}
+    records = []
+    for r, s in zip(sizes, shard_of, strict=True):  # sizes are in sample_id order, as written
+        records.append(
+            (r["sample_id"], shard_name(s), position.get(s, 0), str(out), version, run_id, at)
+        )
+        position[s] = position.get(s, 0) + 1
+    ensure_table(spark, cfg, EXPORTED)
+    (
+        spark.createDataFrame(records, EXPORTED.schema)
+        .write.format("delta")
+        .mode("overwrite")
+        .save(table_path(cfg, "exported"))
+    )
+
+
+def run(
+    spark: SparkSession,
+    cfg: Config,
+    *,
+    output: str | None = None,
+    fail_at_shard: int | None = None,
+) -> Summary:
+    """Export `curated` (its latest version) to WebDataset shards plus manifest.json."""
+    path = table_path(cfg, "curated")
+    if not is_delta(path):
+        raise ConfigError(f"no curated table at {path}; run `curator filter` first")
+    version = int(spark.sql(f"DESCRIBE HISTORY delta.`{path}` LIMIT 1").first()["version"])
+    curated = spark.read.format("delta").option("versionAsOf", version).load(path)
+    summary = export_frame(
+        spark,
+        cfg,
+        curated,
+        output,
+        source={"table": "curated", "path": path, "version": version},
+        fail_at_shard=fail_at_shard,
+    )
+    summary.extra["curated_version"] = version
+    return summary
 
 
 def register(app: Any) -> None:

@@ -17,6 +17,7 @@ from pyspark.sql import functions as F
 
 from curator_udfs.report_html import render_report, thumbnail_data_uri, write_report
 from spark_jobs.config import Config
+from spark_jobs.redact import redact
 from spark_jobs.summary import Summary, new_run_id
 from spark_jobs.tables import is_delta, read_table, table_path
 from spark_jobs.views import head_score_columns, scored_model_id
@@ -253,13 +254,13 @@ def collect_report_data(
     )
     return {
         "title": "Curation report",
-        "subtitle": (
+        "subtitle": redact(
             f"warehouse {cfg.warehouse_path} · database {cfg.database} · "
             f"generated {datetime.now(UTC):%Y-%m-%d %H:%M} UTC"
         ),
         "funnel": funnel,
         "histograms": histograms,
-        "predicates": list(cfg.filter.predicates),
+        "predicates": [redact(p) for p in cfg.filter.predicates],
         "cluster_sizes": cluster_sizes(dups) if dups is not None else None,
         "duplicate_groups": (
             duplicate_groups(images, dups, max_groups)

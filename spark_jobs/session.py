@@ -10,6 +10,7 @@ from pyspark.sql import SparkSession
 
 from spark_jobs.config import Config, ConfigError
 from spark_jobs.paths import conf_dir, jar_file, versions
+from spark_jobs.redact import is_secret_key, remember_secrets, secret_values
 
 
 def read_profile(profile: str) -> dict[str, str]:
@@ -66,6 +67,9 @@ def spark_settings(cfg: Config, app_name: str) -> dict[str, str]:
     settings["spark.driver.extraJavaOptions"] = (
         f"{java_opts} -Dlog4j2.configurationFile=file:{log4j}".strip()
     )
+    # Credentials must reach Spark but no message: later redact(text) masks these values.
+    remember_secrets(secret_values(settings))
+    remember_secrets(v for k, v in os.environ.items() if is_secret_key(k))
     return settings
 
 

@@ -13,6 +13,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from spark_jobs.redact import redact
+
 
 def new_run_id(job: str) -> str:
     """A sortable, unique id for one run of one job."""
@@ -51,7 +53,7 @@ class Summary:
         d = {k: v for k, v in asdict(self).items() if not k.startswith("_")}
         d["throughput_per_s"] = self.throughput
         d["balanced"] = self.balanced
-        return d
+        return redact(d)  # extra may carry user text (paths, messages): never a credential
 
     def render(self, console: Console | None = None) -> None:
         """Print the human summary (stdout)."""
@@ -66,7 +68,7 @@ class Summary:
         t.add_row("seconds", f"{self.seconds:,.1f}")
         t.add_row(f"{self.unit}/s", f"{self.throughput:,.1f}")
         for k, v in self.extra.items():
-            t.add_row(k.replace("_", " "), f"{v:,}" if isinstance(v, int) else str(v))
+            t.add_row(k.replace("_", " "), f"{v:,}" if isinstance(v, int) else redact(str(v)))
         for name, n in self.tables.items():
             t.add_row(f"table {name}", f"{n:,} rows")
         console.print(t)

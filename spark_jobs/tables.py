@@ -7,13 +7,15 @@ without an embedded metastore that admits one process at a time.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 
-from spark_jobs.config import Config
+from spark_jobs.config import Config, ConfigError
 
 
 @dataclass(frozen=True)
@@ -120,9 +122,120 @@ def ensure_table(spark: SparkSession, cfg: Config, tdef: TableDef) -> DeltaTable
     return DeltaTable.forPath(spark, path)
 
 
-def read_table(spark: SparkSession, cfg: Config, logical: str) -> DataFrame:
-    """The current version of a table (by path, so it works before registration too)."""
-    return spark.read.format("delta").load(table_path(cfg, logical))
+def read_table(
+    spark: SparkSession, cfg: Config, logical: str, *, as_of: AsOf | None = None
+) -> DataFrame:
+    """A table by path (so it works before registration too): current, or as of `as_of`."""
+    reader = spark.read.format("delta")
+    if as_of is not None:
+        reader = reader.option("versionAsOf", as_of.version_of(spark, cfg, logical))
+    return reader.load(table_path(cfg, logical))
+
+
+def table_exists(
+    spark: SparkSession, cfg: Config, logical: str, *, as_of: AsOf | None = None
+) -> bool:
+    """Whether the table exists now, or existed at `as_of`'s time."""
+    if not is_delta(table_path(cfg, logical)):
+        return False
+    return as_of is None or as_of.version_at(spark, cfg, logical) is not None
+
+
+def table_ref(cfg: Config, logical: str, as_of: AsOf | None = None, spark: Any = None) -> str:
+    """How SQL names the table: `db.name`, or `delta.`path` VERSION AS OF n` for `as_of`."""
+    if as_of is None:
+        return table_name(cfg, logical)
+    path = table_path(cfg, logical).replace("`", "``")
+    return f"delta.`{path}` VERSION AS OF {as_of.version_of(spark, cfg, logical)}"
+
+
+def _history_ms(spark: SparkSession, path: str) -> list[tuple[int, int]]:
+    """(version, commit time in epoch ms) of every commit of the table, oldest first."""
+    rows = (
+        DeltaTable.forPath(spark, path)
+        .history()
+        .selectExpr("version", "unix_millis(timestamp) AS ms")
+        .collect()
+    )
+    return sorted((int(r["version"]), int(r["ms"])) for r in rows)
+
+
+def _fmt_ms(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + " UTC"
+
+
+@dataclass
+class AsOf:
+    """One point in the warehouse's history, used to read every table as it was then.
+
+    `--as-of N` (an integer) names version N of `curated` (each filter run writes one): it is
+    resolved to that commit's time. `--as-of TIMESTAMP` is that time directly (read in the
+    session time zone, e.g. `2026-11-25 18:30:00`). Every table is then read at its latest
+    version committed at or before that time; a table whose first commit is later did not
+    exist yet (read_table raises a ConfigError naming it, table_exists says False).
+    """
+
+    text: str
+    ms: int
+    curated_version: int | None = None
+    _versions: dict[str, int | None] = field(default_factory=dict, repr=False)
+
+    @property
+    def label(self) -> str:
+        at = _fmt_ms(self.ms)
+        if self.curated_version is None:
+            return at
+        return f"curated version {self.curated_version} ({at})"
+
+    def version_at(self, spark: SparkSession, cfg: Config, logical: str) -> int | None:
+        """The table's latest version committed at or before this time, None if none."""
+        if logical not in self._versions:
+            path = table_path(cfg, logical)
+            history = _history_ms(spark, path) if is_delta(path) else []
+            versions = [v for v, ms in history if ms <= self.ms]
+            self._versions[logical] = max(versions) if versions else None
+        return self._versions[logical]
+
+    def version_of(self, spark: SparkSession, cfg: Config, logical: str) -> int:
+        """As version_at, but a table that did not exist yet is a ConfigError."""
+        version = self.version_at(spark, cfg, logical)
+        if version is None:
+            path = table_path(cfg, logical)
+            if not is_delta(path):
+                raise ConfigError(f"--as-of {self.text}: there is no `{logical}` table at {path}")
+            first = _history_ms(spark, path)[0][1]
+            raise ConfigError(
+                f"--as-of {self.text}: table `{logical}` did not exist yet at {_fmt_ms(self.ms)} "
+                f"(its first commit is at {_fmt_ms(first)}); pass a later version or time"
+            )
+        return version
+
+
+def resolve_as_of(spark: SparkSession, cfg: Config, text: str | None) -> AsOf | None:
+    """Parse `--as-of VERSION|TIMESTAMP` (see AsOf); None for None; ConfigError if invalid."""
+    if text is None or not str(text).strip():
+        return None
+    text = str(text).strip()
+    if text.isdigit():
+        path = table_path(cfg, "curated")
+        if not is_delta(path):
+            raise ConfigError(f"--as-of {text}: there is no curated table yet at {path}")
+        history = dict(_history_ms(spark, path))
+        version = int(text)
+        if version not in history:
+            raise ConfigError(
+                f"--as-of {text}: `curated` has no version {version}; its versions are "
+                f"{min(history)}..{max(history)} (`DESCRIBE HISTORY {table_name(cfg, 'curated')}`)"
+            )
+        return AsOf(text, history[version], version)
+    literal = text.replace("'", "")
+    row = spark.sql(f"SELECT unix_millis(try_cast('{literal}' AS TIMESTAMP)) AS ms").first()
+    if row is None or row["ms"] is None:
+        raise ConfigError(
+            f"--as-of {text!r}: neither a version of `curated` (an integer) nor a timestamp "
+            "such as '2026-11-25 18:30:00'"
+        )
+    return AsOf(text, int(row["ms"]))
 
 
 def merge_insert_new(

@@ -1,4 +1,5 @@
-"""Views over the tables for SQL users: `scored` = image metadata joined with scores.
+"""Views over the tables for SQL users: `scored` = image metadata joined with scores, and
+`fates` = what happened to every sample (spark_jobs/lineage.py).
 
 Views live in the session catalog, which is in memory: like the tables (registered by
 location, see tables.py), they are created again whenever a session starts, and their
@@ -10,7 +11,7 @@ from __future__ import annotations
 from pyspark.sql import SparkSession
 
 from spark_jobs.config import Config
-from spark_jobs.tables import is_delta, sql_list, table_name, table_path
+from spark_jobs.tables import AsOf, read_table, sql_list, table_exists, table_ref
 
 SCORED_VIEW = "scored"
 # images columns left out of `scored`: the bytes (never read for filtering) and the run id.
@@ -60,18 +61,21 @@ def known_scored_columns(cfg: Config) -> list[str]:
     return list(dict.fromkeys([*IMAGE_COLUMNS, *SCORE_COLUMNS, *head_score_columns(cfg)]))
 
 
-def _columns(spark: SparkSession, path: str) -> list[str]:
-    return spark.read.format("delta").load(path).columns
+def scored_select(spark: SparkSession, cfg: Config, as_of: AsOf | None = None) -> str | None:
+    """The SELECT behind `scored`, or None while `images` or `scores` does not exist.
 
-
-def scored_select(spark: SparkSession, cfg: Config) -> str | None:
-    """The SELECT behind `scored`, or None while `images` or `scores` does not exist."""
-    images, scores = table_path(cfg, "images"), table_path(cfg, "scores")
-    if not (is_delta(images) and is_delta(scores)):
+    With `as_of`, the same SELECT over the tables as they were then (Delta time travel).
+    """
+    if not (
+        table_exists(spark, cfg, "images", as_of=as_of)
+        and table_exists(spark, cfg, "scores", as_of=as_of)
+    ):
         return None
-    cols = [f"i.`{c}`" for c in _columns(spark, images) if c not in _IMAGE_EXCLUDED]
-    taken = {c.lower() for c in _columns(spark, images)}
-    for c in _columns(spark, scores):
+    image_cols = read_table(spark, cfg, "images", as_of=as_of).columns
+    score_cols = read_table(spark, cfg, "scores", as_of=as_of).columns
+    cols = [f"i.`{c}`" for c in image_cols if c not in _IMAGE_EXCLUDED]
+    taken = {c.lower() for c in image_cols}
+    for c in score_cols:
         if c in _SCORE_EXCLUDED:
             continue
         alias = _SCORE_RENAMED.get(c, c)
@@ -80,8 +84,8 @@ def scored_select(spark: SparkSession, cfg: Config) -> str | None:
         cols.append(f"s.`{c}`" if alias == c else f"s.`{c}` AS `{alias}`")
     model = sql_list([scored_model_id(cfg)])
     return (
-        f"SELECT {', '.join(cols)} FROM {table_name(cfg, 'images')} i "
-        f"JOIN {table_name(cfg, 'scores')} s ON s.sample_id = i.sample_id "
+        f"SELECT {', '.join(cols)} FROM {table_ref(cfg, 'images', as_of, spark)} i "
+        f"JOIN {table_ref(cfg, 'scores', as_of, spark)} s ON s.sample_id = i.sample_id "
         f"WHERE s.model = {model}"
     )
 
@@ -92,6 +96,13 @@ def register_views(spark: SparkSession, cfg: Config) -> list[str]:
     select = scored_select(spark, cfg)
     if select is not None:
         stmt = f"CREATE OR REPLACE VIEW {cfg.database}.{SCORED_VIEW} AS {select}"
+        spark.sql(stmt)
+        statements.append(stmt + ";")
+    from spark_jobs.lineage import FATES_VIEW, fates_select
+
+    fates = fates_select(spark, cfg)
+    if fates is not None:
+        stmt = f"CREATE OR REPLACE VIEW {cfg.database}.{FATES_VIEW} AS {fates}"
         spark.sql(stmt)
         statements.append(stmt + ";")
     return statements

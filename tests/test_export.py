@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -125,3 +126,22 @@ def test_crash_during_export_then_rerun(spark, curated_wh: Config, tmp_path: Pat
     assert {p.name: _sha(p) for p in out.glob("*.tar")} == good
     assert json.loads((out / "manifest.json").read_text()) == manifest
     assert not list(out.glob("*.tmp"))
+
+
+def test_exported_table_records_shard_and_position(
+    spark, curated_wh: Config, tmp_path: Path
+) -> None:
+    """`exported` says, for every curated sample, which shard holds it and where."""
+    cfg = curated_wh
+    out = tmp_path / "pos"
+    export.run(spark, cfg, output=str(out))
+    rows = read_table(spark, cfg, "exported").collect()
+    curated_ids = {r["sample_id"] for r in read_table(spark, cfg, "curated").collect()}
+    assert {r["sample_id"] for r in rows} == curated_ids and len(rows) == len(curated_ids)
+    for shard in {r["shard"] for r in rows}:
+        with tarfile.open(out / shard) as tar:
+            keys = list(dict.fromkeys(m.name.split(".")[0] for m in tar.getmembers()))
+        recorded = sorted((r["position"], r["sample_id"]) for r in rows if r["shard"] == shard)
+        assert [sid for _, sid in recorded] == keys
+        assert [pos for pos, _ in recorded] == list(range(len(keys)))
+    assert {r["output"] for r in rows} == {str(out.resolve())}

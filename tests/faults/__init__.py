@@ -1,0 +1,1 @@
+"""Fault injection: killed drivers and workers, concurrent runs, unwritable outputs, bad input."""

@@ -242,3 +242,50 @@ def validate_predicates(predicates: Iterable[str], columns: Iterable[str]) -> li
     if errors:
         raise PredicateError("\n".join(errors))
     return out
+
+
+def _normal(text: str) -> str:
+    return " ".join(text.split()).lower()
+
+
+def apply_what_if(
+    current: Iterable[str], changes: Iterable[str], columns: Iterable[str]
+) -> list[str]:
+    """The predicate list after what-if edits, each validated like the filter's own.
+
+    An edit is `OLD => NEW` (replace the predicate written OLD; an empty NEW removes it) or
+    just `NEW`: it replaces the one current predicate that reads the same columns (e.g.
+    `aesthetic_score >= 4.5` replaces `aesthetic_score >= 5`), or is added when none does.
+    """
+    cols = list(columns)
+    out = [p.strip() for p in current]
+    for change in changes:
+        old, sep, new = change.partition("=>")
+        if sep:
+            at = [i for i, p in enumerate(out) if _normal(p) == _normal(old)]
+            if not at:
+                raise PredicateError(
+                    f"what-if {change!r}: no current predicate is written {old.strip()!r}; "
+                    "current: " + "; ".join(out)
+                )
+            if new.strip():
+                out[at[0]] = validate_predicate(new, cols).text
+            else:
+                del out[at[0]]
+            continue
+        valid = validate_predicate(change, cols)
+        same = [
+            i
+            for i, p in enumerate(out)
+            if set(validate_predicate(p, cols).columns) == set(valid.columns)
+        ]
+        if len(same) > 1:
+            raise PredicateError(
+                f"what-if {change!r}: several predicates read {sorted(valid.columns)}; "
+                "say which with `OLD => NEW`"
+            )
+        if same:
+            out[same[0]] = valid.text
+        else:
+            out.append(valid.text)
+    return out

@@ -122,14 +122,31 @@ def sql(
     if fmt not in ("table", "json", "csv"):
         err(f"--format {fmt!r}: use table, json or csv")
         raise typer.Exit(2)
-    cfg = resolve_config(config, set_, warehouse)
-    from spark_jobs.session import build_session
     from spark_jobs.sql_output import print_rows
 
-    try:
-        spark = build_session(cfg, app_name="curator-sql")
+    def call(spark: Any, cfg: Config) -> tuple[list[str], list[Any]]:
         df = spark.sql(query)
-        rows = df.collect()
+        return df.columns, df.collect()
+
+    columns, rows = query_command("sql", config, set_, warehouse, call)
+    print_rows(columns, rows, fmt)
+
+
+def query_command(
+    name: str,
+    config: Path | None,
+    sets: list[str] | None,
+    warehouse: str | None,
+    call: Callable[[Any, Config], Any],
+) -> Any:
+    """Run a read-only command's `call(spark, cfg)`: exit 2 on configuration errors, 1 on
+    failures, each as one line on stderr (CURATOR_DEBUG=1 for the traceback)."""
+    cfg = resolve_config(config, sets, warehouse)
+    from spark_jobs.session import build_session
+
+    try:
+        spark = build_session(cfg, app_name=f"curator-{name}")
+        return call(spark, cfg)
     except ConfigError as exc:
         err(f"configuration error:\n{exc}")
         raise typer.Exit(2) from None
@@ -137,9 +154,8 @@ def sql(
         if _debug():
             traceback.print_exc()
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
-        err(f"curator sql failed: {first}")
+        err(f"curator {name} failed: {first}")
         raise typer.Exit(1) from None
-    print_rows(df.columns, rows, fmt)
 
 
 @app.command("sample-shards")
@@ -179,6 +195,7 @@ STAGE_MODULES = (
     "report",
     "check",
     "why",
+    "costs",
 )
 
 

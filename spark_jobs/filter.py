@@ -16,6 +16,7 @@ on its own (rows for which it is false or NULL) and how many duplicates were rem
 
 from __future__ import annotations
 
+import json
 import sys
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -110,20 +111,38 @@ def scored_frame(spark: SparkSession, cfg: Config) -> DataFrame:
     return spark.table(f"{cfg.database}.{SCORED_VIEW}")
 
 
+def dedup_rule(cfg: Config) -> dict[str, Any]:
+    """Which `duplicates` rows the filter removes: methods of dedup.methods, semantic at one eps.
+
+    Recorded with every filter run (the curated commit's userMetadata), so lineage can tell
+    later which rule decided, whatever the configuration says by then.
+    """
+    eps = cfg.filter.dedup_eps if cfg.filter.dedup_eps is not None else cfg.dedup.eps[0]
+    return {
+        "exclude": bool(cfg.filter.exclude_duplicates),
+        "methods": list(cfg.dedup.methods),
+        "eps": float(eps),
+    }
+
+
+def rule_condition(rule: dict[str, Any]) -> str:
+    """The SQL condition on `duplicates` rows (columns method, eps) that `rule` removes."""
+    methods = ", ".join("'" + m.replace("'", "''") + "'" for m in rule["methods"]) or "NULL"
+    return f"method IN ({methods}) AND (eps IS NULL OR abs(eps - {float(rule['eps'])!r}) < 1e-9)"
+
+
+def rule_text(rule: dict[str, Any]) -> str:
+    """How a rule reads in summaries and filter_stats."""
+    return f"methods {rule['methods']}, semantic eps {rule['eps']}"
+
+
 def duplicate_ids(spark: SparkSession, cfg: Config) -> tuple[DataFrame | None, str]:
     """The sample_ids to leave out as duplicates (None without a duplicates table)."""
-    if not cfg.filter.exclude_duplicates or not is_delta(table_path(cfg, "duplicates")):
+    rule = dedup_rule(cfg)
+    if not rule["exclude"] or not is_delta(table_path(cfg, "duplicates")):
         return None, "none"
-    dups = read_table(spark, cfg, "duplicates")
-    desc = []
-    if "method" in dups.columns:
-        dups = dups.where(F.col("method").isin(list(cfg.dedup.methods)))
-        desc.append(f"methods {list(cfg.dedup.methods)}")
-    if "eps" in dups.columns:
-        eps = cfg.filter.dedup_eps if cfg.filter.dedup_eps is not None else cfg.dedup.eps[0]
-        dups = dups.where(F.col("eps").isNull() | (F.abs(F.col("eps") - F.lit(eps)) < 1e-9))
-        desc.append(f"semantic eps {eps}")
-    return dups.select("sample_id").distinct(), ", ".join(desc) or "all rows"
+    dups = read_table(spark, cfg, "duplicates").where(rule_condition(rule))
+    return dups.select("sample_id").distinct(), rule_text(rule)
 
 
 def curated_frame(
@@ -140,17 +159,33 @@ def curated_frame(
     return scored, passing, curated, rule
 
 
-def _removed_counts(
-    scored: DataFrame, passing: DataFrame, preds: list[ValidPredicate]
-) -> tuple[int, list[int], int]:
-    """(rows in, rows each predicate removes alone, rows passing all) in one scan."""
+def removed_counts(scored: DataFrame, preds: list[str]) -> dict[str, Any]:
+    """Rule costs in one scan: rows in, rows each predicate removes alone (false or NULL),
+    rows only it removes (every other predicate passes), and rows passing all of them."""
+    ok = [F.coalesce(F.expr(p), F.lit(False)) for p in preds]
     aggs = [F.count(F.lit(1)).alias("n")]
-    for i, p in enumerate(preds):
-        aggs.append(F.sum(F.when(F.expr(p.text), 0).otherwise(1)).alias(f"r{i}"))
+    every = F.lit(True)
+    for c in ok:
+        every = every & c
+    aggs.append(F.sum(F.when(every, 1).otherwise(0)).alias("passed"))
+    for i, c in enumerate(ok):
+        others = F.lit(True)
+        for j, o in enumerate(ok):
+            if j != i:
+                others = others & o
+        aggs.append(F.sum(F.when(c, 0).otherwise(1)).alias(f"r{i}"))
+        aggs.append(F.sum(F.when(~c & others, 1).otherwise(0)).alias(f"u{i}"))
     row = scored.agg(*aggs).first()
-    n = int(row["n"]) if row else 0
-    removed = [int((row[f"r{i}"] if row else 0) or 0) for i in range(len(preds))]
-    return n, removed, passing.count() if preds else n
+
+    def get(name: str) -> int:
+        return int((row[name] if row else 0) or 0)
+
+    return {
+        "rows_in": get("n"),
+        "removed_alone": [get(f"r{i}") for i in range(len(preds))],
+        "removed_only_by": [get(f"u{i}") for i in range(len(preds))],
+        "passed": get("passed"),
+    }
 
 
 def explain_text(df: DataFrame) -> str:
@@ -190,12 +225,21 @@ def run(spark: SparkSession, cfg: Config, *, explain: bool = False) -> Summary:
         return summary.finish()
     _check_model(spark, cfg)
     at = datetime.now(UTC)
-    rows_in, removed, passed = _removed_counts(scored, passing, preds)
+    costs = removed_counts(scored, [p.text for p in preds])
+    rows_in, removed, passed = costs["rows_in"], costs["removed_alone"], costs["passed"]
     out = curated.withColumn("curated_at", F.lit(at)).withColumn("run_id", F.lit(summary.run_id))
+    record = {
+        "job": "filter",
+        "run_id": summary.run_id,
+        "model": scored_model_id(cfg),
+        "predicates": [p.text for p in preds],
+        "dedup": dedup_rule(cfg),
+    }
     (
         out.write.format("delta")
         .mode("overwrite")
         .option("overwriteSchema", "true")
+        .option("userMetadata", json.dumps(record))  # the rule, for lineage and time travel
         .save(table_path(cfg, "curated"))
     )
     spark.sql(
@@ -220,6 +264,10 @@ def run(spark: SparkSession, cfg: Config, *, explain: bool = False) -> Summary:
     summary.extra.update(
         model=scored_model_id(cfg),
         removed_by_predicate={p.text: removed[i] for i, p in enumerate(preds)},
+        removed_only_by_predicate={
+            p.text: costs["removed_only_by"][i] for i, p in enumerate(preds)
+        },
+        removed_by_predicates=rows_in - passed,
         passed_predicates=passed,
         removed_as_duplicates=passed - written,
         duplicates_rule=rule,

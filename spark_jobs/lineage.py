@@ -1,12 +1,260 @@
-"""Lineage: what happened to every sample (the `fates` view). Being written; see issue 8."""
+"""Lineage: what happened to every sample, and which rule decided it — the `fates` view.
+
+`fates` is derived from the tables the jobs already write, never a second copy of their
+logic: `images` and `quarantine` (ingest), `scores` (embed errors), `curated` and the rule its
+filter run recorded (predicates, duplicate rule: the commit's userMetadata), `duplicates`
+(dedup) and `exported` (export). One row per ingested sample and one per quarantined member:
+
+| fate        | when                                                             | stage  |
+| ----------- | ---------------------------------------------------------------- | ------ |
+| quarantined | a quarantine row (ingest), or the embedder could not decode it   | ingest / embed |
+| pending     | not scored yet, or scored after the last filter run              | embed / filter |
+| filtered    | not in `curated` and a recorded predicate is false or NULL       | filter |
+| duplicate   | not in `curated`, every predicate true: the duplicate rule took it | dedup |
+| curated     | in `curated`, not exported from this version of it               | filter |
+| exported    | in `curated` and in `exported` for this curated version           | export |
+
+Membership in `curated` is the ground truth of what the filter kept; the predicates are
+evaluated again only to name the ones that rejected a sample. With an `AsOf`, every table is
+read as it was then (Delta time travel), and the rule is the one of that curated version.
+"""
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from pyspark.sql import SparkSession
+
+from spark_jobs.config import Config
+from spark_jobs.tables import AsOf, sql_list, table_exists, table_path, table_ref
+
 FATES_VIEW = "fates"
+FATES = ("quarantined", "pending", "filtered", "duplicate", "curated", "exported")
+# Which duplicates row explains a removal when a sample has several: the cheapest method first.
+_METHOD_ORDER = "CASE d.method WHEN 'exact' THEN 0 WHEN 'perceptual' THEN 1 ELSE 2 END"
 
 
-def fates_select(spark: Any, cfg: Any, as_of: Any = None) -> str | None:
-    """The SELECT behind `fates`, or None while the warehouse has no images."""
+@dataclass
+class FilterRecord:
+    """The rule a filter run applied: what it wrote into its curated commit's userMetadata."""
+
+    version: int | None
+    committed_ms: int | None
+    run_id: str | None = None
+    model: str | None = None
+    predicates: list[str] = field(default_factory=list)
+    dedup: dict[str, Any] = field(default_factory=dict)
+    recorded: bool = False  # False: the commit carried no rule; the configuration's is shown
+
+
+def _commit_info(path: str, version: int) -> dict[str, Any] | None:
+    """The commitInfo action of one Delta commit file, None once log cleanup removed it."""
+    log = Path(path) / "_delta_log" / f"{version:020d}.json"
+    if not log.is_file():
+        return None
+    for line in log.read_text(encoding="utf-8").splitlines():
+        action = json.loads(line) if line.strip() else {}
+        if "commitInfo" in action:
+            return dict(action["commitInfo"])
     return None
+
+
+def _latest_version(path: str) -> int | None:
+    """The newest commit version of a Delta table, from its log file names."""
+    log = Path(path) / "_delta_log"
+    versions = [int(p.stem) for p in log.glob("*.json") if p.stem.isdigit()]
+    return max(versions) if versions else None
+
+
+def filter_record(spark: SparkSession, cfg: Config, as_of: AsOf | None = None) -> FilterRecord:
+    """The rule behind `curated` (now, or at `as_of`); the configuration's when unrecorded."""
+    from spark_jobs.filter import dedup_rule
+    from spark_jobs.views import scored_model_id
+
+    path = table_path(cfg, "curated")
+    version = None
+    if table_exists(spark, cfg, "curated", as_of=as_of):
+        version = as_of.version_at(spark, cfg, "curated") if as_of else _latest_version(path)
+    info = _commit_info(path, version) if version is not None else None
+    meta: dict[str, Any] = {}
+    if info and info.get("userMetadata"):
+        try:
+            meta = json.loads(info["userMetadata"])
+        except ValueError:
+            meta = {}
+    if meta.get("job") == "filter":
+        return FilterRecord(
+            version,
+            info.get("timestamp") if info else None,
+            meta.get("run_id"),
+            meta.get("model"),
+            list(meta.get("predicates", [])),
+            dict(meta.get("dedup", {})),
+            recorded=True,
+        )
+    return FilterRecord(
+        version,
+        info.get("timestamp") if info else None,
+        None,
+        scored_model_id(cfg),
+        list(cfg.filter.predicates),
+        dedup_rule(cfg),
+    )
+
+
+def _lit(text: str) -> str:
+    return sql_list([text])
+
+
+def _ref(spark: SparkSession, cfg: Config, logical: str, as_of: AsOf | None) -> str | None:
+    """How the view names a table, or None when it does not exist (at `as_of`)."""
+    if not table_exists(spark, cfg, logical, as_of=as_of):
+        return None
+    return table_ref(cfg, logical, as_of, spark)
+
+
+def fates_select(
+    spark: SparkSession,
+    cfg: Config,
+    as_of: AsOf | None = None,
+    record: FilterRecord | None = None,
+) -> str | None:
+    """The SELECT behind `fates` (see the module docstring), None while there is no `images`."""
+    from spark_jobs.filter import rule_condition
+    from spark_jobs.views import scored_select
+
+    images = _ref(spark, cfg, "images", as_of)
+    if images is None:
+        return None
+    rec = record or filter_record(spark, cfg, as_of)
+    scored = scored_select(spark, cfg, as_of, model=rec.model)
+    curated = _ref(spark, cfg, "curated", as_of) if rec.version is not None else None
+    dups = _ref(spark, cfg, "duplicates", as_of)
+    exported = _ref(spark, cfg, "exported", as_of)
+    quarantine = _ref(spark, cfg, "quarantine", as_of)
+
+    ctes = []
+    if scored is not None:
+        failed = ", ".join(
+            f"IF(coalesce(({p}), false), NULL, {_lit(p)})" for p in rec.predicates
+        )
+        failed_expr = (
+            f"filter(array({failed}), x -> x IS NOT NULL)" if failed else "array()"
+        )
+        ctes.append(
+            "sc AS (SELECT sample_id, score_error, scored_at, run_id_s, "
+            f"CAST({failed_expr} AS ARRAY<STRING>) AS failed_predicates FROM "
+            f"(SELECT x.*, s2.run_id AS run_id_s FROM ({scored}) x "
+            f"JOIN {table_ref(cfg, 'scores', as_of, spark)} s2 "
+            f"ON s2.sample_id = x.sample_id AND s2.model = {_lit(rec.model or '')}))"
+        )
+    else:
+        ctes.append(
+            "sc AS (SELECT CAST(NULL AS STRING) AS sample_id, CAST(NULL AS STRING) AS score_error,"
+            " CAST(NULL AS TIMESTAMP) AS scored_at, CAST(NULL AS STRING) AS run_id_s,"
+            " CAST(array() AS ARRAY<STRING>) AS failed_predicates WHERE false)"
+        )
+    if curated is not None:
+        ctes.append(f"c AS (SELECT DISTINCT sample_id, run_id FROM {curated})")
+    else:
+        ctes.append("c AS (SELECT CAST(NULL AS STRING) AS sample_id, "
+                    "CAST(NULL AS STRING) AS run_id WHERE false)")  # fmt: skip
+    if dups is not None and rec.dedup.get("exclude", True) and rec.dedup.get("methods"):
+        ctes.append(
+            "d AS (SELECT * FROM (SELECT d.*, row_number() OVER (PARTITION BY d.sample_id "
+            f"ORDER BY {_METHOD_ORDER}, d.eps, d.duplicate_of) AS rn FROM {dups} d "
+            f"WHERE {rule_condition(rec.dedup)}) WHERE rn = 1)"
+        )
+    else:
+        ctes.append(
+            "d AS (SELECT CAST(NULL AS STRING) AS sample_id, CAST(NULL AS STRING) AS duplicate_of,"
+            " CAST(NULL AS STRING) AS similar_to, CAST(NULL AS DOUBLE) AS similarity,"
+            " CAST(NULL AS STRING) AS method, CAST(NULL AS DOUBLE) AS eps,"
+            " CAST(NULL AS STRING) AS cluster, CAST(NULL AS STRING) AS run_id WHERE false)"
+        )
+    if exported is not None and rec.version is not None:
+        ctes.append(
+            f"e AS (SELECT sample_id, shard, position, output, run_id FROM {exported} "
+            f"WHERE curated_version = {int(rec.version)})"
+        )
+    else:
+        ctes.append(
+            "e AS (SELECT CAST(NULL AS STRING) AS sample_id, CAST(NULL AS STRING) AS shard,"
+            " CAST(NULL AS INT) AS position, CAST(NULL AS STRING) AS output,"
+            " CAST(NULL AS STRING) AS run_id WHERE false)"
+        )
+    filtered_at = (
+        f"timestamp_millis({int(rec.committed_ms)})" if rec.committed_ms is not None else "NULL"
+    )
+    filter_run = _lit(rec.run_id) if rec.run_id else "c.run_id"
+    has_filter = "true" if curated is not None else "false"
+    sample_rows = f"""
+SELECT i.sample_id, i.shard_uri, i.key, CAST(NULL AS BIGINT) AS ordinal,
+  CASE
+    WHEN sc.sample_id IS NULL THEN 'pending'
+    WHEN sc.score_error IS NOT NULL THEN 'quarantined'
+    WHEN c.sample_id IS NOT NULL AND e.sample_id IS NOT NULL THEN 'exported'
+    WHEN c.sample_id IS NOT NULL THEN 'curated'
+    WHEN NOT {has_filter} OR sc.scored_at > {filtered_at} THEN 'pending'
+    WHEN size(sc.failed_predicates) > 0 THEN 'filtered'
+    ELSE 'duplicate'
+  END AS fate,
+  CASE
+    WHEN sc.sample_id IS NULL THEN 'embed'
+    WHEN sc.score_error IS NOT NULL THEN 'embed'
+    WHEN c.sample_id IS NOT NULL AND e.sample_id IS NOT NULL THEN 'export'
+    WHEN c.sample_id IS NOT NULL THEN 'filter'
+    WHEN NOT {has_filter} OR sc.scored_at > {filtered_at} THEN 'filter'
+    WHEN size(sc.failed_predicates) > 0 THEN 'filter'
+    ELSE 'dedup'
+  END AS stage,
+  CASE
+    WHEN sc.sample_id IS NULL THEN 'not embedded yet'
+    WHEN sc.score_error IS NOT NULL THEN concat('embed_error: ', sc.score_error)
+    WHEN c.sample_id IS NOT NULL AND e.sample_id IS NOT NULL
+      THEN concat('exported to ', e.shard, ' position ', e.position)
+    WHEN c.sample_id IS NOT NULL THEN 'kept; not exported from this curated version yet'
+    WHEN NOT {has_filter} THEN 'not filtered yet'
+    WHEN sc.scored_at > {filtered_at} THEN 'scored after the last filter run'
+    WHEN size(sc.failed_predicates) > 0
+      THEN concat('failed: ', array_join(sc.failed_predicates, ' ; '))
+    WHEN d.sample_id IS NOT NULL THEN concat(d.method, ' duplicate',
+      IF(d.method = 'semantic', concat(' (eps ', CAST(d.eps AS STRING), ')'), ''),
+      ' of ', d.duplicate_of, ', similarity ', CAST(round(d.similarity, 4) AS STRING))
+    ELSE 'removed as a duplicate by the filter run (no longer listed in duplicates)'
+  END AS reason,
+  sc.failed_predicates,
+  d.duplicate_of, d.similar_to, d.similarity, d.method AS duplicate_method,
+  d.eps AS duplicate_eps, d.cluster AS duplicate_cluster,
+  e.shard AS export_shard, e.position AS export_position, e.output AS export_output,
+  CASE
+    WHEN sc.sample_id IS NULL THEN i.run_id
+    WHEN sc.score_error IS NOT NULL THEN sc.run_id_s
+    WHEN c.sample_id IS NOT NULL AND e.sample_id IS NOT NULL THEN e.run_id
+    WHEN c.sample_id IS NOT NULL THEN {filter_run}
+    WHEN NOT {has_filter} OR sc.scored_at > {filtered_at} THEN sc.run_id_s
+    WHEN size(sc.failed_predicates) > 0 THEN {filter_run}
+    ELSE coalesce(d.run_id, {filter_run})
+  END AS decided_by,
+  i.run_id AS ingest_run, d.run_id AS dedup_run,
+  {filter_run if curated is not None else 'CAST(NULL AS STRING)'} AS filter_run,
+  e.run_id AS export_run
+FROM {images} i
+LEFT JOIN sc ON sc.sample_id = i.sample_id
+LEFT JOIN c ON c.sample_id = i.sample_id
+LEFT JOIN d ON d.sample_id = i.sample_id
+LEFT JOIN e ON e.sample_id = i.sample_id"""
+    quarantine_rows = ""
+    if quarantine is not None:
+        quarantine_rows = f"""
+UNION ALL
+SELECT IF(q.key IS NULL, NULL, substr(sha2(concat(q.shard_uri, char(0), q.key), 256), 1, 24)),
+  q.shard_uri, q.key, q.ordinal, 'quarantined', 'ingest',
+  concat(q.reason, IF(q.detail IS NULL OR q.detail = '', '', concat(': ', q.detail))),
+  CAST(NULL AS ARRAY<STRING>), NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+  q.run_id, q.run_id, NULL, NULL, NULL
+FROM {quarantine} q"""
+    return "WITH " + ",\n".join(ctes) + sample_rows + quarantine_rows

@@ -10,7 +10,8 @@ from decimal import Decimal
 from typing import Any
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
+    """A query value as JSON-friendly Python (bytes summarised, times as ISO text)."""
     if isinstance(value, (bytes, bytearray)):
         return f"<{len(value)} bytes>"
     if isinstance(value, (datetime, date)):
@@ -18,17 +19,17 @@ def _plain(value: Any) -> Any:
     if isinstance(value, Decimal):
         return float(value)
     if isinstance(value, list):
-        return [_plain(v) for v in value]
+        return [plain(v) for v in value]
     if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
+        return {k: plain(v) for k, v in value.items()}
     if hasattr(value, "asDict"):
-        return {k: _plain(v) for k, v in value.asDict().items()}
+        return {k: plain(v) for k, v in value.asDict().items()}
     return value
 
 
 def print_rows(columns: list[str], rows: list[Any], fmt: str) -> None:
     """Write rows to stdout: `json` = one JSON array, `csv` with a header, or a rich table."""
-    records = [{c: _plain(r[i]) for i, c in enumerate(columns)} for r in rows]
+    records = [{c: plain(r[i]) for i, c in enumerate(columns)} for r in rows]
     if fmt == "json":
         print(json.dumps(records, default=str))
     elif fmt == "csv":

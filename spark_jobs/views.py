@@ -61,10 +61,13 @@ def known_scored_columns(cfg: Config) -> list[str]:
     return list(dict.fromkeys([*IMAGE_COLUMNS, *SCORE_COLUMNS, *head_score_columns(cfg)]))
 
 
-def scored_select(spark: SparkSession, cfg: Config, as_of: AsOf | None = None) -> str | None:
+def scored_select(
+    spark: SparkSession, cfg: Config, as_of: AsOf | None = None, model: str | None = None
+) -> str | None:
     """The SELECT behind `scored`, or None while `images` or `scores` does not exist.
 
-    With `as_of`, the same SELECT over the tables as they were then (Delta time travel).
+    With `as_of`, the same SELECT over the tables as they were then (Delta time travel);
+    `model` selects another model's scores than the configured one.
     """
     if not (
         table_exists(spark, cfg, "images", as_of=as_of)
@@ -82,11 +85,11 @@ def scored_select(spark: SparkSession, cfg: Config, as_of: AsOf | None = None) -
         if alias.lower() in taken:
             alias = f"score_{alias}"
         cols.append(f"s.`{c}`" if alias == c else f"s.`{c}` AS `{alias}`")
-    model = sql_list([scored_model_id(cfg)])
+    model_lit = sql_list([model or scored_model_id(cfg)])
     return (
         f"SELECT {', '.join(cols)} FROM {table_ref(cfg, 'images', as_of, spark)} i "
         f"JOIN {table_ref(cfg, 'scores', as_of, spark)} s ON s.sample_id = i.sample_id "
-        f"WHERE s.model = {model}"
+        f"WHERE s.model = {model_lit}"
     )
 
 

@@ -14,12 +14,14 @@ import io
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-__all__ = ["decode_rgb", "DEFAULT_MAX_PIXELS", "DECODE_FORMATS"]
+__all__ = ["decode_rgb", "DEFAULT_MAX_PIXELS", "DECODE_FORMATS", "MAX_ASPECT"]
 
 # PIL's own default for Image.MAX_IMAGE_PIXELS (and the ingest default max_image_pixels).
 DEFAULT_MAX_PIXELS = 89_478_485
 # Only these PIL plugins may parse the bytes (same set as ingest's header probe; MPO = JPEG).
 DECODE_FORMATS: tuple[str, ...] = ("JPEG", "MPO", "PNG", "WEBP", "GIF", "BMP", "TIFF")
+# Longer side / shorter side beyond which the long side is center-cropped (see _bound_aspect).
+MAX_ASPECT = 4.0
 _WHITE = (255, 255, 255)
 _ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
@@ -32,7 +34,8 @@ def decode_rgb(data: bytes, *, max_pixels: int | None = None) -> Image.Image:
 
     ``max_pixels`` defaults to ``Image.MAX_IMAGE_PIXELS`` (or PIL's default when someone set that
     to None): images with more pixels are refused from the header, before any pixel is decoded.
-    Multi-frame images (GIF, APNG, WebP) give their first frame.
+    Multi-frame images (GIF, APNG, WebP) give their first frame. Images longer than
+    ``MAX_ASPECT``:1 come back center-cropped to that ratio (see :func:`_bound_aspect`).
     """
     if data is None or len(data) == 0:
         raise ValueError("decode: no image bytes (empty or missing image)")
@@ -67,7 +70,7 @@ def decode_rgb(data: bytes, *, max_pixels: int | None = None) -> Image.Image:
     except _DECODER_ERRORS as exc:
         raise ValueError(f"decode: image data is corrupt or truncated: {exc}") from exc
     try:
-        return _to_rgb(_apply_exif_orientation(img))
+        return _to_rgb(_bound_aspect(_apply_exif_orientation(img)))
     except (OSError, ValueError, TypeError) as exc:
         raise ValueError(f"decode: could not convert {img.mode} image to RGB: {exc}") from exc
 
@@ -85,6 +88,26 @@ def _apply_exif_orientation(img: Image.Image) -> Image.Image:
         return ImageOps.exif_transpose(img)
     except Exception:  # noqa: BLE001 - broken EXIF must not make a decodable image fail
         return img
+
+
+def _bound_aspect(img: Image.Image, max_aspect: float = MAX_ASPECT) -> Image.Image:
+    """Center-crop the long side to ``max_aspect`` times the short side.
+
+    Why: model transforms resize the *short* side to the input size, so a 1x4000 strip becomes
+    168x672000 (1.3 GB) before the center crop, and a 1x60000 one takes the worker down. Every
+    timm eval transform then center-crops a square (crop_pct <= 1), which lies inside the kept
+    region, so the result is the same; squash-mode models see a 4:1 strip instead of a line.
+    """
+    w, h = img.size
+    short, long_ = min(w, h), max(w, h)
+    keep = max(1, int(short * max_aspect))
+    if long_ <= keep:
+        return img
+    if w > h:
+        left = (w - keep) // 2
+        return img.crop((left, 0, left + keep, h))
+    top = (h - keep) // 2
+    return img.crop((0, top, w, top + keep))
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:

@@ -45,11 +45,17 @@ _EXT_FORMAT = {
 
 @dataclass
 class ImageInfo:
-    """What the header says: normalised format name and size in pixels."""
+    """What the header says: normalised format name and size in pixels as displayed.
+
+    ``orientation`` is the EXIF orientation tag (1 = none); for 5-8 (a quarter turn) width
+    and height are already swapped, so filters on width/height see what a viewer (and the
+    embedder, which applies the tag) sees.
+    """
 
     format: str
     width: int
     height: int
+    orientation: int = 1
 
 
 class ImageRejected(Exception):
@@ -88,6 +94,7 @@ def probe_image(data: bytes, *, max_pixels: int) -> ImageInfo:
             with Image.open(io.BytesIO(data), formats=_PIL_FORMATS) as img:
                 pil_format = img.format or ""
                 width, height = img.size
+                orientation = _orientation(img)
     except Image.DecompressionBombError as exc:
         raise ImageRejected("too_many_pixels", f"decompression bomb check: {exc}") from None
     except UnidentifiedImageError:
@@ -105,4 +112,21 @@ def probe_image(data: bytes, *, max_pixels: int) -> ImageInfo:
         raise ImageRejected(
             "too_many_pixels", f"{width}x{height} = {width * height} pixels > {max_pixels}"
         )
-    return ImageInfo(format=fmt, width=width, height=height)
+    if orientation in (5, 6, 7, 8):
+        width, height = height, width
+    return ImageInfo(format=fmt, width=width, height=height, orientation=orientation)
+
+
+def _orientation(img: Image.Image) -> int:
+    """The EXIF orientation tag, read without decoding pixels (1 when absent or malformed).
+
+    PNG keeps EXIF in an eXIf chunk that may follow the pixel data; PIL's ``getexif`` would
+    then decode the whole image, so a PNG only counts when the chunk came before the pixels.
+    """
+    if img.format == "PNG" and "exif" not in img.info:
+        return 1
+    try:
+        value = img.getexif().get(0x0112, 1)
+        return int(value) if int(value) in range(1, 9) else 1
+    except Exception:  # noqa: BLE001 - broken EXIF never rejects an image
+        return 1

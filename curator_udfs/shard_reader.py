@@ -191,14 +191,47 @@ def _decode_caption(raw: bytes, truncated: bool) -> tuple[str, list[str]]:
         return raw.decode("utf-8", errors="replace"), [*warnings, "caption_not_utf8"]
 
 
+# Deeper JSON is refused before parsing: json's C parser recurses per level (RecursionError,
+# or a stack overflow under a lower limit in another process), and readers downstream
+# (Jackson in Spark: 1000 levels) have limits of their own. img2dataset's JSON is 1-2 deep.
+MAX_JSON_DEPTH = 64
+
+
+def _json_depth_exceeds(text: str, limit: int) -> bool:
+    """True when brackets outside strings nest deeper than ``limit`` (a linear scan, no parse)."""
+    if text.count("[") + text.count("{") <= limit:
+        return False  # the common case: too few brackets to nest that deep
+    depth, in_string, escaped = 0, False, False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            if depth > limit:
+                return True
+        elif ch in "]}":
+            depth -= 1
+    return False
+
+
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
 def _parse_meta(raw: bytes) -> str | None:
-    """The original JSON text when it is valid UTF-8 JSON (NaN/Infinity rejected), else None."""
+    """The original JSON text when it is valid UTF-8 JSON (NaN/Infinity rejected) nested at
+    most MAX_JSON_DEPTH deep, else None."""
     try:
         text = raw.decode("utf-8")
+        if _json_depth_exceeds(text, MAX_JSON_DEPTH):
+            return None
         json.loads(text, parse_constant=_reject_constant)
     except (ValueError, RecursionError):  # UnicodeDecodeError and JSONDecodeError included
         return None

@@ -1,9 +1,10 @@
 """`curator check`: verify the accounting invariants across the tables.
 
 Nothing lost, nothing twice: every shard's samples are in `images` or `quarantine` exactly
-once, every image has a shard, every score an image, every duplicate points at a kept sample
-that exists, and no key is duplicated in any table. Each failed invariant is reported with a
-count and a few example keys; the command exits 1 when any fails.
+once, every image has a shard, every score an image, every duplicate is an image and points at
+a kept sample that exists, every curated row is an image, the last export holds exactly the
+curated rows of the version it read, and no key is duplicated in any table. Each failed
+invariant is reported with a count and a few example keys; the command exits 1 when any fails.
 """
 
 from __future__ import annotations
@@ -45,14 +46,21 @@ def _count(df: DataFrame, name: str, col: str) -> Invariant:
 
 def invariants(spark: SparkSession, cfg: Config) -> list[Invariant]:
     """Evaluate every invariant whose tables exist."""
-    t = {
-        n: _table(spark, cfg, n) for n in ("shards", "images", "quarantine", "scores", "duplicates")
-    }
+    names = ("shards", "images", "quarantine", "scores", "duplicates", "curated", "exported")
+    t = {n: _table(spark, cfg, n) for n in names}
     out: list[Invariant] = []
     shards, images, quarantine = t["shards"], t["images"], t["quarantine"]
-    if images is not None:
-        dup = images.groupBy("sample_id").count().where("count > 1")
-        out.append(_count(dup, "images: sample_id unique", "sample_id"))
+    for name, keys in (
+        ("images", ("sample_id",)),
+        ("shards", ("shard_uri",)),
+        ("quarantine", ("shard_uri", "ordinal")),
+        ("curated", ("sample_id",)),
+        ("exported", ("sample_id",)),
+    ):
+        df = t[name]
+        if df is not None:
+            dup = df.groupBy(*keys).count().where("count > 1")
+            out.append(_count(dup, f"{name}: {', '.join(keys)} unique", keys[0]))
     if shards is not None and images is not None and quarantine is not None:
         out.append(
             _count(
@@ -106,7 +114,54 @@ def invariants(spark: SparkSession, cfg: Config) -> list[Invariant]:
             "left_semi",
         )
         out.append(_count(kept_removed, "every duplicate_of is a kept sample", "sample_id"))
+        out.append(
+            _count(
+                dups.join(images, "sample_id", "left_anti"),
+                "every duplicate is an image",
+                "sample_id",
+            )
+        )
+    curated = t["curated"]
+    if curated is not None and images is not None:
+        out.append(
+            _count(
+                curated.join(images, "sample_id", "left_anti"),
+                "every curated row is an image",
+                "sample_id",
+            )
+        )
+    if t["exported"] is not None:
+        out.extend(_export_invariants(spark, cfg, t["exported"]))
     return out
+
+
+def _export_invariants(spark: SparkSession, cfg: Config, exported: DataFrame) -> list[Invariant]:
+    """The last export holds exactly the rows of the `curated` version it read (when known)."""
+    versions = [r[0] for r in exported.select("curated_version").distinct().collect()]
+    if len(versions) != 1 or versions[0] is None or not is_delta(table_path(cfg, "curated")):
+        return []  # an export of a DataFrame (no curated version) has nothing to compare with
+    try:
+        source = (
+            spark.read.format("delta")
+            .option("versionAsOf", int(versions[0]))
+            .load(table_path(cfg, "curated"))
+            .select("sample_id")
+        )
+        source.schema  # noqa: B018 - resolves the version now (vacuumed away: nothing to check)
+    except Exception:  # noqa: BLE001
+        return []
+    return [
+        _count(
+            exported.join(source, "sample_id", "left_anti"),
+            "every exported row is a curated row",
+            "sample_id",
+        ),
+        _count(
+            source.join(exported, "sample_id", "left_anti"),
+            "every curated row was exported",
+            "sample_id",
+        ),
+    ]
 
 
 def run(spark: SparkSession, cfg: Config) -> Summary:

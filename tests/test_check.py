@@ -32,3 +32,39 @@ def test_invariants_hold_then_catch_a_duplicate_and_a_lost_sample(spark, make_cf
     message = str(exc.value)
     assert "images: sample_id unique: 1 violations" in message
     assert "shard samples = images + quarantined" in message
+
+
+def test_curated_exported_and_duplicates_invariants(spark, make_cfg, tmp_path: Path):
+    d = tmp_path / "shards"
+    badshards.write_tar(d / "00000.tar", badshards.good_members(4))
+    cfg = make_cfg()
+    register_tables(spark, cfg)
+    ingest.run(spark, cfg, inputs=[str(d)])
+    ids = sorted(r.sample_id for r in read_table(spark, cfg, "images").collect())
+
+    def write(name: str, rows: list, schema: str, mode: str = "overwrite") -> None:
+        df = spark.createDataFrame(rows, schema)
+        df.write.format("delta").mode(mode).save(table_path(cfg, name))
+
+    write("curated", [(i,) for i in ids[:3]], "sample_id STRING")  # version 0
+    write("exported", [(i, 0) for i in ids[:3]], "sample_id STRING, curated_version BIGINT")
+    dup_schema = "sample_id STRING, duplicate_of STRING, method STRING, eps DOUBLE"
+    write("duplicates", [(ids[3], ids[0], "exact", None)], dup_schema)
+    assert all(r.violations == 0 for r in check.invariants(spark, cfg))
+
+    # a curated row that is no image, an export missing one curated row and holding a stranger,
+    # a duplicate that is no image, a curated row twice
+    write("curated", [("nosuchimage",), (ids[0],), (ids[0],)], "sample_id STRING", "append")
+    write(
+        "exported",
+        [(i, 0) for i in ids[:2]] + [("stranger", 0)],
+        "sample_id STRING, curated_version BIGINT",
+    )
+    write("duplicates", [("ghost", ids[0], "exact", None)], dup_schema, "append")
+    broken = {r.name: r for r in check.invariants(spark, cfg) if r.violations}
+    assert broken["every curated row is an image"].examples == ["nosuchimage"]
+    assert broken["curated: sample_id unique"].examples == [ids[0]]
+    assert broken["every exported row is a curated row"].examples == ["stranger"]
+    assert broken["every curated row was exported"].examples == [ids[2]]
+    assert broken["every duplicate is an image"].examples == ["ghost"]
+    assert len(broken) == 5, sorted(broken)

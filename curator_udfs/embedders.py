@@ -111,11 +111,13 @@ class ImageEmbedder:
 
     # ---- shared machinery -------------------------------------------------------------------
     def __call__(self, df: Any, *, heads: Sequence[Any] = (), image_col: str = "image") -> Any:
-        """Spark DataFrame in, the same rows plus ``embedding`` (and head scores, ``error``) out;
-        runs on the executors (see ``spark_jobs.dataset_ops.embed_dataframe``)."""
-        from spark_jobs.dataset_ops import embed_dataframe, spec_for  # lazy: keeps pyspark out
+        """Spark DataFrame or ``spark_jobs.api.Dataset`` in, the same kind out: the same rows
+        plus ``embedding`` (and head scores, ``error``), computed on the executors. ``heads``:
+        HeadSpecs, config mappings or loaded ClassifierHead objects (see
+        ``spark_jobs.dataset_ops.apply_embedder``)."""
+        from spark_jobs.dataset_ops import apply_embedder  # lazy: keeps pyspark out
 
-        return embed_dataframe(df, spec_for(self, heads), image_col=image_col)
+        return apply_embedder(self, df, heads=heads, image_col=image_col)
 
     def prepare(self, device: str) -> ImageEmbedder:
         """Load onto ``device`` and remember it (works whether or not ``load`` calls super)."""

@@ -1,13 +1,17 @@
 """Spark glue for the Python API: `TimmImageEmbedder(...)(images_df)` and friends.
 
-`curator_udfs` must not import pyspark at module level, so `ImageEmbedder.__call__` imports this
-module lazily. The functions keep every input column and append the new ones, using the same
-executor-side batch functions as the embed and classify jobs.
+`curator_udfs` must not import pyspark (or spark_jobs) at module level, so `ImageEmbedder.__call__`
+and `ClassifierHead.__call__` import this module lazily and hand over here: a Spark DataFrame
+gets the frame functions below, a `spark_jobs.api.Dataset` its own methods (which use them).
+The functions keep every input column and append the new ones, using the same executor-side
+batch functions as the embed and classify jobs; head scores of rows without an embedding are
+NULL (never NaN, which Spark SQL sorts above every number).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -15,15 +19,18 @@ import pandas as pd
 from pyspark.sql import DataFrame
 from pyspark.sql.types import StructType
 
+from curator_udfs.classifiers import ClassifierHead, head_class
 from curator_udfs.embed_batches import (
     EmbedSpec,
     HeadSpec,
     classify_output_schema,
     embed_output_schema,
+    head_columns,
     make_classify_fn,
     make_embed_fn,
 )
 from curator_udfs.embedders import ImageEmbedder, TimmImageEmbedder
+from spark_jobs.embed import nan_to_null
 
 
 def _appended_schema(df: DataFrame, ddl: str) -> StructType:
@@ -58,7 +65,8 @@ def embed_dataframe(df: DataFrame, spec: EmbedSpec, *, image_col: str = "image")
     if image_col not in df.columns:
         raise ValueError(f"no column {image_col!r} with encoded image bytes in {df.columns}")
     schema = _appended_schema(df, embed_output_schema(spec))
-    return df.mapInPandas(_with_originals(make_embed_fn(spec), image_col, "image"), schema)
+    out = df.mapInPandas(_with_originals(make_embed_fn(spec), image_col, "image"), schema)
+    return nan_to_null(out, head_columns(spec))
 
 
 def score_dataframe(
@@ -69,17 +77,84 @@ def score_dataframe(
         raise ValueError(f"no column {embedding_col!r} with embeddings in {df.columns}")
     schema = _appended_schema(df, classify_output_schema(spec))
     fn = _with_originals(make_classify_fn(spec), embedding_col, "embedding")
-    return df.mapInPandas(fn, schema)
+    return nan_to_null(df.mapInPandas(fn, schema), head_columns(spec))
 
 
-def spec_for(embedder: ImageEmbedder, heads: Sequence[HeadSpec | dict] = ()) -> EmbedSpec:
-    """The EmbedSpec that rebuilds `embedder` on executors (custom classes by class path)."""
+def head_spec(head: ClassifierHead) -> HeadSpec:
+    """The HeadSpec that rebuilds `head` on executors: its class, width, column and weights.
+
+    Executors rebuild the head from its weights file (or seeded random init), not from the
+    driver's object: weights changed in memory after loading are not shipped, and the file
+    must be readable on the executors (local mode: always). A class that is not the registered
+    one for its name is named by class path, so it must be importable there (`--py-files`).
+    """
+    source = head.weights_source
+    if source is None:
+        raise ValueError(
+            f"{head.name} head has no weights; call .load_weights(path) (or .load_weights(None) "
+            "for the default weights, .init_random() for tests) before applying it"
+        )
+    cls = type(head)
+    try:
+        registered = head_class(head.name) is cls
+    except ValueError:
+        registered = False
+    common = {
+        "name": head.name,
+        "class_path": None if registered else f"{cls.__module__}:{cls.__qualname__}",
+        "output_column": head.output_column,
+        "input_dim": head.input_dim,
+    }
+    if source == "random":
+        return HeadSpec(random_init=True, **common)
+    path = Path(source)
+    return HeadSpec(weights=str(path.resolve()) if path.exists() else source, **common)
+
+
+def _head_specs(heads: Sequence[Any]) -> list[HeadSpec | dict]:
+    return [head_spec(h) if isinstance(h, ClassifierHead) else h for h in heads]
+
+
+def apply_embedder(
+    embedder: ImageEmbedder, data: Any, *, heads: Sequence[Any] = (), image_col: str = "image"
+) -> Any:
+    """`embedder(data)`: a DataFrame gets :func:`embed_dataframe`, a Dataset `Dataset.embed`."""
+    from spark_jobs.api import Dataset  # lazy: api imports this module
+
+    if isinstance(data, Dataset):
+        return data.embed(embedder, heads=heads, image_col=image_col)
+    _require_frame(data, type(embedder).__name__)
+    return embed_dataframe(data, spec_for(embedder, heads), image_col=image_col)
+
+
+def apply_head(head: ClassifierHead, data: Any, *, embedding_col: str = "embedding") -> Any:
+    """`head(data)`: a DataFrame gets :func:`score_dataframe`, a Dataset `Dataset.score`."""
+    from spark_jobs.api import Dataset  # lazy: api imports this module
+
+    if isinstance(data, Dataset):
+        return data.score(head)
+    _require_frame(data, type(head).__name__)
+    spec = EmbedSpec(heads=(head_spec(head),))
+    return score_dataframe(data, spec, embedding_col=embedding_col)
+
+
+def _require_frame(data: Any, who: str) -> None:
+    if not isinstance(data, DataFrame):
+        raise TypeError(
+            f"{who}(...) takes a Spark DataFrame or a spark_jobs.api.Dataset, got "
+            f"{type(data).__name__}; for tensors call .score(embeddings) / .embed_bytes(blobs)"
+        )
+
+
+def spec_for(embedder: ImageEmbedder, heads: Sequence[Any] = ()) -> EmbedSpec:
+    """The EmbedSpec that rebuilds `embedder` on executors (custom classes by class path);
+    `heads` are HeadSpecs, config mappings or loaded ClassifierHead objects."""
     common = {
         "batch_size": embedder.batch_size,
         "num_threads_per_worker": embedder.num_threads_per_worker,
         "normalize": embedder.normalize_embeddings,
         "autocast": embedder.autocast,
-        "heads": tuple(heads),
+        "heads": tuple(_head_specs(heads)),
     }
     cls = type(embedder)
     path = None if cls is TimmImageEmbedder else f"{cls.__module__}:{cls.__qualname__}"

@@ -52,12 +52,12 @@ def rule_costs(
     as_of: AsOf | None = None,
 ) -> tuple[dict[str, Any], DataFrame]:
     """The costs of `predicates` plus the recorded duplicate rule, and the sample_ids kept."""
-    from spark_jobs.filter import removed_counts
+    from spark_jobs.filter import decodable, removed_counts
 
     select = scored_select(spark, cfg, as_of, model=rec.model)
     if select is None:
         raise ConfigError("no `images` and `scores` tables yet; run ingest and embed first")
-    scored = spark.sql(select)
+    scored = decodable(spark.sql(select))
     c = removed_counts(scored, predicates)
     passing = _passing(scored, predicates).select("sample_id")
     dups, rule_ids = _rule_duplicates(spark, cfg, rec, as_of)
@@ -74,10 +74,13 @@ def rule_costs(
     kept = passing if rule_ids is None else passing.join(rule_ids, "sample_id", "left_anti")
     n_kept = kept.count()
     costs = {
-        "rows_in": c["rows_in"],
+        "rows_in": c["rows_in"],  # scored rows with an embedding (embed errors left out)
         "predicates": [
-            {"predicate": p, "removed_alone": c["removed_alone"][i],
-             "removed_only_by": c["removed_only_by"][i]}
+            {
+                "predicate": p,
+                "removed_alone": c["removed_alone"][i],
+                "removed_only_by": c["removed_only_by"][i],
+            }
             for i, p in enumerate(predicates)
         ],  # fmt: skip
         "removed_by_predicates": c["rows_in"] - c["passed"],
@@ -133,7 +136,7 @@ def render(out: dict[str, Any]) -> str:
     """The report as the lines `curator costs` prints."""
 
     def block(title: str, c: dict[str, Any]) -> list[str]:
-        lines = [title, f"  rows in (scored)                {c['rows_in']:>10,}"]
+        lines = [title, f"  rows in (embedded)              {c['rows_in']:>10,}"]
         for p in c["predicates"]:
             lines.append(
                 f"  {p['predicate']:<32}{p['removed_alone']:>10,} removed alone, "

@@ -145,12 +145,18 @@ def duplicate_ids(spark: SparkSession, cfg: Config) -> tuple[DataFrame | None, s
     return dups.select("sample_id").distinct(), rule_text(rule)
 
 
+def decodable(scored: DataFrame) -> DataFrame:
+    """The scored rows with an embedding: an image the embedder could not decode (score_error)
+    is quarantined at embed and never curated, whatever the predicates say."""
+    return scored.where("score_error IS NULL")
+
+
 def curated_frame(
     spark: SparkSession, cfg: Config, preds: list[ValidPredicate]
 ) -> tuple[DataFrame, DataFrame, DataFrame, str]:
     """(scored, passing the predicates, curated = passing minus duplicates, dedup rule)."""
     scored = scored_frame(spark, cfg)
-    passing = scored
+    passing = decodable(scored)
     for p in preds:
         analyze_predicate(scored, p)
         passing = passing.where(p.text)
@@ -225,8 +231,10 @@ def run(spark: SparkSession, cfg: Config, *, explain: bool = False) -> Summary:
         return summary.finish()
     _check_model(spark, cfg)
     at = datetime.now(UTC)
-    costs = removed_counts(scored, [p.text for p in preds])
-    rows_in, removed, passed = costs["rows_in"], costs["removed_alone"], costs["passed"]
+    costs = removed_counts(decodable(scored), [p.text for p in preds])
+    removed, passed = costs["removed_alone"], costs["passed"]
+    rows_in = scored.count()
+    embed_errors = rows_in - costs["rows_in"]
     out = curated.withColumn("curated_at", F.lit(at)).withColumn("run_id", F.lit(summary.run_id))
     record = {
         "job": "filter",
@@ -260,14 +268,16 @@ def run(spark: SparkSession, cfg: Config, *, explain: bool = False) -> Summary:
     )
     register_tables(spark, cfg)
     summary.rows_in, summary.rows_written = rows_in, written
-    summary.skipped = rows_in - written
+    summary.quarantined = embed_errors
+    summary.skipped = rows_in - embed_errors - written
     summary.extra.update(
         model=scored_model_id(cfg),
         removed_by_predicate={p.text: removed[i] for i, p in enumerate(preds)},
         removed_only_by_predicate={
             p.text: costs["removed_only_by"][i] for i, p in enumerate(preds)
         },
-        removed_by_predicates=rows_in - passed,
+        removed_by_predicates=costs["rows_in"] - passed,
+        embed_errors_left_out=embed_errors,
         passed_predicates=passed,
         removed_as_duplicates=passed - written,
         duplicates_rule=rule,

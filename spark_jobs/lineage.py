@@ -138,12 +138,8 @@ def fates_select(
 
     ctes = []
     if scored is not None:
-        failed = ", ".join(
-            f"IF(coalesce(({p}), false), NULL, {_lit(p)})" for p in rec.predicates
-        )
-        failed_expr = (
-            f"filter(array({failed}), x -> x IS NOT NULL)" if failed else "array()"
-        )
+        failed = ", ".join(f"IF(coalesce(({p}), false), NULL, {_lit(p)})" for p in rec.predicates)
+        failed_expr = f"filter(array({failed}), x -> x IS NOT NULL)" if failed else "array()"
         ctes.append(
             "sc AS (SELECT sample_id, score_error, scored_at, run_id_s, "
             f"CAST({failed_expr} AS ARRAY<STRING>) AS failed_predicates FROM "
@@ -240,7 +236,7 @@ SELECT i.sample_id, i.shard_uri, i.key, CAST(NULL AS BIGINT) AS ordinal,
     ELSE coalesce(d.run_id, {filter_run})
   END AS decided_by,
   i.run_id AS ingest_run, d.run_id AS dedup_run,
-  {filter_run if curated is not None else 'CAST(NULL AS STRING)'} AS filter_run,
+  {filter_run if curated is not None else "CAST(NULL AS STRING)"} AS filter_run,
   e.run_id AS export_run
 FROM {images} i
 LEFT JOIN sc ON sc.sample_id = i.sample_id

@@ -168,9 +168,10 @@ def _fmt_ms(ms: int) -> str:
 class AsOf:
     """One point in the warehouse's history, used to read every table as it was then.
 
-    `--as-of N` (an integer) names version N of `curated` (each filter run writes one): it is
-    resolved to that commit's time. `--as-of TIMESTAMP` is that time directly (read in the
-    session time zone, e.g. `2026-11-25 18:30:00`). Every table is then read at its latest
+    `--as-of N` (an integer) names version N of `curated` (each filter run writes one): the
+    tables as they were while it was the current version (up to the commit that replaced
+    it). `--as-of TIMESTAMP` is that time directly (read in the session time zone, e.g.
+    `2026-11-25 18:30:00`). Every table is then read at its latest
     version committed at or before that time; a table whose first commit is later did not
     exist yet (read_table raises a ConfigError naming it, table_exists says False).
     """
@@ -227,7 +228,10 @@ def resolve_as_of(spark: SparkSession, cfg: Config, text: str | None) -> AsOf | 
                 f"--as-of {text}: `curated` has no version {version}; its versions are "
                 f"{min(history)}..{max(history)} (`DESCRIBE HISTORY {table_name(cfg, 'curated')}`)"
             )
-        return AsOf(text, history[version], version)
+        # while version N was current: up to just before version N+1 replaced it
+        later = [ms for v, ms in sorted(history.items()) if v > version]
+        until = later[0] - 1 if later else int(datetime.now(UTC).timestamp() * 1000)
+        return AsOf(text, max(until, history[version]), version)
     literal = text.replace("'", "")
     row = spark.sql(f"SELECT unix_millis(try_cast('{literal}' AS TIMESTAMP)) AS ms").first()
     if row is None or row["ms"] is None:

@@ -81,8 +81,9 @@ def _duplicates_of(
 
     if not table_exists(spark, cfg, "duplicates", as_of=as_of) or not rec.dedup.get("methods"):
         return None
+    dups = table_ref(cfg, "duplicates", as_of, spark)
     df = spark.sql(
-        f"SELECT sample_id, method, eps, similarity FROM {table_ref(cfg, 'duplicates', as_of, spark)} "
+        f"SELECT sample_id, method, eps, similarity FROM {dups} "
         f"WHERE duplicate_of = {sql_list([sample_id])} AND sample_id <> duplicate_of "
         f"AND {rule_condition(rec.dedup)} ORDER BY similarity DESC, sample_id"
     )

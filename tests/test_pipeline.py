@@ -50,3 +50,52 @@ def test_job_file_runs_every_stage_in_order(spark, make_cfg: Callable, tmp_path:
     # incremental: a second pass over the same tables ingests and embeds nothing new
     again = pipeline.run(spark, steps[0].cfg, stages=["ingest", "embed"], inputs=[str(shards)])
     assert [s.rows_written for s in again.summaries] == [0, 0]
+
+
+def test_progress_text_format() -> None:
+    snap = pipeline.ProgressSnapshot(
+        20.0, tasks_done=5, tasks_total=20, rows_total=1000, unit="images"
+    )
+    assert pipeline.progress_text(snap) == (
+        "250/1,000 images (25%), 12.5 images/s, ETA 1m00s, Spark tasks 5/20, 20s elapsed"
+    )
+    unknown = pipeline.ProgressSnapshot(4.0, tasks_done=0, tasks_total=0)
+    assert pipeline.progress_text(unknown) == "planning, 4s elapsed"
+    assert pipeline.format_duration(3725) == "1h02m"
+
+
+def test_progress_lines_without_a_terminal(
+    spark, make_cfg: Callable, tmp_path: Path, capsys
+) -> None:  # type: ignore[no-untyped-def]
+    """Not a TTY: a log line every `interval` seconds on stderr, from a real (short) run."""
+    import re
+
+    from curator_udfs.sample_shards import write_sample_shards
+
+    shards = tmp_path / "shards"
+    write_sample_shards(shards, shards=1, per_shard=16, seed=2)
+    cfg = make_cfg(*TINY)
+    progress = pipeline.Progress(2, rich=False, spark=spark, interval=0.5)
+    result = pipeline.run(
+        spark, cfg, stages=["ingest", "embed"], inputs=[str(shards)], progress=progress
+    )
+    assert [s.rows_written for s in result.summaries] == [16, 16]
+
+    stamp = r"^\d\d:\d\d:\d\d curator run: "
+    lines = capsys.readouterr().err.splitlines()
+    ours = [ln for ln in lines if re.match(stamp, ln)]
+    assert re.match(stamp + r"stage 1/2 ingest: started \(1 shards to do\)$", ours[0])
+    start = ours.index(next(ln for ln in ours if "stage 2/2 embed: started" in ln))
+    assert ours[start].endswith("stage 2/2 embed: started (16 images to do)")
+    end = next(i for i, ln in enumerate(ours) if "stage 2/2 embed: done in" in ln)
+    assert re.search(
+        r"done in [\d.]+s, 16 images in, 16 written, 0 quarantined, [\d.,]+ images/s$", ours[end]
+    )
+    live = ours[start + 1 : end]
+    pattern = (
+        stamp + r"stage 2/2 embed: (\d+/16 images \(\d+%\)|16 images to do)"
+        r"(, [\d.,]+ (images|tasks)/s, ETA \S+)?, (Spark tasks \d+/\d+|planning), \S+ elapsed$"
+    )
+    assert live and all(re.match(pattern, ln) for ln in live), "\n".join(live)
+    # some tasks were done before the end: a rate and an ETA were shown
+    assert any("images/s, ETA" in ln for ln in live), "\n".join(live)

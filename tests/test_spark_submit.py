@@ -1,0 +1,99 @@
+"""`spark-submit spark_jobs/<job>.py` for the stages after ingest, as a scheduled job runs them."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from curator_udfs.sample_shards import write_sample_shards
+from spark_jobs import ingest
+from spark_jobs.tables import read_table, register_tables
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+TINY = (
+    "embed.model=test_vit",
+    "embed.pretrained=false",
+    "embed.batch_size=8",
+    "embed.num_threads_per_worker=2",
+    "embed.arrow_batch_size=16",
+    "classifiers=[{name: aesthetic, random_init: true}, {name: nsfw, random_init: true}]",
+    "filter.predicates=['width >= 64']",
+)
+
+
+def spark_submit(script: str, *args: str, cwd: Path) -> dict | list:
+    """Run `spark-submit spark_jobs/<script>` like the README shows; its --json summary."""
+    from spark_jobs.paths import jar_file, versions
+
+    jars = ",".join(str(jar_file(c)) for c in versions()["jars"])
+    env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
+    proc = subprocess.run(
+        [
+            str(BIN / "spark-submit"),
+            "--properties-file",
+            str(ROOT / "conf/spark/local.conf"),
+            "--master",
+            "local[2]",
+            "--jars",
+            jars,
+            str(ROOT / "spark_jobs" / script),
+            *args,
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+        cwd=cwd,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_spark_submit_embed_then_dedup_filter_export(
+    spark, make_cfg: Callable, tmp_path: Path
+) -> None:
+    shards, out = tmp_path / "shards", tmp_path / "curated"
+    report = write_sample_shards(shards, shards=2, per_shard=20, seed=1)
+    cfg = make_cfg(*TINY)
+    register_tables(spark, cfg)
+    ingest.run(spark, cfg, inputs=[str(shards)])  # the small ingested warehouse
+    sets: list[str] = []
+    for s in (f"database={cfg.database}", *TINY):
+        sets += ["--set", s]
+    common = ["--warehouse", str(cfg.warehouse_path), *sets]
+
+    embedded = spark_submit("embed.py", *common, cwd=tmp_path)
+    assert isinstance(embedded, dict) and embedded["job"] == "embed"
+    assert embedded["rows_in"] == embedded["rows_written"] == report.samples == 40
+
+    stages = spark_submit(
+        "pipeline.py",
+        *common,
+        "--stages",
+        "dedup,filter,export",
+        "--output",
+        str(out),
+        cwd=tmp_path,
+    )
+    assert isinstance(stages, list) and [s["job"] for s in stages] == ["dedup", "filter", "export"]
+    by = {s["job"]: s for s in stages}
+
+    scores = read_table(spark, cfg, "scores").collect()
+    assert len(scores) == 40 and {r.model for r in scores} == {"test_vit+random"}
+    assert all(r.error is None and len(r.embedding) == 1000 for r in scores)
+    dups = read_table(spark, cfg, "duplicates").collect()
+    exact = {r.sample_id for r in dups if r.method == "exact"}
+    assert len(exact) == report.exact_pairs == 1  # the planted byte-identical copy
+    curated = {r.sample_id for r in read_table(spark, cfg, "curated").collect()}
+    assert curated and not curated & {r.sample_id for r in dups if r.eps in (None, 0.01)}
+    assert by["filter"]["rows_written"] == len(curated) == by["export"]["rows_written"]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["samples"] == len(curated) and manifest["source"]["table"] == "curated"
+    exported = {r.sample_id for r in read_table(spark, cfg, "exported").collect()}
+    assert exported == curated

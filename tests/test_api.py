@@ -178,3 +178,31 @@ def test_messages_name_the_fix(spark, make_cfg: Callable, tmp_path: Path) -> Non
     # a head still is an nn.Module on tensors
     head = AestheticClassifier(input_dim=4).init_random()
     assert head(torch.zeros(2, 4)).shape == (2, 1)
+
+
+def test_plain_dataframes_stay_dataframes(spark, tmp_path: Path) -> None:
+    """Without a Dataset the same calls take and return Spark DataFrames; a bad image gets
+    NULL scores (not NaN, which Spark SQL sorts above every number)."""
+    import io
+
+    from PIL import Image
+    from pyspark.sql import DataFrame
+
+    buf = io.BytesIO()
+    Image.new("RGB", (50, 40), (200, 10, 10)).save(buf, "PNG")
+    df = spark.createDataFrame(
+        [("x", buf.getvalue()), ("y", b"garbage")], "sample_id string, image binary"
+    )
+    weights = _head_weights(tmp_path)
+    embedder = TimmImageEmbedder("test_vit", pretrained=False, batch_size=4)
+    aesthetic = AestheticClassifier(input_dim=TEST_VIT_DIM).load_weights(weights["aesthetic"])
+    out = embedder(df, heads=[aesthetic])
+    rescored = NsfwClassifier(input_dim=TEST_VIT_DIM).load_weights(weights["nsfw"])(out)
+    assert isinstance(out, DataFrame) and isinstance(rescored, DataFrame)
+    rows = {r.sample_id: r for r in rescored.collect()}
+    assert rows["x"].error is None and len(rows["x"].embedding) == TEST_VIT_DIM
+    expected = aesthetic.score(torch.tensor([rows["x"].embedding])).item()
+    assert rows["x"].aesthetic_score == pytest.approx(expected, abs=1e-5)
+    assert 0.0 <= rows["x"].nsfw_score <= 1.0
+    assert rows["y"].error.startswith("decode") and rows["y"].embedding is None
+    assert rows["y"].aesthetic_score is None and rows["y"].nsfw_score is None

@@ -66,7 +66,7 @@ def _predicate_verdicts(
         out.append(
             {
                 "predicate": p,
-                "values": {c: plain(row[c]) for c in reads[i]},
+                "values": {c: _first_line(plain(row[c]), 40) for c in reads[i]},
                 "verdict": "pass" if v is True else ("fail" if v is False else "null (fails)"),
             }
         )

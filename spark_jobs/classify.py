@@ -28,8 +28,8 @@ from spark_jobs.embed import (
     model_id,
     nan_to_null,
     validate,
-    worker_message,
 )
+from spark_jobs.errors import worker_message
 from spark_jobs.summary import Summary, new_run_id
 from spark_jobs.tables import ensure_table, last_metric, read_table, sql_list
 

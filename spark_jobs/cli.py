@@ -61,9 +61,10 @@ def run_job(job: str, cfg: Config, as_json: bool, call: Callable[[Any, Config], 
     except Exception as exc:  # noqa: BLE001 - one message instead of a traceback
         if _debug():
             traceback.print_exc()
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+        from spark_jobs.errors import failure_line
+
         err(
-            f"curator {job} failed: {exc.__class__.__name__}: {msg}\n"
+            f"curator {job} failed: {failure_line(exc)}\n"
             "(rerun with CURATOR_DEBUG=1 for the traceback)"
         )
         raise typer.Exit(1) from None
@@ -153,8 +154,9 @@ def query_command(
     except Exception as exc:  # noqa: BLE001
         if _debug():
             traceback.print_exc()
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
-        err(f"curator {name} failed: {first}")
+        from spark_jobs.errors import failure_line
+
+        err(f"curator {name} failed: {failure_line(exc)}")
         raise typer.Exit(1) from None
 
 

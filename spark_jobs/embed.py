@@ -25,6 +25,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from spark_jobs.config import Config, ConfigError
+from spark_jobs.errors import worker_message
 from spark_jobs.summary import Summary, new_run_id
 from spark_jobs.tables import (
     TableDef,
@@ -202,16 +203,6 @@ def nan_to_null(df: DataFrame, columns: list[str]) -> DataFrame:
     for c in columns:
         df = df.withColumn(c, F.when(F.isnan(F.col(c)), F.lit(None)).otherwise(F.col(c)))
     return df
-
-
-def worker_message(exc: BaseException) -> str | None:
-    """The last `SomeError: message` line of a Python worker traceback inside a Spark error."""
-    text = str(exc)
-    if "Traceback" not in text:
-        return None
-    lines = [ln.strip() for ln in text.splitlines()]
-    found = [ln for ln in lines if re.match(r"^[\w.]+(Error|Exception): ", ln)]
-    return found[-1] if found else None
 
 
 def describe_device(spark: SparkSession) -> str:

@@ -187,62 +187,70 @@ def fates_select(
     )
     filter_run = _lit(rec.run_id) if rec.run_id else "c.run_id"
     has_filter = "true" if curated is not None else "false"
+    # One state per sample, decided once (first match wins), then named four ways below.
+    states = [
+        ("not_embedded", "sc.sample_id IS NULL"),
+        ("embed_error", "sc.score_error IS NOT NULL"),
+        ("exported", "c.sample_id IS NOT NULL AND e.sample_id IS NOT NULL"),
+        ("curated", "c.sample_id IS NOT NULL"),
+        ("not_filtered", f"NOT {has_filter}"),
+        ("scored_after", f"sc.scored_at > {filtered_at}"),
+        ("filtered", "size(sc.failed_predicates) > 0"),
+    ]  # else: duplicate
+    # Named from the inner query's columns (see the FROM (...) below).
+    duplicate_reason = (
+        "IF(d_sample_id IS NULL, 'removed as a duplicate by the filter run (no longer listed "
+        "in duplicates)', concat(duplicate_method, ' duplicate', IF(duplicate_method = "
+        "'semantic', concat(' (eps ', CAST(duplicate_eps AS STRING), ')'), ''), ' of ', "
+        "duplicate_of, ', similarity ', CAST(round(similarity, 4) AS STRING)))"
+    )
+    # state: (fate, stage, reason, decided_by)
+    named = {
+        "not_embedded": ("pending", "embed", "'not embedded yet'", "ingest_run"),
+        "embed_error": ("quarantined", "embed", "concat('embed_error: ', score_error)",
+                        "embed_run"),
+        "exported": ("exported", "export",
+                     "concat('exported to ', export_shard, ' position ', export_position)",
+                     "export_run"),
+        "curated": ("curated", "filter", "'kept; not exported from this curated version yet'",
+                    "filter_run"),
+        "not_filtered": ("pending", "filter", "'not filtered yet'", "embed_run"),
+        "scored_after": ("pending", "filter", "'scored after the last filter run'", "embed_run"),
+        "filtered": ("filtered", "filter",
+                     "concat('failed: ', array_join(failed_predicates, ' ; '))", "filter_run"),
+        "duplicate": ("duplicate", "dedup", duplicate_reason, "coalesce(dedup_run, filter_run)"),
+    }  # fmt: skip
+    state_case = (
+        "CASE "
+        + " ".join(f"WHEN {cond} THEN '{name}'" for name, cond in states)
+        + " ELSE 'duplicate' END"
+    )
+
+    def by_state(i: int, quote: bool) -> str:
+        whens = " ".join(
+            f"WHEN '{state}' THEN " + (f"'{v[i]}'" if quote else v[i]) for state, v in named.items()
+        )
+        return f"CASE state {whens} END"
+
     sample_rows = f"""
-SELECT i.sample_id, i.shard_uri, i.key, CAST(NULL AS BIGINT) AS ordinal,
-  CASE
-    WHEN sc.sample_id IS NULL THEN 'pending'
-    WHEN sc.score_error IS NOT NULL THEN 'quarantined'
-    WHEN c.sample_id IS NOT NULL AND e.sample_id IS NOT NULL THEN 'exported'
-    WHEN c.sample_id IS NOT NULL THEN 'curated'
-    WHEN NOT {has_filter} OR sc.scored_at > {filtered_at} THEN 'pending'
-    WHEN size(sc.failed_predicates) > 0 THEN 'filtered'
-    ELSE 'duplicate'
-  END AS fate,
-  CASE
-    WHEN sc.sample_id IS NULL THEN 'embed'
-    WHEN sc.score_error IS NOT NULL THEN 'embed'
-    WHEN c.sample_id IS NOT NULL AND e.sample_id IS NOT NULL THEN 'export'
-    WHEN c.sample_id IS NOT NULL THEN 'filter'
-    WHEN NOT {has_filter} OR sc.scored_at > {filtered_at} THEN 'filter'
-    WHEN size(sc.failed_predicates) > 0 THEN 'filter'
-    ELSE 'dedup'
-  END AS stage,
-  CASE
-    WHEN sc.sample_id IS NULL THEN 'not embedded yet'
-    WHEN sc.score_error IS NOT NULL THEN concat('embed_error: ', sc.score_error)
-    WHEN c.sample_id IS NOT NULL AND e.sample_id IS NOT NULL
-      THEN concat('exported to ', e.shard, ' position ', e.position)
-    WHEN c.sample_id IS NOT NULL THEN 'kept; not exported from this curated version yet'
-    WHEN NOT {has_filter} THEN 'not filtered yet'
-    WHEN sc.scored_at > {filtered_at} THEN 'scored after the last filter run'
-    WHEN size(sc.failed_predicates) > 0
-      THEN concat('failed: ', array_join(sc.failed_predicates, ' ; '))
-    WHEN d.sample_id IS NOT NULL THEN concat(d.method, ' duplicate',
-      IF(d.method = 'semantic', concat(' (eps ', CAST(d.eps AS STRING), ')'), ''),
-      ' of ', d.duplicate_of, ', similarity ', CAST(round(d.similarity, 4) AS STRING))
-    ELSE 'removed as a duplicate by the filter run (no longer listed in duplicates)'
-  END AS reason,
-  sc.failed_predicates,
+SELECT sample_id, shard_uri, key, ordinal, {by_state(0, True)} AS fate,
+  {by_state(1, True)} AS stage, {by_state(2, False)} AS reason, failed_predicates,
+  duplicate_of, similar_to, similarity, duplicate_method, duplicate_eps, duplicate_cluster,
+  export_shard, export_position, export_output, {by_state(3, False)} AS decided_by,
+  ingest_run, dedup_run, filter_run, export_run
+FROM (
+SELECT i.sample_id, i.shard_uri, i.key, CAST(NULL AS BIGINT) AS ordinal, {state_case} AS state,
+  sc.failed_predicates, sc.score_error, sc.run_id_s AS embed_run, d.sample_id AS d_sample_id,
   d.duplicate_of, d.similar_to, d.similarity, d.method AS duplicate_method,
-  d.eps AS duplicate_eps, d.cluster AS duplicate_cluster,
+  d.eps AS duplicate_eps, d.cluster AS duplicate_cluster, d.run_id AS dedup_run,
   e.shard AS export_shard, e.position AS export_position, e.output AS export_output,
-  CASE
-    WHEN sc.sample_id IS NULL THEN i.run_id
-    WHEN sc.score_error IS NOT NULL THEN sc.run_id_s
-    WHEN c.sample_id IS NOT NULL AND e.sample_id IS NOT NULL THEN e.run_id
-    WHEN c.sample_id IS NOT NULL THEN {filter_run}
-    WHEN NOT {has_filter} OR sc.scored_at > {filtered_at} THEN sc.run_id_s
-    WHEN size(sc.failed_predicates) > 0 THEN {filter_run}
-    ELSE coalesce(d.run_id, {filter_run})
-  END AS decided_by,
-  i.run_id AS ingest_run, d.run_id AS dedup_run,
-  {filter_run if curated is not None else "CAST(NULL AS STRING)"} AS filter_run,
-  e.run_id AS export_run
+  e.run_id AS export_run, i.run_id AS ingest_run,
+  {filter_run if curated is not None else "CAST(NULL AS STRING)"} AS filter_run
 FROM {images} i
 LEFT JOIN sc ON sc.sample_id = i.sample_id
 LEFT JOIN c ON c.sample_id = i.sample_id
 LEFT JOIN d ON d.sample_id = i.sample_id
-LEFT JOIN e ON e.sample_id = i.sample_id"""
+LEFT JOIN e ON e.sample_id = i.sample_id)"""
     quarantine_rows = ""
     if quarantine is not None:
         quarantine_rows = f"""

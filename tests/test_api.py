@@ -18,17 +18,10 @@ from spark_jobs import dedup
 from spark_jobs import filter as filter_job
 from spark_jobs.api import Dataset, SemanticDeduplicator
 from spark_jobs.tables import read_table
+from tests.tiny import TINY as BASE_TINY
 
 TEST_VIT_DIM = 1000
-TINY = (
-    "embed.model=test_vit",
-    "embed.pretrained=false",
-    "embed.batch_size=8",
-    "embed.num_threads_per_worker=2",
-    "embed.arrow_batch_size=16",
-    "classifiers=[{name: aesthetic, random_init: true}, {name: nsfw, random_init: true}]",
-    "dedup.methods=[semantic]",
-)
+TINY = (*BASE_TINY, "dedup.methods=[semantic]")
 
 
 def _head_weights(tmp_path: Path) -> dict[str, Path]:

@@ -105,37 +105,3 @@ def test_killed_mid_run_then_rerun_keeps_every_sample_once(tmp_path: Path) -> No
         "SELECT count(*) AS n, count(DISTINCT sample_id) AS d FROM curator.images",
     )
     assert json.loads(q.stdout) == [{"n": 24, "d": 24}]
-
-
-def test_spark_submit_runs_the_ingest_job(tmp_path: Path) -> None:
-    from spark_jobs.paths import jar_file, versions
-
-    shards, wh = tmp_path / "shards", tmp_path / "wh"
-    badshards.write_tar(shards / "00000.tar", badshards.good_members(4))
-    jars = ",".join(str(jar_file(c)) for c in versions()["jars"])
-    env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
-    proc = subprocess.run(
-        [
-            str(BIN / "spark-submit"),
-            "--properties-file",
-            str(ROOT / "conf/spark/local.conf"),
-            "--master",
-            "local[2]",
-            "--jars",
-            jars,
-            str(ROOT / "spark_jobs/ingest.py"),
-            "--warehouse",
-            str(wh),
-            "--input",
-            str(shards),
-            "--json",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=env,
-        cwd=tmp_path,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    summary = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert summary["job"] == "ingest" and summary["rows_written"] == 4

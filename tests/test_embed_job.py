@@ -20,16 +20,10 @@ from curator_udfs.sample_shards import write_sample_shards
 from spark_jobs import classify, embed, ingest
 from spark_jobs.config import ConfigError
 from spark_jobs.tables import read_table, register_tables
+from tests.tiny import TINY
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = (
-    "embed.model=test_vit",
-    "embed.pretrained=false",
-    "embed.batch_size=8",
-    "embed.num_threads_per_worker=2",
-    "embed.arrow_batch_size=16",
-    "classifiers=[{name: aesthetic, random_init: true}, {name: nsfw, random_init: true}]",
-)
+
 MODEL_ID = "test_vit+random"
 TEST_VIT_DIM = 1000
 

@@ -7,17 +7,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from spark_jobs import pipeline
+from tests.tiny import TINY as BASE_TINY
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = (
-    "embed.model=test_vit",
-    "embed.pretrained=false",
-    "embed.batch_size=8",
-    "embed.num_threads_per_worker=2",
-    "embed.arrow_batch_size=16",
-    "classifiers=[{name: aesthetic, random_init: true}, {name: nsfw, random_init: true}]",
-    "filter.predicates=['width >= 64']",
-)
+TINY = (*BASE_TINY, "filter.predicates=['width >= 64']")
 
 
 def test_job_file_runs_every_stage_in_order(spark, make_cfg: Callable, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

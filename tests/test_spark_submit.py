@@ -1,58 +1,19 @@
-"""`spark-submit spark_jobs/<job>.py` for the stages after ingest, as a scheduled job runs them."""
+"""`spark-submit spark_jobs/<job>.py`: ingest alone; embed and the later stages as a job runs them."""
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 from curator_udfs.sample_shards import write_sample_shards
 from spark_jobs import ingest
 from spark_jobs.tables import read_table, register_tables
+from tests import badshards
+from tests.tiny import TINY as BASE_TINY
+from tests.tiny import spark_submit
 
-ROOT = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
-TINY = (
-    "embed.model=test_vit",
-    "embed.pretrained=false",
-    "embed.batch_size=8",
-    "embed.num_threads_per_worker=2",
-    "embed.arrow_batch_size=16",
-    "classifiers=[{name: aesthetic, random_init: true}, {name: nsfw, random_init: true}]",
-    "filter.predicates=['width >= 64']",
-)
-
-
-def spark_submit(script: str, *args: str, cwd: Path) -> dict | list:
-    """Run `spark-submit spark_jobs/<script>` like the README shows; its --json summary."""
-    from spark_jobs.paths import jar_file, versions
-
-    jars = ",".join(str(jar_file(c)) for c in versions()["jars"])
-    env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
-    proc = subprocess.run(
-        [
-            str(BIN / "spark-submit"),
-            "--properties-file",
-            str(ROOT / "conf/spark/local.conf"),
-            "--master",
-            "local[2]",
-            "--jars",
-            jars,
-            str(ROOT / "spark_jobs" / script),
-            *args,
-            "--json",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=env,
-        cwd=cwd,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+TINY = (*BASE_TINY, "filter.predicates=['width >= 64']")
 
 
 def test_spark_submit_embed_then_dedup_filter_export(
@@ -97,3 +58,13 @@ def test_spark_submit_embed_then_dedup_filter_export(
     assert manifest["samples"] == len(curated) and manifest["source"]["table"] == "curated"
     exported = {r.sample_id for r in read_table(spark, cfg, "exported").collect()}
     assert exported == curated
+
+
+def test_spark_submit_runs_the_ingest_job(tmp_path: Path) -> None:
+    shards, wh = tmp_path / "shards", tmp_path / "wh"
+    badshards.write_tar(shards / "00000.tar", badshards.good_members(4))
+    summary = spark_submit(
+        "ingest.py", "--warehouse", str(wh), "--input", str(shards), cwd=tmp_path
+    )
+    assert isinstance(summary, dict)
+    assert summary["job"] == "ingest" and summary["rows_written"] == 4

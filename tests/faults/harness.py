@@ -172,7 +172,8 @@ def pick_trigger(seed: int, label: str, commits: int, seconds: float, after: str
     rng = random.Random(f"{label}:{seed}")
     if commits > 1 and rng.random() < 0.5:
         return Trigger("commit", commits=rng.randint(1, commits - 1), after=after)
-    return Trigger("delay", delay=rng.uniform(0.0, max(seconds, 0.5)), after=after)
+    # half the reference time: the stage must still be running when the kill comes
+    return Trigger("delay", delay=rng.uniform(0.0, max(seconds * 0.5, 0.5)), after=after)
 
 
 def kill_at(run: Launched, trigger: Trigger, warehouse: Path) -> str:

@@ -91,12 +91,6 @@ def test_export_under_a_regular_file_fails_cleanly(
     assert got["curated"] == reference.tables["curated"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ENOSPC is raised in the executors: Spark logs the Python worker's traceback to "
-    "stderr and `curator export failed:` shows the wrapper's first line, not the OS error; "
-    "fix in spark_jobs/export.py (worker_message as in embed.py) or cli.run_job",
-)
 def test_export_to_a_full_disk_fails_cleanly_and_leaves_no_half_shard(
     spark: Any, reference: Reference, tmp_path: Path, full_dir: Path
 ) -> None:

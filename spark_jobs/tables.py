@@ -77,7 +77,18 @@ def table_name(cfg: Config, logical: str) -> str:
 
 
 def is_delta(path: str | Path) -> bool:
-    return (Path(path) / "_delta_log").is_dir()
+    """Whether a Delta table with at least one commit lives there.
+
+    A writer killed before its first commit leaves an empty (or temp-file-only) `_delta_log`:
+    that is no table yet, and registering it would fail every later session.
+    """
+    log = Path(path) / "_delta_log"
+    if not log.is_dir():
+        return False
+    return any(
+        p.name.split(".", 1)[0].isdigit() and p.name.endswith((".json", ".parquet"))
+        for p in log.iterdir()
+    )
 
 
 def _register_sql(cfg: Config, name: str, path: str) -> str:

@@ -1,4 +1,4 @@
-"""`spark-submit spark_jobs/<job>.py`: ingest alone; embed and the later stages as a job runs them."""
+"""`spark-submit spark_jobs/<job>.py`: ingest alone, then embed and the later stages."""
 
 from __future__ import annotations
 

@@ -29,11 +29,16 @@ from typing import Any
 from pyspark.sql import SparkSession
 
 from spark_jobs.config import Config
-from spark_jobs.tables import AsOf, sql_list, table_exists, table_path, table_ref
+from spark_jobs.tables import AsOf, read_table, sql_list, table_exists, table_path, table_ref
 
 FATES_VIEW = "fates"
 FATES = ("quarantined", "pending", "filtered", "duplicate", "curated", "exported")
 # Which duplicates row explains a removal when a sample has several: the cheapest method first.
+_DUPLICATE_COLUMNS = (
+    ("sample_id", "STRING"), ("duplicate_of", "STRING"), ("similar_to", "STRING"),
+    ("similarity", "DOUBLE"), ("method", "STRING"), ("eps", "DOUBLE"), ("cluster", "STRING"),
+    ("run_id", "STRING"),
+)  # fmt: skip
 _METHOD_ORDER = "CASE d.method WHEN 'exact' THEN 0 WHEN 'perceptual' THEN 1 ELSE 2 END"
 
 
@@ -159,10 +164,14 @@ def fates_select(
         ctes.append("c AS (SELECT CAST(NULL AS STRING) AS sample_id, "
                     "CAST(NULL AS STRING) AS run_id WHERE false)")  # fmt: skip
     if dups is not None and rec.dedup.get("exclude", True) and rec.dedup.get("methods"):
+        have = set(read_table(spark, cfg, "duplicates", as_of=as_of).columns)
+        cols = ", ".join(  # tables written by older versions may lack a column
+            c if c in have else f"CAST(NULL AS {t}) AS {c}" for c, t in _DUPLICATE_COLUMNS
+        )
         ctes.append(
             "d AS (SELECT * FROM (SELECT d.*, row_number() OVER (PARTITION BY d.sample_id "
-            f"ORDER BY {_METHOD_ORDER}, d.eps, d.duplicate_of) AS rn FROM {dups} d "
-            f"WHERE {rule_condition(rec.dedup)}) WHERE rn = 1)"
+            f"ORDER BY {_METHOD_ORDER}, d.eps, d.duplicate_of) AS rn FROM "
+            f"(SELECT {cols} FROM {dups}) d WHERE {rule_condition(rec.dedup)}) WHERE rn = 1)"
         )
     else:
         ctes.append(

@@ -8,6 +8,9 @@ statements go into `<warehouse>/catalog.sql` for `spark-sql -i`.
 
 from __future__ import annotations
 
+import sys
+
+from pyspark.errors import AnalysisException
 from pyspark.sql import SparkSession
 
 from spark_jobs.config import Config
@@ -103,9 +106,13 @@ def register_views(spark: SparkSession, cfg: Config) -> list[str]:
         statements.append(stmt + ";")
     from spark_jobs.lineage import FATES_VIEW, fates_select
 
-    fates = fates_select(spark, cfg)
-    if fates is not None:
-        stmt = f"CREATE OR REPLACE VIEW {cfg.database}.{FATES_VIEW} AS {fates}"
-        spark.sql(stmt)
-        statements.append(stmt + ";")
+    try:
+        fates = fates_select(spark, cfg)
+        if fates is not None:
+            stmt = f"CREATE OR REPLACE VIEW {cfg.database}.{FATES_VIEW} AS {fates}"
+            spark.sql(stmt)
+            statements.append(stmt + ";")
+    except AnalysisException as exc:  # lineage must never stop a job: say so, go on
+        first = str(exc).strip().splitlines()[0][:300]
+        print(f"curator: the `fates` view is not available here: {first}", file=sys.stderr)
     return statements

@@ -58,12 +58,19 @@ __all__ = [
 
 # Columns an embedding step (re)defines: dropped before a new embedding is added.
 _EMBED_COLUMNS = ("embedding", "error", "embedding_dim", "model", "scored_at")
-# Tables only their jobs (or the dedicated Dataset methods) write; save_as refuses them.
-_PROTECTED = (
-    "shards", "images", "quarantine", "scores", "duplicates", "duplicate_pairs", "phashes",
-    "exported", "filter_stats",
-)  # fmt: skip
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _job_tables() -> set[str]:
+    """Tables only their jobs (or the dedicated Dataset methods) write; save_as refuses them.
+    `curated` is the exception: save_as("curated") stands in for `curator filter`."""
+    import spark_jobs.dedup
+    import spark_jobs.embed
+    import spark_jobs.export
+    import spark_jobs.filter  # noqa: F401 - importing a job module registers its tables
+    from spark_jobs.tables import ALL_TABLES
+
+    return set(ALL_TABLES) - {"curated"}
 
 
 def session(cfg: Config | None = None, app_name: str = "curator-notebook") -> SparkSession:
@@ -319,21 +326,15 @@ class Dataset:
     def persist_duplicates(self) -> Summary:
         """Replace the `duplicates` rows of semantic dedup at this eps with the ones the last
         SemanticDeduplicator removed (one transaction; other methods and eps stay)."""
-        from spark_jobs.dedup import DUPLICATES, _conform
-        from spark_jobs.tables import ensure_table, register_tables, table_path
+        from spark_jobs.dedup import DUPLICATES
+        from spark_jobs.tables import register_tables, replace_where
 
         if self.duplicates is None or self.dedup_eps is None:
             raise ValueError("persist_duplicates(): run SemanticDeduplicator(...)(ds) first")
         summary = Summary(job="persist_duplicates", run_id=new_run_id("api"), unit="samples")
-        ensure_table(self.spark, self.cfg, DUPLICATES)
         rows = self.duplicates.withColumn("run_id", F.lit(summary.run_id))
-        (
-            _conform(rows, DUPLICATES)
-            .write.format("delta")
-            .mode("overwrite")
-            .option("replaceWhere", f"method = 'semantic' AND eps = {self.dedup_eps!r}")
-            .save(table_path(self.cfg, "duplicates"))
-        )
+        where = f"method = 'semantic' AND eps = {self.dedup_eps!r}"
+        replace_where(self.spark, self.cfg, DUPLICATES, rows, where)
         register_tables(self.spark, self.cfg)
         summary.rows_in = summary.rows_written = self.duplicates.count()
         summary.extra["eps"] = self.dedup_eps
@@ -348,10 +349,12 @@ class Dataset:
         """
         from spark_jobs.tables import register_tables, table_name, table_path
 
-        if not _NAME.match(name) or name in _PROTECTED:
+        protected = _job_tables()
+        if not _NAME.match(name) or name in protected:
             raise ValueError(
                 f"save_as({name!r}): give a plain table name that is not one of the job tables "
-                f"{', '.join(_PROTECTED)} (use persist_scores / persist_duplicates for those)"
+                f"{', '.join(sorted(protected))} (use persist_scores / persist_duplicates for "
+                "those)"
             )
         summary = Summary(job="save_as", run_id=new_run_id("api"), unit="samples")
         stamp = "curated_at" if name == "curated" else "saved_at"

@@ -16,7 +16,6 @@ from typing import Any
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from spark_jobs.cli_options import ConfigOpt, JsonOpt, SetOpt, WarehouseOpt
 from spark_jobs.config import Config
 from spark_jobs.summary import Summary, new_run_id
 from spark_jobs.tables import is_delta, read_table, table_path
@@ -61,14 +60,16 @@ def invariants(spark: SparkSession, cfg: Config) -> list[Invariant]:
         if df is not None:
             dup = df.groupBy(*keys).count().where("count > 1")
             out.append(_count(dup, f"{name}: {', '.join(keys)} unique", keys[0]))
+    for child, parent, key, name in (
+        ("images", "shards", "shard_uri", "every image has a shard"),
+        ("scores", "images", "sample_id", "every score has an image"),
+        ("duplicates", "images", "sample_id", "every duplicate is an image"),
+        ("curated", "images", "sample_id", "every curated row is an image"),
+    ):
+        c, p = t[child], t[parent]
+        if c is not None and p is not None:
+            out.append(_count(c.join(p.select(key), key, "left_anti"), name, "sample_id"))
     if shards is not None and images is not None and quarantine is not None:
-        out.append(
-            _count(
-                images.join(shards, "shard_uri", "left_anti"),
-                "every image has a shard",
-                "sample_id",
-            )
-        )
         per_shard = (
             shards.select("shard_uri", "samples")
             .join(
@@ -87,14 +88,7 @@ def invariants(spark: SparkSession, cfg: Config) -> list[Invariant]:
             _count(per_shard, "shard samples = images + quarantined, exactly once", "shard_uri")
         )
     scores = t["scores"]
-    if scores is not None and images is not None:
-        out.append(
-            _count(
-                scores.join(images, "sample_id", "left_anti"),
-                "every score has an image",
-                "sample_id",
-            )
-        )
+    if scores is not None:
         dup = scores.groupBy("sample_id", "model").count().where("count > 1")
         out.append(_count(dup, "scores: one row per image and model", "sample_id"))
     dups = t["duplicates"]
@@ -105,31 +99,15 @@ def invariants(spark: SparkSession, cfg: Config) -> list[Invariant]:
             "left_anti",
         )
         out.append(_count(kept_missing, "every duplicate_of exists in images", "sample_id"))
-        removed = dups.select("method", "eps", "sample_id")
-        kept_removed = dups.alias("d").join(
-            removed.alias("r"),
-            (dups["duplicate_of"] == removed["sample_id"])
-            & (dups["method"] == removed["method"])
-            & dups["eps"].eqNullSafe(removed["eps"]),
+        d, r = dups.alias("d"), dups.select("method", "eps", "sample_id").alias("r")
+        kept_removed = d.join(
+            r,
+            (F.col("d.duplicate_of") == F.col("r.sample_id"))
+            & (F.col("d.method") == F.col("r.method"))
+            & F.col("d.eps").eqNullSafe(F.col("r.eps")),
             "left_semi",
-        )
+        ).select("d.sample_id")
         out.append(_count(kept_removed, "every duplicate_of is a kept sample", "sample_id"))
-        out.append(
-            _count(
-                dups.join(images, "sample_id", "left_anti"),
-                "every duplicate is an image",
-                "sample_id",
-            )
-        )
-    curated = t["curated"]
-    if curated is not None and images is not None:
-        out.append(
-            _count(
-                curated.join(images, "sample_id", "left_anti"),
-                "every curated row is an image",
-                "sample_id",
-            )
-        )
     if t["exported"] is not None:
         out.extend(_export_invariants(spark, cfg, t["exported"]))
     return out
@@ -185,20 +163,14 @@ def run(spark: SparkSession, cfg: Config) -> Summary:
 
 def register(app: Any) -> None:
     """Add `curator check` to the CLI."""
+    from spark_jobs.cli import add_job_command
 
-    def check_cmd(
-        config: ConfigOpt = None,
-        set_: SetOpt = None,
-        warehouse: WarehouseOpt = None,
-        as_json: JsonOpt = False,
-    ) -> None:
-        """Verify that nothing was lost or duplicated across the tables (exit 1 if not)."""
-        from spark_jobs.cli import resolve_config, run_job
-
-        cfg = resolve_config(config, set_, warehouse)
-        run_job("check", cfg, as_json, run)
-
-    app.command("check")(check_cmd)
+    add_job_command(
+        app,
+        "check",
+        run,
+        "Verify that nothing was lost or duplicated across the tables (exit 1 if not).",
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import sys
 from functools import reduce
-from typing import Any
+from typing import Annotated, Any
 
+import typer
 from pyspark import StorageLevel
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
+from spark_jobs.cli_options import ConfigOpt, JsonOpt, SetOpt, WarehouseOpt
 from spark_jobs.config import Config, ConfigError
 from spark_jobs.embed import (
     SCORES,
@@ -104,12 +106,7 @@ def run(spark: SparkSession, cfg: Config, *, all_rows: bool = False) -> Summary:
 
 def register(app: Any) -> None:
     """Add `curator classify` to the CLI."""
-    from typing import Annotated, get_type_hints
-
-    import typer
-
-    from spark_jobs.cli import ConfigOpt, JsonOpt, SetOpt, WarehouseOpt, err, resolve_config
-    from spark_jobs.cli import run_job as _run_job
+    from spark_jobs.cli import resolve_config, run_job
 
     def classify(
         config: ConfigOpt = None,
@@ -121,17 +118,9 @@ def register(app: Any) -> None:
         ] = False,
     ) -> None:
         """Re-score stored embeddings with the configured heads (no image is decoded)."""
-        cfg = resolve_config(config, set_, warehouse)
-        try:
-            validate(cfg)
-        except ConfigError as exc:
-            err(f"configuration error:\n{exc}")
-            raise typer.Exit(2) from None
-        _run_job("classify", cfg, as_json, lambda spark, c: run(spark, c, all_rows=all_rows))
+        cfg = resolve_config(config, set_, warehouse, validate)
+        run_job("classify", cfg, as_json, lambda spark, c: run(spark, c, all_rows=all_rows))
 
-    # Annotations are strings here (postponed evaluation) naming register()'s locals: resolve
-    # them now, since typer evaluates them against the module globals.
-    classify.__annotations__ = get_type_hints(classify, localns=locals(), include_extras=True)
     app.command()(classify)
 
 

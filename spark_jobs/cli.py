@@ -36,10 +36,18 @@ def _debug() -> bool:
     return os.environ.get("CURATOR_DEBUG", "") not in ("", "0")
 
 
-def resolve_config(config: Path | None, sets: list[str] | None, warehouse: str | None) -> Config:
-    """Load the configuration or exit 2 with the message (before Spark starts)."""
+def resolve_config(
+    config: Path | None,
+    sets: list[str] | None,
+    warehouse: str | None,
+    validate: Callable[[Config], Any] | None = None,
+) -> Config:
+    """Load (and `validate`) the configuration or exit 2 with the message, before Spark starts."""
     try:
-        return load_config(config, sets or [], warehouse)
+        cfg = load_config(config, sets or [], warehouse)
+        if validate is not None:
+            validate(cfg)
+        return cfg
     except ConfigError as exc:
         err(f"configuration error:\n{exc}")
         raise typer.Exit(2) from None
@@ -81,6 +89,23 @@ def run_job(job: str, cfg: Config, as_json: bool, call: Callable[[Any, Config], 
     else:
         for s in summaries:
             s.render()
+
+
+def add_job_command(
+    app: typer.Typer, name: str, call: Callable[[Any, Config], Any], doc: str
+) -> None:
+    """Register `curator NAME` for a job that takes only the shared options."""
+
+    def command(
+        config: ConfigOpt = None,
+        set_: SetOpt = None,
+        warehouse: WarehouseOpt = None,
+        as_json: JsonOpt = False,
+    ) -> None:
+        run_job(name, resolve_config(config, set_, warehouse), as_json, call)
+
+    command.__doc__ = doc
+    app.command(name)(command)
 
 
 def _stderr_console() -> Any:
@@ -211,19 +236,6 @@ def _load_commands() -> None:
             continue
         register = getattr(module, "register", None)
         if register is not None:
-            # Commands declared inside register() with postponed annotations name these
-            # aliases; typer resolves annotations in the module's globals.
-            aliases = (
-                "ConfigOpt",
-                "SetOpt",
-                "WarehouseOpt",
-                "JsonOpt",
-                "Annotated",
-                "Path",
-                "typer",
-            )
-            for alias in aliases:
-                vars(module).setdefault(alias, globals()[alias])
             register(app)
 
 

@@ -57,8 +57,9 @@ def rule_costs(
     select = scored_select(spark, cfg, as_of, model=rec.model)
     if select is None:
         raise ConfigError("no `images` and `scores` tables yet; run ingest and embed first")
-    scored = decodable(spark.sql(select))
-    c = removed_counts(scored, predicates)
+    all_scored = spark.sql(select)
+    c = removed_counts(all_scored, predicates)
+    scored = decodable(all_scored)
     passing = _passing(scored, predicates).select("sample_id")
     dups, rule_ids = _rule_duplicates(spark, cfg, rec, as_of)
     by_method = []

@@ -62,6 +62,7 @@ from spark_jobs.tables import (
     merge_insert_new,
     read_table,
     register_tables,
+    replace_where,
     table_path,
 )
 from spark_jobs.views import scored_model_id
@@ -157,23 +158,11 @@ def order_columns(order: str) -> list[Column]:
 
 
 # ---- writing -----------------------------------------------------------------------------------
-def _conform(df: DataFrame, tdef: TableDef) -> DataFrame:
-    schema = df.sparkSession.createDataFrame([], tdef.schema).schema
-    return df.select(*[F.col(f.name).cast(f.dataType).alias(f.name) for f in schema.fields])
-
-
 def replace_method_rows(
     spark: SparkSession, cfg: Config, tdef: TableDef, df: DataFrame, method: str
 ) -> None:
     """Replace `method`'s rows of the table with `df`'s, in one Delta transaction."""
-    ensure_table(spark, cfg, tdef)
-    (
-        _conform(df, tdef)
-        .write.format("delta")
-        .mode("overwrite")
-        .option("replaceWhere", f"method = '{method}'")
-        .save(table_path(cfg, tdef.logical))
-    )
+    replace_where(spark, cfg, tdef, df, f"method = '{method}'")
 
 
 def pandas_frame(spark: SparkSession, pdf: pd.DataFrame, tdef: TableDef) -> DataFrame:
@@ -613,25 +602,14 @@ def _write_pandas(
 # ---- command line ------------------------------------------------------------------------------
 def register(app: Any) -> None:
     """Add `curator dedup` to the CLI."""
-    from typing import get_type_hints
+    from spark_jobs.cli import add_job_command
 
-    from spark_jobs.cli import ConfigOpt, JsonOpt, SetOpt, WarehouseOpt, resolve_config
-    from spark_jobs.cli import run_job as _run_job
-
-    def dedup(
-        config: ConfigOpt = None,
-        set_: SetOpt = None,
-        warehouse: WarehouseOpt = None,
-        as_json: JsonOpt = False,
-    ) -> None:
-        """Find exact, perceptual and semantic duplicates (writes the duplicates table)."""
-        cfg = resolve_config(config, set_, warehouse)
-        _run_job("dedup", cfg, as_json, run)
-
-    # Annotations are strings here (postponed evaluation) naming register()'s locals: resolve
-    # them now, since typer evaluates them against the module globals.
-    dedup.__annotations__ = get_type_hints(dedup, localns=locals(), include_extras=True)
-    app.command()(dedup)
+    add_job_command(
+        app,
+        "dedup",
+        run,
+        "Find exact, perceptual and semantic duplicates (writes the duplicates table).",
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

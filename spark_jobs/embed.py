@@ -18,12 +18,14 @@ import re
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
+import typer
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from spark_jobs.cli_options import ConfigOpt, JsonOpt, SetOpt, WarehouseOpt
 from spark_jobs.config import Config, ConfigError
 from spark_jobs.errors import worker_message
 from spark_jobs.summary import Summary, new_run_id
@@ -346,12 +348,7 @@ def _merge_retry(spark: SparkSession, cfg: Config, source: DataFrame, scope: str
 # ---- command line ------------------------------------------------------------------------------
 def register(app: Any) -> None:
     """Add `curator embed` to the CLI."""
-    from typing import Annotated, get_type_hints
-
-    import typer
-
-    from spark_jobs.cli import ConfigOpt, JsonOpt, SetOpt, WarehouseOpt, err, resolve_config
-    from spark_jobs.cli import run_job as _run_job
+    from spark_jobs.cli import resolve_config, run_job
 
     def embed(
         config: ConfigOpt = None,
@@ -363,17 +360,9 @@ def register(app: Any) -> None:
         ] = False,
     ) -> None:
         """Embed new images and score them with the heads (writes the scores table)."""
-        cfg = resolve_config(config, set_, warehouse)
-        try:
-            validate(cfg)
-        except ConfigError as exc:
-            err(f"configuration error:\n{exc}")
-            raise typer.Exit(2) from None
-        _run_job("embed", cfg, as_json, lambda spark, c: run(spark, c, retry_errors=retry_errors))
+        cfg = resolve_config(config, set_, warehouse, validate)
+        run_job("embed", cfg, as_json, lambda spark, c: run(spark, c, retry_errors=retry_errors))
 
-    # Annotations are strings here (postponed evaluation) naming register()'s locals: resolve
-    # them now, since typer evaluates them against the module globals.
-    embed.__annotations__ = get_type_hints(embed, localns=locals(), include_extras=True)
     app.command()(embed)
 
 

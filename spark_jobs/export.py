@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
+import typer
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -38,6 +39,7 @@ from curator_udfs.wds_writer import (
     sample_tar_bytes,
     shard_name,
 )
+from spark_jobs.cli_options import ConfigOpt, JsonOpt, SetOpt, WarehouseOpt
 from spark_jobs.config import Config, ConfigError
 from spark_jobs.summary import Summary, new_run_id
 from spark_jobs.tables import TableDef, add_table, ensure_table, is_delta, read_table, table_path
@@ -283,9 +285,7 @@ def run(
 
 def register(app: Any) -> None:
     """Add `curator export [--output DIR]` to the CLI."""
-    import typer
-
-    from spark_jobs.cli import ConfigOpt, JsonOpt, SetOpt, WarehouseOpt, resolve_config, run_job
+    from spark_jobs.cli import resolve_config, run_job
 
     @app.command("export")
     def export_cmd(

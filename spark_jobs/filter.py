@@ -19,13 +19,17 @@ from __future__ import annotations
 import json
 import sys
 from datetime import UTC, datetime
+from functools import reduce
+from operator import and_
 from typing import Annotated, Any
 
+import typer
 from pyspark.errors import AnalysisException
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from curator_udfs.predicates import PredicateError, ValidPredicate, validate_predicates
+from spark_jobs.cli_options import ConfigOpt, JsonOpt, SetOpt, WarehouseOpt
 from spark_jobs.config import Config, ConfigError
 from spark_jobs.summary import Summary, new_run_id
 from spark_jobs.tables import (
@@ -166,27 +170,28 @@ def curated_frame(
 
 
 def removed_counts(scored: DataFrame, preds: list[str]) -> dict[str, Any]:
-    """Rule costs in one scan: rows in, rows each predicate removes alone (false or NULL),
+    """Rule costs in one scan of `scored`: all rows, rows with an embedding (embed errors are
+    never curated), and among those the rows each predicate removes alone (false or NULL),
     rows only it removes (every other predicate passes), and rows passing all of them."""
+    usable = F.col("score_error").isNull()
     ok = [F.coalesce(F.expr(p), F.lit(False)) for p in preds]
-    aggs = [F.count(F.lit(1)).alias("n")]
-    every = F.lit(True)
-    for c in ok:
-        every = every & c
-    aggs.append(F.sum(F.when(every, 1).otherwise(0)).alias("passed"))
+
+    def count_if(cond: Column) -> Column:
+        return F.sum(F.when(usable & cond, 1).otherwise(0))
+
+    aggs = [F.count(F.lit(1)).alias("all"), count_if(F.lit(True)).alias("n")]
+    aggs.append(count_if(reduce(and_, ok, F.lit(True))).alias("passed"))
     for i, c in enumerate(ok):
-        others = F.lit(True)
-        for j, o in enumerate(ok):
-            if j != i:
-                others = others & o
-        aggs.append(F.sum(F.when(c, 0).otherwise(1)).alias(f"r{i}"))
-        aggs.append(F.sum(F.when(~c & others, 1).otherwise(0)).alias(f"u{i}"))
+        others = reduce(and_, [o for j, o in enumerate(ok) if j != i], F.lit(True))
+        aggs.append(count_if(~c).alias(f"r{i}"))
+        aggs.append(count_if(~c & others).alias(f"u{i}"))
     row = scored.agg(*aggs).first()
 
     def get(name: str) -> int:
         return int((row[name] if row else 0) or 0)
 
     return {
+        "rows_all": get("all"),
         "rows_in": get("n"),
         "removed_alone": [get(f"r{i}") for i in range(len(preds))],
         "removed_only_by": [get(f"u{i}") for i in range(len(preds))],
@@ -231,9 +236,9 @@ def run(spark: SparkSession, cfg: Config, *, explain: bool = False) -> Summary:
         return summary.finish()
     _check_model(spark, cfg)
     at = datetime.now(UTC)
-    costs = removed_counts(decodable(scored), [p.text for p in preds])
+    costs = removed_counts(scored, [p.text for p in preds])
     removed, passed = costs["removed_alone"], costs["passed"]
-    rows_in = scored.count()
+    rows_in = costs["rows_all"]
     embed_errors = rows_in - costs["rows_in"]
     out = curated.withColumn("curated_at", F.lit(at)).withColumn("run_id", F.lit(summary.run_id))
     record = {
@@ -311,17 +316,7 @@ def optimize(spark: SparkSession, cfg: Config, columns: list[str] | None = None)
 
 def register(app: Any) -> None:
     """Add `curator filter` and `curator optimize` to the CLI."""
-    import typer
-
-    from spark_jobs.cli import (
-        ConfigOpt,
-        JsonOpt,
-        SetOpt,
-        WarehouseOpt,
-        err,
-        resolve_config,
-        run_job,
-    )
+    from spark_jobs.cli import resolve_config, run_job
 
     @app.command("filter")
     def filter_cmd(
@@ -337,14 +332,9 @@ def register(app: Any) -> None:
         ] = False,
     ) -> None:
         """Apply filter.predicates to the scored view and write the curated table."""
-        cfg = resolve_config(config, set_, warehouse)
+        cfg = resolve_config(config, set_, warehouse, check_predicates)
         if explain and not cfg.spark.with_rapids_jar:
             cfg.spark.with_rapids_jar = True  # the report needs the jar, never the plugin
-        try:
-            check_predicates(cfg)
-        except ConfigError as exc:
-            err(f"configuration error:\n{exc}")
-            raise typer.Exit(2) from None
         run_job("filter", cfg, as_json, lambda spark, c: run(spark, c, explain=explain))
 
     @app.command("optimize")

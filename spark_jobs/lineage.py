@@ -110,10 +110,6 @@ def filter_record(spark: SparkSession, cfg: Config, as_of: AsOf | None = None) -
     )
 
 
-def _lit(text: str) -> str:
-    return sql_list([text])
-
-
 def _ref(spark: SparkSession, cfg: Config, logical: str, as_of: AsOf | None) -> str | None:
     """How the view names a table, or None when it does not exist (at `as_of`)."""
     if not table_exists(spark, cfg, logical, as_of=as_of):
@@ -143,14 +139,16 @@ def fates_select(
 
     ctes = []
     if scored is not None:
-        failed = ", ".join(f"IF(coalesce(({p}), false), NULL, {_lit(p)})" for p in rec.predicates)
+        failed = ", ".join(
+            f"IF(coalesce(({p}), false), NULL, {sql_list([p])})" for p in rec.predicates
+        )
         failed_expr = f"filter(array({failed}), x -> x IS NOT NULL)" if failed else "array()"
         ctes.append(
             "sc AS (SELECT sample_id, score_error, scored_at, run_id_s, "
             f"CAST({failed_expr} AS ARRAY<STRING>) AS failed_predicates FROM "
             f"(SELECT x.*, s2.run_id AS run_id_s FROM ({scored}) x "
             f"JOIN {table_ref(cfg, 'scores', as_of, spark)} s2 "
-            f"ON s2.sample_id = x.sample_id AND s2.model = {_lit(rec.model or '')}))"
+            f"ON s2.sample_id = x.sample_id AND s2.model = {sql_list([rec.model or ''])}))"
         )
     else:
         ctes.append(
@@ -194,7 +192,7 @@ def fates_select(
     filtered_at = (
         f"timestamp_millis({int(rec.committed_ms)})" if rec.committed_ms is not None else "NULL"
     )
-    filter_run = _lit(rec.run_id) if rec.run_id else "c.run_id"
+    filter_run = sql_list([rec.run_id]) if rec.run_id else "c.run_id"
     has_filter = "true" if curated is not None else "false"
     # One state per sample, decided once (first match wins), then named four ways below.
     states = [

@@ -19,6 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
+import typer
+
+from spark_jobs.cli_options import ConfigOpt, JsonOpt, SetOpt, WarehouseOpt
 from spark_jobs.config import Config, ConfigError, load_config
 from spark_jobs.summary import Summary
 
@@ -561,17 +564,7 @@ def job_steps(
 # ---- command line -------------------------------------------------------------------------------
 def register(app: Any) -> None:
     """Add `curator run` to the CLI."""
-    import typer
-
-    from spark_jobs.cli import (
-        ConfigOpt,
-        JsonOpt,
-        SetOpt,
-        WarehouseOpt,
-        err,
-        resolve_config,
-        run_job,
-    )
+    from spark_jobs.cli import err, resolve_config, run_job
 
     def run_cmd(
         config: ConfigOpt = None,

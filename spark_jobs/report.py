@@ -12,10 +12,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
+import typer
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from curator_udfs.report_html import render_report, thumbnail_data_uri, write_report
+from spark_jobs.cli_options import ConfigOpt, JsonOpt, SetOpt, WarehouseOpt
 from spark_jobs.config import Config
 from spark_jobs.redact import redact
 from spark_jobs.summary import Summary, new_run_id
@@ -285,9 +287,7 @@ def run(
 
 def register(app: Any) -> None:
     """Add `curator report --out DIR` to the CLI."""
-    import typer
-
-    from spark_jobs.cli import ConfigOpt, JsonOpt, SetOpt, WarehouseOpt, resolve_config, run_job
+    from spark_jobs.cli import resolve_config, run_job
 
     def report_cmd(
         out: Annotated[Path, typer.Option("--out", help="directory for index.html")] = Path(

@@ -14,6 +14,7 @@ from typing import Any
 
 from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 
 from spark_jobs.config import Config, ConfigError
 
@@ -60,6 +61,26 @@ def add_table(tdef: TableDef) -> TableDef:
     """Make a table known to the warehouse (jobs of later stages register theirs here)."""
     ALL_TABLES[tdef.logical] = tdef
     return tdef
+
+
+def conform(df: DataFrame, tdef: TableDef) -> DataFrame:
+    """`df`'s columns of `tdef`, in its order and types (extra columns dropped)."""
+    schema = df.sparkSession.createDataFrame([], tdef.schema).schema
+    return df.select(*[F.col(f.name).cast(f.dataType).alias(f.name) for f in schema.fields])
+
+
+def replace_where(
+    spark: SparkSession, cfg: Config, tdef: TableDef, df: DataFrame, where: str
+) -> None:
+    """Replace the table's rows matching `where` with `df`'s, in one Delta transaction."""
+    ensure_table(spark, cfg, tdef)
+    (
+        conform(df, tdef)
+        .write.format("delta")
+        .mode("overwrite")
+        .option("replaceWhere", where)
+        .save(table_path(cfg, tdef.logical))
+    )
 
 
 def db_dir(cfg: Config) -> Path:

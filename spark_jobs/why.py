@@ -43,14 +43,13 @@ def _first_line(text: Any, limit: int = 120) -> Any:
 
 
 def _predicate_verdicts(
-    spark: SparkSession, scored: str, sample_id: str, predicates: list[str]
+    spark: SparkSession, scored: str, columns: list[str], sample_id: str, predicates: list[str]
 ) -> list[dict[str, Any]]:
     """Each predicate with the values of the columns it reads and its verdict for the sample."""
     from curator_udfs.predicates import validate_predicate
 
     if not predicates:
         return []
-    columns = spark.sql(f"SELECT * FROM ({scored}) LIMIT 0").columns
     reads = [validate_predicate(p, columns).columns for p in predicates]
     used = list(dict.fromkeys(c for cols in reads for c in cols))
     select = [f"({p}) AS `_v{i}`" for i, p in enumerate(predicates)]
@@ -120,6 +119,12 @@ def explain(
         "ORDER BY shard_uri, key, ordinal"
     ).collect()
     scored = scored_select(spark, cfg, as_of, model=rec.model)
+    scored_cols = spark.sql(f"SELECT * FROM ({scored}) LIMIT 0").columns if scored else []
+    heads = [
+        h
+        for h in dict.fromkeys(["aesthetic_score", "nsfw_score", *head_score_columns(cfg)])
+        if h in scored_cols
+    ]
     images = table_ref(cfg, "images", as_of, spark)
     stories = []
     for r in rows:
@@ -146,9 +151,6 @@ def explain(
             story["image"] = {k: plain(img[k]) for k in _IMAGE_FIELDS}
             story["image"]["caption"] = _first_line(story["image"]["caption"])
         if scored is not None:
-            heads = ["aesthetic_score", "nsfw_score", *head_score_columns(cfg)]
-            cols = spark.sql(f"SELECT * FROM ({scored}) LIMIT 0").columns
-            heads = [h for h in dict.fromkeys(heads) if h in cols]
             srow = spark.sql(
                 f"SELECT model, score_error, scored_at{''.join(f', `{h}`' for h in heads)} "
                 f"FROM ({scored}) WHERE sample_id = {sql_list([r['sample_id']])}"
@@ -157,7 +159,7 @@ def explain(
                 story["scores"] = {k: plain(srow[k]) for k in ["model", *heads, "score_error"]}
                 story["scores"]["scored_at"] = plain(srow["scored_at"])
                 story["predicates"] = _predicate_verdicts(
-                    spark, scored, r["sample_id"], rec.predicates
+                    spark, scored, scored_cols, r["sample_id"], rec.predicates
                 )
         story["filter_rule"] = {
             "curated_version": rec.version,

@@ -49,7 +49,12 @@ def test_curated_exported_and_duplicates_invariants(spark, make_cfg, tmp_path: P
     write("curated", [(i,) for i in ids[:3]], "sample_id STRING")  # version 0
     write("exported", [(i, 0) for i in ids[:3]], "sample_id STRING, curated_version BIGINT")
     dup_schema = "sample_id STRING, duplicate_of STRING, method STRING, eps DOUBLE"
-    write("duplicates", [(ids[3], ids[0], "exact", None)], dup_schema)
+    # a sample kept by one method may be removed by another: that is no violation
+    write(
+        "duplicates",
+        [(ids[3], ids[0], "exact", None), (ids[0], ids[1], "semantic", 0.1)],
+        dup_schema,
+    )
     assert all(r.violations == 0 for r in check.invariants(spark, cfg))
 
     # a curated row that is no image, an export missing one curated row and holding a stranger,
@@ -60,11 +65,17 @@ def test_curated_exported_and_duplicates_invariants(spark, make_cfg, tmp_path: P
         [(i, 0) for i in ids[:2]] + [("stranger", 0)],
         "sample_id STRING, curated_version BIGINT",
     )
-    write("duplicates", [("ghost", ids[0], "exact", None)], dup_schema, "append")
+    write(
+        "duplicates",
+        [("ghost", ids[0], "exact", None), (ids[2], ids[3], "exact", None)],  # ids[3] removed
+        dup_schema,
+        "append",
+    )
     broken = {r.name: r for r in check.invariants(spark, cfg) if r.violations}
     assert broken["every curated row is an image"].examples == ["nosuchimage"]
     assert broken["curated: sample_id unique"].examples == [ids[0]]
     assert broken["every exported row is a curated row"].examples == ["stranger"]
     assert broken["every curated row was exported"].examples == [ids[2]]
     assert broken["every duplicate is an image"].examples == ["ghost"]
-    assert len(broken) == 5, sorted(broken)
+    assert broken["every duplicate_of is a kept sample"].examples == [ids[2]]
+    assert len(broken) == 6, sorted(broken)

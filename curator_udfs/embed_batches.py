@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import inspect
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,7 +42,7 @@ __all__ = [
     "spec_model_id",
 ]
 
-FrameFn = Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]
+FrameFn = Callable[[Iterable[pd.DataFrame]], Iterator[pd.DataFrame]]
 _CLASSIFY_CHUNK_ROWS = 65_536
 
 
@@ -155,7 +155,7 @@ def make_embed_fn(spec: EmbedSpec) -> FrameFn:
     """Batch function for ``df.mapInPandas(fn, embed_output_schema(spec))``."""
     head_columns(spec)  # fail on the driver, before Spark runs anything
 
-    def embed_partition(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    def embed_partition(frames: Iterable[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         device = current_device()
         embedder = _cached_embedder(spec, device)
         heads = _cached_heads(spec.heads, embedder.embedding_dim, device)
@@ -169,7 +169,7 @@ def make_classify_fn(spec: EmbedSpec) -> FrameFn:
     """Batch function for ``df.mapInPandas(fn, classify_output_schema(spec))``: heads only."""
     columns = head_columns(spec)
 
-    def classify_partition(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    def classify_partition(frames: Iterable[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         device = current_device()
         for frame in frames:
             yield _classify_frame(frame, spec, columns, device)

@@ -131,6 +131,7 @@ def ingest_shard_rows(
                 if rows.nbytes >= max_batch_bytes or len(rows) >= max_batch_rows:
                     yield rows.flush()
             out = reader.outcome
+            assert out is not None  # set by ShardReader.__iter__ once iteration ends
             rows.add(
                 kind="shard",
                 shard_uri=uri,

@@ -129,6 +129,7 @@ class FaissKMeans:
             km.train(x)
         finally:
             faiss.omp_set_num_threads(before)
+        assert km.centroids is not None  # set by train()
         return l2_normalise(km.centroids)
 
 

@@ -59,7 +59,7 @@ def _to_luma(img: Image.Image) -> Image.Image:
 
 
 def _decode(data: bytes) -> Image.Image:
-    img = Image.open(io.BytesIO(data))
+    img: Image.Image = Image.open(io.BytesIO(data))
     if img.format == "JPEG" and img.mode in ("RGB", "L", "CMYK", "YCbCr"):
         # Let libjpeg decode at 1/2, 1/4 or 1/8 scale; the hash only needs 32x32 pixels.
         img.draft(img.mode if img.mode != "CMYK" else "CMYK", _DRAFT_SIZE)

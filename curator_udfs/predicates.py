@@ -113,7 +113,7 @@ _BOOLEAN_ANONYMOUS = frozenset({"isnull", "isnotnull"})
 _STATEMENTS = (exp.Query, exp.Command, exp.DDL, exp.DML, exp.Drop, exp.Use, exp.Set)
 
 
-def _snippet(node: exp.Expression) -> str:
+def _snippet(node: exp.Expr) -> str:
     try:
         text = node.sql(dialect="spark")
     except Exception:  # noqa: BLE001 - only for the message
@@ -131,7 +131,7 @@ def _fail(predicate: str, what: str) -> PredicateError:
     return PredicateError(f"filter predicate {predicate!r}: {what}")
 
 
-def _parse(predicate: str) -> exp.Expression:
+def _parse(predicate: str) -> exp.Expr:
     try:
         tokens = sqlglot.Dialect.get_or_raise("spark").tokenize(predicate)
     except SqlglotError as exc:
@@ -146,10 +146,10 @@ def _parse(predicate: str) -> exp.Expression:
     except SqlglotError as exc:
         first = str(exc).splitlines()[0]
         raise _fail(predicate, f"is not a valid SQL expression ({first})") from None
-    trees = [t for t in trees if t is not None]
-    if len(trees) != 1:
+    found = [t for t in trees if t is not None]
+    if len(found) != 1:
         raise _fail(predicate, "must be exactly one boolean expression")
-    return trees[0]
+    return found[0]
 
 
 def validate_predicate(predicate: str, columns: Iterable[str]) -> ValidPredicate:

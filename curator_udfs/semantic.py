@@ -59,7 +59,7 @@ def _centroid(x: np.ndarray) -> np.ndarray:
 def _projection_split(x: np.ndarray, k: int, seed: int) -> np.ndarray:
     """Labels cutting ``x`` into ``k`` near-equal parts along its principal direction."""
     xc = x - x.mean(axis=0, keepdims=True)
-    v = np.random.default_rng(seed).standard_normal(x.shape[1]).astype(np.float32)
+    v = np.random.default_rng(seed).standard_normal(int(x.shape[1])).astype(np.float32)
     for _ in range(8):  # power iteration on the covariance, never forming it
         v = xc.T @ (xc @ v)
         norm = float(np.linalg.norm(v))

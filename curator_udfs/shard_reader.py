@@ -16,7 +16,7 @@ import tarfile
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import IO, Any, Self, cast
 
 import fsspec
 
@@ -124,7 +124,7 @@ class _TrackingTarInfo(tarfile.TarInfo):
     """
 
     @classmethod
-    def fromtarfile(cls, tar: tarfile.TarFile) -> tarfile.TarInfo:
+    def fromtarfile(cls, tar: tarfile.TarFile) -> Self:
         try:
             return super().fromtarfile(tar)
         except tarfile.HeaderError as exc:
@@ -134,7 +134,11 @@ class _TrackingTarInfo(tarfile.TarInfo):
             raise
 
 
-_CUT_HEADER_ERRORS = (tarfile.EmptyHeaderError, tarfile.TruncatedHeaderError)
+# typeshed omits these undocumented HeaderError subclasses (present since Python 3.2).
+_CUT_HEADER_ERRORS = (
+    tarfile.EmptyHeaderError,  # type: ignore[attr-defined]
+    tarfile.TruncatedHeaderError,  # type: ignore[attr-defined]
+)
 # Errors of the byte stream itself (I/O, compression); anything else is a bug and propagates.
 _STREAM_ERRORS = (tarfile.TarError, OSError, EOFError, zlib.error)
 
@@ -300,7 +304,9 @@ class ShardReader:
     def _read_tar(self, stream: _CountingReader) -> Iterator[IngestedSample | QuarantinedItem]:
         header_errors: list[Exception] = []
         try:
-            tar = tarfile.open(fileobj=stream, mode="r|*", tarinfo=_TrackingTarInfo)
+            # Stream mode ("r|*") only calls read(); typeshed's _Fileobj wants a full file.
+            fileobj = cast(IO[bytes], stream)
+            tar = tarfile.open(fileobj=fileobj, mode="r|*", tarinfo=_TrackingTarInfo)
         except tarfile.TarError as exc:
             yield self._shard_failed("failed", "not_a_tar", _describe(exc))
             return
@@ -314,7 +320,8 @@ class ShardReader:
             while True:
                 header_errors.clear()
                 info = tar.next()
-                tar.members = []  # stream mode would otherwise keep every TarInfo
+                # stream mode would otherwise keep every TarInfo (typeshed omits TarFile.members)
+                tar.members = []  # type: ignore[attr-defined]
                 if info is None:
                     break
                 if info.isdir():
@@ -348,7 +355,8 @@ class ShardReader:
                 yield self._broken(current, "failed", "read_error", _describe(exc))
             return
         end = header_errors[-1] if header_errors else None
-        if end is None or isinstance(end, tarfile.EOFHeaderError):
+        # typeshed omits the undocumented tarfile.EOFHeaderError (present since Python 3.2)
+        if end is None or isinstance(end, tarfile.EOFHeaderError):  # type: ignore[attr-defined]
             if current is not None:
                 yield self._finish(current)
             return

@@ -178,7 +178,8 @@ class ShardWriter:
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         if exc_type is not None:
             self.abort()
-        elif not self._tar.closed:
+        # typeshed omits TarFile.closed (undocumented, set in TarFile.__init__)
+        elif not self._tar.closed:  # type: ignore[attr-defined]
             self.close()
 
     def add(self, key: str, members: dict[str, bytes]) -> str:

@@ -29,12 +29,12 @@ import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pandas as pd
 from pydantic import ValidationError
 from pyspark import StorageLevel
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from curator_udfs.classifiers import AestheticClassifier, ClassifierHead, NsfwClassifier
@@ -186,7 +186,7 @@ class Dataset:
         )  # fmt: skip
 
     def _with(self, df: DataFrame, **changes: Any) -> Dataset:
-        state = {
+        state: dict[str, Any] = {
             "model": self.model,
             "embedding_dim": self.embedding_dim,
             "score_columns": self.score_columns,
@@ -232,7 +232,8 @@ class Dataset:
         parts = num_tasks(self.spark, n, spec.batch_size)
         out = embed_dataframe(df.repartition(parts, "sample_id"), spec, image_col=image_col)
         out = out.persist(StorageLevel.MEMORY_AND_DISK)
-        previous = self.spark.conf.get(ARROW_BATCH_CONF, "10000")
+        # a default is given, so never None (pyspark's stub has no overload for that)
+        previous = cast(str, self.spark.conf.get(ARROW_BATCH_CONF, "10000"))
         self.spark.conf.set(ARROW_BATCH_CONF, str(self.cfg.embed.arrow_batch_size))
         try:
             row = out.agg(F.max(F.size("embedding")).alias("dim")).first()  # runs the model
@@ -306,9 +307,11 @@ class Dataset:
             F.lit(datetime.now(UTC)).cast("timestamp").alias("scored_at"),
             F.lit(summary.run_id).alias("run_id"),
         )
-        columns = {c: f"s.`{c}`" for c in rows.columns}
+        columns: dict[str, str | Column] = {c: f"s.`{c}`" for c in rows.columns}
         target = ensure_table(self.spark, self.cfg, SCORES)
-        before = int(target.history(1).select("version").first()["version"])
+        last = target.history(1).select("version").first()
+        assert last is not None  # ensure_table: the table has at least one commit
+        before = int(last["version"])
         (
             target.alias("t")
             .merge(rows.alias("s"), "t.sample_id = s.sample_id AND t.model = s.model")
@@ -368,7 +371,9 @@ class Dataset:
         self.spark.sql(
             f"CREATE TABLE IF NOT EXISTS {table_name(self.cfg, name)} USING delta LOCATION '{path}'"
         )
-        version = int(self.spark.sql(f"DESCRIBE HISTORY delta.`{path}` LIMIT 1").first()["version"])
+        last = self.spark.sql(f"DESCRIBE HISTORY delta.`{path}` LIMIT 1").first()
+        assert last is not None  # just written: the table has at least one commit
+        version = int(last["version"])
         register_tables(self.spark, self.cfg)
         self._saved = {"table": name, "path": path, "version": version}
         summary.rows_in = summary.rows_written = self.spark.read.format("delta").load(path).count()

@@ -17,7 +17,7 @@ from typing import Annotated, Any
 
 import typer
 from pyspark import StorageLevel
-from pyspark.sql import SparkSession
+from pyspark.sql import Column, SparkSession
 from pyspark.sql import functions as F
 
 from spark_jobs.cli_options import ConfigOpt, JsonOpt, SetOpt, WarehouseOpt
@@ -62,6 +62,7 @@ def run(spark: SparkSession, cfg: Config, *, all_rows: bool = False) -> Summary:
     if not all_rows:
         rows = rows.where(reduce(lambda a, b: a | b, [F.col(c).isNull() for c in columns]))
     dims = rows.agg(F.count(F.lit(1)).alias("n"), F.max("embedding_dim").alias("dim")).first()
+    assert dims is not None  # a global aggregate has exactly one row
     n = int(dims["n"])
     summary.rows_in = n
     if n:
@@ -82,9 +83,13 @@ def run(spark: SparkSession, cfg: Config, *, all_rows: bool = False) -> Summary:
                     raise RuntimeError(f"classify failed in a Python worker: {msg}") from exc
                 raise
             # Incremental: fill only the NULL columns, keep existing scores exactly as they are.
-            updates = {c: f"s.{c}" if all_rows else f"coalesce(t.{c}, s.{c})" for c in columns}
+            updates: dict[str, str | Column] = {
+                c: f"s.{c}" if all_rows else f"coalesce(t.{c}, s.{c})" for c in columns
+            }
             target = ensure_table(spark, cfg, SCORES)
-            before = int(target.history(1).select("version").first()["version"])
+            last = target.history(1).select("version").first()
+            assert last is not None  # ensure_table: the table has at least one commit
+            before = int(last["version"])
             (
                 target.alias("t")
                 .merge(

@@ -25,14 +25,14 @@ class _Section(BaseModel):
 
 class SparkCfg(_Section):
     profile: str = Field(
-        "local",
+        default="local",
         description="a file name in conf/spark/ (local, gpu-cluster) or a path to a .conf file",
     )
     conf: dict[str, str | int | float | bool] = Field(
         default_factory=dict, description="Spark settings that override the profile"
     )
     with_rapids_jar: bool = Field(
-        False, description="put the RAPIDS jar on the classpath (explain-only reports)"
+        default=False, description="put the RAPIDS jar on the classpath (explain-only reports)"
     )
 
 
@@ -45,56 +45,68 @@ class InputCfg(_Section):
 
 class IngestCfg(_Section):
     max_image_pixels: int = Field(
-        89_478_485,
+        default=89_478_485,
         gt=0,
         description="images with more pixels are quarantined (decompression bombs)",
     )
     max_image_bytes: int = Field(
-        50_000_000, gt=0, description="image members larger than this are quarantined unread"
+        default=50_000_000,
+        gt=0,
+        description="image members larger than this are quarantined unread",
     )
     max_caption_bytes: int = Field(
-        1_000_000, gt=0, description="longer captions are truncated, with a warning"
+        default=1_000_000, gt=0, description="longer captions are truncated, with a warning"
     )
     max_json_bytes: int = Field(
-        1_000_000, gt=0, description="larger JSON members are dropped, with a warning"
+        default=1_000_000, gt=0, description="larger JSON members are dropped, with a warning"
     )
     shards_per_batch: int = Field(
-        64, gt=0, description="shards committed together in one Delta transaction per table"
+        default=64, gt=0, description="shards committed together in one Delta transaction per table"
     )
     retry_failed: bool = Field(
-        False, description="re-read shards recorded as failed (e.g. after fixing a file)"
+        default=False, description="re-read shards recorded as failed (e.g. after fixing a file)"
     )
 
 
 class HeadCfg(_Section):
     name: str = Field(description="aesthetic, nsfw, or the name of your own head")
-    weights: str | None = Field(None, description="local file or directory; null = HF hub or cache")
-    class_path: str | None = Field(
-        None, description="'package.module:ClassName' of a ClassifierHead subclass"
+    weights: str | None = Field(
+        default=None, description="local file or directory; null = HF hub or cache"
     )
-    output_column: str | None = Field(None, description="score column name; default from the head")
+    class_path: str | None = Field(
+        default=None, description="'package.module:ClassName' of a ClassifierHead subclass"
+    )
+    output_column: str | None = Field(
+        default=None, description="score column name; default from the head"
+    )
     random_init: bool = Field(
-        False, description="random weights (tests and demos with tiny models only)"
+        default=False, description="random weights (tests and demos with tiny models only)"
     )
 
 
 class EmbedCfg(_Section):
     model: str = Field(
-        "vit_large_patch14_clip_quickgelu_224.openai", description="a timm model name"
+        default="vit_large_patch14_clip_quickgelu_224.openai", description="a timm model name"
     )
     pretrained: bool = Field(
-        True, description="false = random init (tests, demos with tiny models)"
+        default=True, description="false = random init (tests, demos with tiny models)"
     )
     weights: str | None = Field(
-        None, description="local weights file or directory instead of the hub"
+        default=None, description="local weights file or directory instead of the hub"
     )
-    batch_size: int = Field(256, gt=0, description="images per forward pass")
-    num_threads_per_worker: int = Field(4, gt=0, description="decode threads per Python worker")
-    autocast: bool = Field(True, description="fp16 autocast on CUDA")
-    normalize: bool = Field(True, description="L2-normalise embeddings (the heads expect it)")
-    arrow_batch_size: int = Field(256, gt=0, description="rows per Arrow batch sent to the UDF")
+    batch_size: int = Field(default=256, gt=0, description="images per forward pass")
+    num_threads_per_worker: int = Field(
+        default=4, gt=0, description="decode threads per Python worker"
+    )
+    autocast: bool = Field(default=True, description="fp16 autocast on CUDA")
+    normalize: bool = Field(
+        default=True, description="L2-normalise embeddings (the heads expect it)"
+    )
+    arrow_batch_size: int = Field(
+        default=256, gt=0, description="rows per Arrow batch sent to the UDF"
+    )
     embedder_class: str | None = Field(
-        None, description="'package.module:ClassName' of an ImageEmbedder subclass"
+        default=None, description="'package.module:ClassName' of an ImageEmbedder subclass"
     )
 
 
@@ -104,10 +116,11 @@ class FilterCfg(_Section):
         description="SQL boolean expressions over the scored view, ANDed",
     )
     exclude_duplicates: bool = Field(
-        True, description="leave out samples listed in the duplicates table (when it exists)"
+        default=True,
+        description="leave out samples listed in the duplicates table (when it exists)",
     )
     dedup_eps: float | None = Field(
-        None,
+        default=None,
         ge=0.0,
         lt=1.0,
         description="which semantic-dedup eps decides duplicates when the duplicates table has "
@@ -115,57 +128,68 @@ class FilterCfg(_Section):
     )
 
 
+def _all_dedup_methods() -> list[Literal["exact", "perceptual", "semantic"]]:
+    return ["exact", "perceptual", "semantic"]
+
+
 class DedupCfg(_Section):
     methods: list[Literal["exact", "perceptual", "semantic"]] = Field(
-        default_factory=lambda: ["exact", "perceptual", "semantic"],
+        default_factory=_all_dedup_methods,
         description="any of exact, perceptual, semantic",
     )
     eps: list[float] = Field(
         default_factory=lambda: [0.01], description="semantic: pairs with similarity >= 1 - eps"
     )
     keep: Literal["aesthetic", "resolution", "farthest_from_centroid"] = Field(
-        "aesthetic", description="which sample of a duplicate group is kept"
+        default="aesthetic", description="which sample of a duplicate group is kept"
     )
-    seed: int = Field(0, description="seed of the coarse sample and every k-means fit")
+    seed: int = Field(default=0, description="seed of the coarse sample and every k-means fit")
     backend: Literal["auto", "cuml", "faiss", "sklearn"] = Field(
-        "auto", description="k-means backend: auto = cuML on a visible GPU, else faiss"
+        default="auto", description="k-means backend: auto = cuML on a visible GPU, else faiss"
     )
     coarse_k: int | None = Field(
-        None, gt=0, description="coarse k-means clusters; null = number of embeddings // 5000"
+        default=None,
+        gt=0,
+        description="coarse k-means clusters; null = number of embeddings // 5000",
     )
     sample_size: int = Field(
-        50_000, gt=0, description="embeddings sampled to the driver to fit the coarse k-means"
+        default=50_000,
+        gt=0,
+        description="embeddings sampled to the driver to fit the coarse k-means",
     )
     second_margin: float | None = Field(
-        0.02,
+        default=0.02,
         ge=0.0,
         description="also assign a row to its second-nearest coarse centroid when the cosine "
         "margin is below this (recall at cluster borders); null = nearest only",
     )
     max_cluster_size: int = Field(
-        2000, ge=2, description="fine k-means splits each coarse group below this many rows"
+        default=2000, ge=2, description="fine k-means splits each coarse group below this many rows"
     )
     block_size: int = Field(
-        4096, gt=0, description="rows per tile of the blocked similarity join (memory bound)"
+        default=4096,
+        gt=0,
+        description="rows per tile of the blocked similarity join (memory bound)",
     )
     phash_max_distance: int = Field(
-        8, ge=0, le=63, description="perceptual: Hamming distance bound of 64-bit pHashes"
+        default=8, ge=0, le=63, description="perceptual: Hamming distance bound of 64-bit pHashes"
     )
     phash_bands: int | None = Field(
-        None,
+        default=None,
         ge=1,
         le=64,
         description="perceptual: bands of the hash joined on; null = phash_max_distance + 1 "
         "(finds every pair within the bound); fewer, wider bands = fewer candidates at scale",
     )
     max_driver_pairs: int = Field(
-        5_000_000,
+        default=5_000_000,
         gt=0,
         description="pairs collected to the driver for resolution; more is an error that "
         "asks for a smaller eps or a higher bound",
     )
     write_pairs: bool = Field(
-        False, description="also write the duplicate_pairs table (every pair found, for checks)"
+        default=False,
+        description="also write the duplicate_pairs table (every pair found, for checks)",
     )
 
     @field_validator("eps")
@@ -178,13 +202,19 @@ class DedupCfg(_Section):
 
 
 class ExportCfg(_Section):
-    output: str = Field("./curated", description="directory for the curated WebDataset shards")
-    samples_per_shard: int = Field(10_000, gt=0, description="target samples per output shard")
+    output: str = Field(
+        default="./curated", description="directory for the curated WebDataset shards"
+    )
+    samples_per_shard: int = Field(
+        default=10_000, gt=0, description="target samples per output shard"
+    )
     max_shard_bytes: int | None = Field(
-        None, gt=0, description="target bytes per output shard (null = by sample count only)"
+        default=None,
+        gt=0,
+        description="target bytes per output shard (null = by sample count only)",
     )
     tasks: int | None = Field(
-        None,
+        default=None,
         gt=0,
         description="Spark tasks writing shards, each a contiguous shard range "
         "(null = spark.default.parallelism)",
@@ -201,9 +231,11 @@ class TablesCfg(_Section):
 
 
 class Config(_Section):
-    warehouse: str = Field("./warehouse", description="where the Delta tables and the catalog live")
+    warehouse: str = Field(
+        default="./warehouse", description="where the Delta tables and the catalog live"
+    )
     database: str = Field(
-        "curator",
+        default="curator",
         pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
         description="tables are database.images, ...",
     )

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, cast
 
 import numpy as np
 import pandas as pd
@@ -34,11 +34,31 @@ from spark_jobs.embed import nan_to_null
 
 
 def _appended_schema(df: DataFrame, ddl: str) -> StructType:
-    extra = StructType.fromDDL(ddl)
+    # a column-list DDL always parses to a StructType (fromDDL is typed as any DataType)
+    extra = cast(StructType, StructType.fromDDL(ddl))
     clash = [f.name for f in extra.fields if f.name != "sample_id" and f.name in df.columns]
     if clash:
         raise ValueError(f"input already has column(s) {clash}; drop or rename them first")
     return StructType(df.schema.fields + [f for f in extra.fields if f.name != "sample_id"])
+
+
+class _HeadCommon(TypedDict):
+    """The HeadSpec fields :func:`head_spec` sets whatever the weights."""
+
+    name: str
+    class_path: str | None
+    output_column: str | None
+    input_dim: int | None
+
+
+class _EmbedCommon(TypedDict):
+    """The EmbedSpec fields :func:`spec_for` takes from any embedder."""
+
+    batch_size: int
+    num_threads_per_worker: int
+    normalize: bool
+    autocast: bool
+    heads: tuple[HeadSpec, ...]
 
 
 def _with_originals(fn: Any, column: str, out_name: str) -> Any:
@@ -99,7 +119,7 @@ def head_spec(head: ClassifierHead) -> HeadSpec:
         registered = head_class(head.name) is cls
     except ValueError:
         registered = False
-    common = {
+    common: _HeadCommon = {
         "name": head.name,
         "class_path": None if registered else f"{cls.__module__}:{cls.__qualname__}",
         "output_column": head.output_column,
@@ -149,12 +169,13 @@ def _require_frame(data: Any, who: str) -> None:
 def spec_for(embedder: ImageEmbedder, heads: Sequence[Any] = ()) -> EmbedSpec:
     """The EmbedSpec that rebuilds `embedder` on executors (custom classes by class path);
     `heads` are HeadSpecs, config mappings or loaded ClassifierHead objects."""
-    common = {
+    common: _EmbedCommon = {
         "batch_size": embedder.batch_size,
         "num_threads_per_worker": embedder.num_threads_per_worker,
         "normalize": embedder.normalize_embeddings,
         "autocast": embedder.autocast,
-        "heads": tuple(_head_specs(heads)),
+        # mappings among them are fine: EmbedSpec.__post_init__ coerces each to a HeadSpec
+        "heads": cast("tuple[HeadSpec, ...]", tuple(_head_specs(heads))),
     }
     cls = type(embedder)
     path = None if cls is TimmImageEmbedder else f"{cls.__module__}:{cls.__qualname__}"

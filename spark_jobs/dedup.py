@@ -36,10 +36,10 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -218,7 +218,7 @@ def exact_duplicates(ranked: DataFrame, order: str) -> DataFrame:
 
 
 # ---- perceptual --------------------------------------------------------------------------------
-def hash_images(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+def hash_images(frames: Iterable[pd.DataFrame]) -> Iterator[pd.DataFrame]:
     """mapInPandas body: (sample_id, image) → (sample_id, phash, error); bad images get error."""
     for pdf in frames:
         hashes: list[int | None] = []
@@ -257,6 +257,7 @@ def update_phashes(spark: SparkSession, cfg: Config, run_id: str) -> tuple[int, 
     hashed = hashed.persist(StorageLevel.MEMORY_AND_DISK)
     try:
         row = hashed.agg(F.count(F.lit(1)).alias("n"), F.count("error").alias("errors")).first()
+        assert row is not None  # a global aggregate has exactly one row
         n, errors = int(row["n"]), int(row["errors"])
         if n:
             merge_insert_new(spark, cfg, PHASHES, hashed)
@@ -341,12 +342,14 @@ def coarse_centroids(emb: DataFrame, cfg: Config, n: int) -> tuple[np.ndarray, s
     """
     d = cfg.dedup
     k = max(1, min(d.coarse_k or n // 5000, n))
-    sample = (
+    # pyspark types toPandas() with an alias that does not resolve without pandas stubs
+    pdf = cast(
+        pd.DataFrame,
         emb.orderBy(F.xxhash64("sample_id", F.lit(d.seed)), "sample_id")
         .limit(d.sample_size)
-        .toPandas()
-        .sort_values("sample_id", kind="mergesort")
+        .toPandas(),
     )
+    sample = pdf.sort_values("sample_id", kind="mergesort")
     x = np.stack([np.asarray(e, dtype=np.float32) for e in sample["embedding"]])
     km = select_backend(d.backend)
     return km.fit(x, k, seed=d.seed, max_iter=20), km.name, k, len(sample)
@@ -355,7 +358,8 @@ def coarse_centroids(emb: DataFrame, cfg: Config, n: int) -> tuple[np.ndarray, s
 def coarse_assign_udf(centroids: Any, second_margin: float | None) -> Any:
     """pandas UDF: embedding → [nearest] or [nearest, second nearest] coarse centroid ids."""
 
-    @F.pandas_udf(ArrayType(LongType()))
+    # pyspark's stubs lack the type-hint form pandas_udf(returnType) without functionType
+    @F.pandas_udf(ArrayType(LongType()))  # type: ignore[call-overload]
     def coarse_ids(emb: pd.Series) -> pd.Series:
         if emb.empty:
             return pd.Series([], dtype=object)
@@ -464,6 +468,7 @@ def semantic_pairs(
             F.count(F.when(F.col("a").isNull(), 1)).alias("clusters"),
             F.max(F.when(F.col("a").isNull(), F.col("cluster_size"))).alias("largest"),
         ).first()
+        assert stats is not None  # a global aggregate has exactly one row
         found = fine.where(F.col("a").isNotNull()).drop("cluster_size")
         pairs = unique_pairs(_collect_pairs(found, cfg, "semantic dedup"))
         rank = _rank_rows(ranked, found)

@@ -18,7 +18,7 @@ import re
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
 from pyspark import StorageLevel
@@ -250,7 +250,8 @@ def run(spark: SparkSession, cfg: Config, *, retry_errors: bool = False) -> Summ
     summary.rows_in = n
     summary.extra["images_decoded"] = n
     if n:
-        previous = spark.conf.get(ARROW_BATCH_CONF, "10000")
+        # a default is given, so never None (pyspark's stub has no overload for that)
+        previous = cast(str, spark.conf.get(ARROW_BATCH_CONF, "10000"))
         spark.conf.set(ARROW_BATCH_CONF, str(cfg.embed.arrow_batch_size))
         try:
             _embed_and_write(spark, cfg, spec, model, todo, n, summary, retry_errors)
@@ -313,6 +314,7 @@ def _embed_and_write(
             if msg:
                 raise RuntimeError(f"embed failed in a Python worker: {msg}") from exc
             raise
+        assert stats is not None  # a global aggregate has exactly one row
         summary.extra["embed_seconds"] = round((datetime.now(UTC) - t0).total_seconds(), 3)
         failed = int(stats["failed"] or 0)
         summary.extra["embedding_dim"] = int(stats["dim"]) if stats["dim"] is not None else None
@@ -331,7 +333,9 @@ def _embed_and_write(
 def _merge_retry(spark: SparkSession, cfg: Config, source: DataFrame, scope: str) -> int:
     """Insert new rows and overwrite rows that only held an error."""
     target = ensure_table(spark, cfg, SCORES)
-    before = int(target.history(1).select("version").first()["version"])
+    last = target.history(1).select("version").first()
+    assert last is not None  # ensure_table: the table has at least one commit
+    before = int(last["version"])
     cond = f"({scope}) AND t.sample_id = s.sample_id AND t.model = s.model"
     (
         target.alias("t")

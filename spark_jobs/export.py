@@ -23,10 +23,10 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from pyspark.sql import DataFrame, SparkSession
@@ -43,6 +43,10 @@ from spark_jobs.cli_options import ConfigOpt, JsonOpt, SetOpt, WarehouseOpt
 from spark_jobs.config import Config, ConfigError
 from spark_jobs.summary import Summary, new_run_id
 from spark_jobs.tables import TableDef, add_table, ensure_table, is_delta, read_table, table_path
+
+if TYPE_CHECKING:
+    from pyspark import RDD
+    from pyspark.sql import Row
 
 MANIFEST = "manifest.json"
 _NOT_IN_JSON = ("image", "run_id", "curated_at", "caption", "meta", "_shard", "_task")
@@ -66,7 +70,7 @@ def _sample_members(row: dict[str, Any]) -> dict[str, bytes]:
 
 
 def write_shard_range(
-    rows: Iterator[tuple[tuple[int, int, str], Any]],
+    rows: Iterable[tuple[tuple[int, int, str], Any]],
     out_dir: str,
     fail_at_shard: int | None = None,
 ) -> Iterator[dict[str, Any]]:
@@ -192,9 +196,12 @@ def export_frame(
     out_str, fail = str(out), fail_at_shard
     shards: list[dict[str, Any]] = []
     if n_shards:
+        # Key typed Any: pyspark's SupportsOrdering protocol (the sort key bound) rejects tuples.
+        keyed: RDD[tuple[Any, Row]] = rows.rdd.map(
+            lambda r: ((r["_task"], r["_shard"], r["sample_id"]), r)
+        )
         shards = (
-            rows.rdd.map(lambda r: ((r["_task"], r["_shard"], r["sample_id"]), r))
-            .repartitionAndSortWithinPartitions(n_tasks, partitionFunc=lambda k: k[0])
+            keyed.repartitionAndSortWithinPartitions(n_tasks, partitionFunc=lambda k: k[0])
             .mapPartitions(lambda it: write_shard_range(it, out_str, fail))
             .collect()
         )
@@ -269,7 +276,9 @@ def run(
     path = table_path(cfg, "curated")
     if not is_delta(path):
         raise ConfigError(f"no curated table at {path}; run `curator filter` first")
-    version = int(spark.sql(f"DESCRIBE HISTORY delta.`{path}` LIMIT 1").first()["version"])
+    last = spark.sql(f"DESCRIBE HISTORY delta.`{path}` LIMIT 1").first()
+    assert last is not None  # is_delta(path): a Delta table has at least one commit
+    version = int(last["version"])
     curated = spark.read.format("delta").option("versionAsOf", version).load(path)
     summary = export_frame(
         spark,

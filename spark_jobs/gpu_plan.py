@@ -102,7 +102,8 @@ def explain_potential_gpu_plan(df: DataFrame, mode: str = "ALL") -> str:
     """The RAPIDS report for `df` as text (mode ALL or NOT_ON_GPU); the plugin need not be on."""
     from py4j.java_gateway import JavaClass
 
-    jvm = df.sparkSession._jvm  # type: ignore[attr-defined]
+    jvm = df.sparkSession._jvm
+    assert jvm is not None  # set for a classic (py4j) session, as pyspark itself asserts
     # py4j resolves names through Spark's class loader (spark.jars); an unknown name comes back
     # as a JavaPackage instead of a JavaClass.
     if not isinstance(jvm.com.nvidia.spark.rapids.ExplainPlan, JavaClass):
@@ -125,6 +126,7 @@ def gpu_report(df: DataFrame, mode: str = "ALL") -> GpuReport:
 
 def physical_plan(df: DataFrame, mode: str = "formatted") -> str:
     """Spark's own explain output (`formatted`, `extended`, ...) as a string."""
-    jvm = df.sparkSession._jvm  # type: ignore[attr-defined]
+    jvm = df.sparkSession._jvm
+    assert jvm is not None  # set for a classic (py4j) session, as pyspark itself asserts
     utils = jvm.org.apache.spark.sql.api.python.PythonSQLUtils
     return str(utils.explainString(df._jdf.queryExecution(), mode))

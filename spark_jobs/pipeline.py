@@ -508,7 +508,9 @@ def stage_command(stage: str) -> Any:
     from spark_jobs.cli import app
 
     for info in app.registered_commands:
-        name = info.name or info.callback.__name__.replace("_", "-")
+        callback = info.callback
+        assert callback is not None  # every command is registered with @app.command
+        name = info.name or callback.__name__.replace("_", "-")
         if name == stage:
             single = typer.Typer()
             single.registered_commands.append(info)

@@ -224,9 +224,7 @@ def test_what_if_matches_a_real_rerun_then_time_travel(spark, wh) -> None:
 
     # a rerun with the same rule leaves every fate as it was
     filter_job.run(spark, moved)
-    assert {k: v[0] for k, v in _fates(spark, moved).items()} == {
-        k: v[0] for k, v in after.items()
-    }
+    assert {k: v[0] for k, v in _fates(spark, moved).items()} == {k: v[0] for k, v in after.items()}
 
 
 def test_incremental_ingest_marks_new_samples_pending_then_decides_them(spark, wh) -> None:

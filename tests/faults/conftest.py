@@ -35,6 +35,7 @@ class Reference:
     summaries: list[dict[str, Any]]
     tables: dict[str, list[tuple[Any, ...]]]
     members: list[tuple[str, list[tuple[str, int]]]]
+    log: str = ""  # the run's stdout + stderr (it ran with credentials set)
 
     def seconds(self, stage: str) -> float:
         return float(next(s["seconds"] for s in self.summaries if s["job"] == stage))
@@ -67,12 +68,16 @@ def write_corpus(d: Path) -> None:
 
 @pytest.fixture(scope="session")
 def reference(spark: Any, tmp_path_factory: pytest.TempPathFactory) -> Reference:
-    """Run the whole pipeline once, uninterrupted; snapshot every table."""
+    """Run the whole pipeline once, uninterrupted, with object-store credentials set (the
+    security test checks none leaks); snapshot every table."""
     base = tmp_path_factory.mktemp("reference")
     shards, wh, out = base / "shards", base / "wh", base / "out"
     write_corpus(shards)
     ref = Reference(shards, wh, out, [], {}, [])
-    proc = harness.curator(*ref.run_args(wh, out, "--json"))
+    proc = harness.curator(
+        *ref.run_args(wh, out, "--json", *harness.set_args(*harness.SECRET_SETS, base=()))
+    )
+    ref.log = proc.stdout + proc.stderr
     ref.summaries = harness.last_json(proc.stdout)
     harness.assert_balanced(ref.summaries)
     ref.tables = harness.snapshot(spark, wh)
@@ -80,9 +85,14 @@ def reference(spark: Any, tmp_path_factory: pytest.TempPathFactory) -> Reference
     return ref
 
 
-def copy_warehouse(src: Path, dst: Path) -> Path:
-    """The reference's tables in a warehouse of a test's own (not its catalog/metastore)."""
-    shutil.copytree(src / f"{harness.DB}.db", dst / f"{harness.DB}.db")
+def copy_warehouse(src: Path, dst: Path, tables: tuple[str, ...] | None = None) -> Path:
+    """The reference's tables (all, or `tables`) in a warehouse of a test's own (not its
+    catalog/metastore): later stages start from there without rerunning earlier ones."""
+    db = f"{harness.DB}.db"
+    if tables is None:
+        shutil.copytree(src / db, dst / db)
+    for t in tables or ():
+        shutil.copytree(src / db / t, dst / db / t)
     return dst
 
 

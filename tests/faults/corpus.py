@@ -20,7 +20,7 @@ from curator_udfs.shard_reader import split_member_name
 from tests import badshards
 
 # `--set` overrides the corpus is meant to run with: a size cap the big image exceeds.
-CORPUS_SETS: tuple[str, ...] = ("ingest.max_image_bytes=150000",)
+CORPUS_SETS: tuple[str, ...] = ("ingest.max_image_bytes=150000", "ingest.shards_per_batch=16")
 # Ingested samples whose width x height must come out as displayed (EXIF applied).
 DISPLAYED_SIZE: dict[str, tuple[int, int]] = {
     "exif6": (20, 40),

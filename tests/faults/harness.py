@@ -34,8 +34,15 @@ SETS: tuple[str, ...] = (
     "embed.arrow_batch_size=8",
     "classifiers=[{name: aesthetic, random_init: true}, {name: nsfw, random_init: true}]",
     "filter.predicates=['width >= 32']",
-    "ingest.shards_per_batch=1",
+    "ingest.shards_per_batch=2",  # two batches: a kill can land between commits
     "export.samples_per_shard=5",
+)
+# Object-store credentials as users pass them: they must never show up in any output.
+ACCESS = "AKIAFAKEACCESSKEY7Q2Z"
+SECRET = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYzEXAMPLEKEY"
+SECRET_SETS = (
+    f"spark.conf.spark.hadoop.fs.s3a.access.key={ACCESS}",
+    f"spark.conf.spark.hadoop.fs.s3a.secret.key={SECRET}",
 )
 # Columns that legitimately differ between two runs over the same input.
 VOLATILE = {"run_id", "output", "curated_version", "error_detail"}
@@ -49,6 +56,11 @@ def set_args(*extra: str, base: tuple[str, ...] = SETS) -> list[str]:
     for s in (*base, *extra):
         out += ["--set", s]
     return out
+
+
+def assert_no_secret(where: str, text: str) -> None:
+    for value in (ACCESS, SECRET, SECRET.split("/")[1]):
+        assert value not in text, f"a credential appears in {where}"
 
 
 def env(**extra: str) -> dict[str, str]:

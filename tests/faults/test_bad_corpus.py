@@ -37,6 +37,7 @@ def test_bad_corpus_runs_through_every_stage_and_nothing_is_lost(
     assert "Traceback" not in proc.stderr
     summaries = harness.last_json(proc.stdout)
     harness.assert_balanced(summaries)
+    print({s["job"]: s["seconds"] for s in summaries})
     by_job = {s["job"]: s for s in summaries}
 
     cfg = load_config(warehouse=str(wh))

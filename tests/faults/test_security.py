@@ -2,28 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from spark_jobs import report
+from spark_jobs.config import load_config
 from tests.faults import harness
 from tests.faults.conftest import Reference
 
 # Subprocess Spark runs: minutes each on a busy 2-core machine (the default is 900 s).
 pytestmark = pytest.mark.timeout(3600)
-
-ACCESS = "AKIAFAKEACCESSKEY7Q2Z"
-SECRET = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYzEXAMPLEKEY"
-SECRET_SETS = (
-    f"spark.conf.spark.hadoop.fs.s3a.access.key={ACCESS}",
-    f"spark.conf.spark.hadoop.fs.s3a.secret.key={SECRET}",
-)
-
-
-def assert_no_secret(where: str, text: str) -> None:
-    for value in (ACCESS, SECRET, SECRET.split("/")[1]):
-        assert value not in text, f"a credential appears in {where}"
 
 
 def _files_text(root: Path) -> list[tuple[Path, str]]:
@@ -36,37 +28,38 @@ def _files_text(root: Path) -> list[tuple[Path, str]]:
 
 
 def test_secrets_stay_out_of_output_summary_catalog_and_report(
-    reference: Reference, tmp_path: Path
+    spark: Any, reference: Reference, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    wh = reference.warehouse
-    sets = harness.set_args(*SECRET_SETS)
-    ingest = harness.curator(
-        "ingest", "--warehouse", str(wh), "--input", str(reference.shards), *sets, "--json"
-    )
-    summary = harness.last_json(ingest.stdout)
-    assert summary["job"] == "ingest" and summary["balanced"]
+    """The reference `curator run` (every stage) ran with credentials; so does the report."""
+    for job in ("ingest", "embed", "classify", "dedup", "filter", "export"):
+        assert f" {job}: started" in reference.log  # every stage printed something
+    harness.assert_no_secret("curator run's stdout and stderr", reference.log)
     report_dir = tmp_path / "report"
-    report = harness.curator(
-        "report", "--warehouse", str(wh), "--out", str(report_dir), *sets, "--json"
+    cfg = load_config(
+        sets=[*harness.SETS, *harness.SECRET_SETS], warehouse=str(reference.warehouse)
     )
+    summary = report.run(spark, cfg, out=report_dir)
+    summary.render()
+    printed = capsys.readouterr()
+    harness.assert_no_secret("the report's output", printed.out + printed.err)
+    harness.assert_no_secret("the report's summary", json.dumps(summary.to_dict(), default=str))
     assert (report_dir / "index.html").is_file()
-    for name, proc in (("ingest", ingest), ("report", report)):
-        assert_no_secret(f"curator {name} stdout", proc.stdout)
-        assert_no_secret(f"curator {name} stderr", proc.stderr)
-    assert (wh / "catalog.sql").is_file()
-    files = _files_text(report_dir) + _files_text(wh)
+    assert (reference.warehouse / "catalog.sql").is_file()
+    files = _files_text(report_dir) + _files_text(reference.warehouse)
     assert any(p.name == "catalog.sql" for p, _ in files)
+    assert sum(p.parent.name == "_delta_log" for p, _ in files) >= 10
     for path, text in files:
-        assert_no_secret(str(path), text)
+        harness.assert_no_secret(str(path), text)
 
 
 @pytest.mark.parametrize(
     "bad",
     [
         "embed.bath_size=3",  # an unknown key next to the secret
-        f"spark.conf.spark.hadoop.fs.s3a.secret.key=[{SECRET}]",  # wrong type: a list
-        f"spark.conf.spark.hadoop.fs.s3a.secret.key={{{SECRET}",  # not valid YAML
-        f"spark.conf={{spark.hadoop.fs.s3a.secret.key: [{SECRET}]}}",  # wrong type, as a map
+        f"spark.conf.spark.hadoop.fs.s3a.secret.key=[{harness.SECRET}]",  # wrong type: a list
+        f"spark.conf.spark.hadoop.fs.s3a.secret.key={{{harness.SECRET}",  # not valid YAML
+        # wrong type, as a map
+        f"spark.conf={{spark.hadoop.fs.s3a.secret.key: [{harness.SECRET}]}}",
     ],
 )
 def test_config_errors_never_echo_a_secret(bad: str, tmp_path: Path) -> None:
@@ -77,9 +70,9 @@ def test_config_errors_never_echo_a_secret(bad: str, tmp_path: Path) -> None:
             "--warehouse",
             str(tmp_path / "wh"),
             "--set",
-            SECRET_SETS[0],
+            harness.SECRET_SETS[0],
             "--set",
-            SECRET_SETS[1],
+            harness.SECRET_SETS[1],
             "--set",
             bad,
         ],
@@ -90,4 +83,4 @@ def test_config_errors_never_echo_a_secret(bad: str, tmp_path: Path) -> None:
     )
     assert proc.returncode == 2, proc.stderr
     assert "configuration error" in proc.stderr and "Traceback" not in proc.stderr
-    assert_no_secret("a configuration error", proc.stdout + proc.stderr)
+    harness.assert_no_secret("a configuration error", proc.stdout + proc.stderr)

@@ -18,9 +18,9 @@ import pytest
 
 from spark_jobs import export
 from spark_jobs.config import load_config
+from spark_jobs.errors import failure_line
 from tests.faults import harness
 from tests.faults.conftest import Reference, copy_warehouse
-from tests.faults.test_security import SECRET_SETS, assert_no_secret
 
 # Subprocess Spark runs: minutes each on a busy 2-core machine (the default is 900 s).
 pytestmark = pytest.mark.timeout(3600)
@@ -65,14 +65,14 @@ def _export_fails(wh: Path, output: Path) -> str:
         str(wh),
         "--output",
         str(output),
-        *harness.set_args(*SECRET_SETS),
+        *harness.set_args(*harness.SECRET_SETS),
         ok=False,
     )
     assert proc.returncode == 1, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
     failed = [ln for ln in proc.stderr.splitlines() if ln.startswith("curator export failed: ")]
     assert len(failed) == 1, proc.stderr[-2000:]
-    assert_no_secret("a failed export's messages", proc.stdout + proc.stderr)
+    harness.assert_no_secret("a failed export's messages", proc.stdout + proc.stderr)
     return failed[0]
 
 
@@ -94,10 +94,16 @@ def test_export_under_a_regular_file_fails_cleanly(
 def test_export_to_a_full_disk_fails_cleanly_and_leaves_no_half_shard(
     spark: Any, reference: Reference, tmp_path: Path, full_dir: Path
 ) -> None:
+    """In process (the command line's handling is the test above): the job's failure line
+    carries the OS error from the executor."""
     wh = copy_warehouse(reference.warehouse, tmp_path / "wh")
     before = _log_versions(wh)
-    line = _export_fails(wh, full_dir)
+    cfg = load_config(sets=[*harness.SETS, *harness.SECRET_SETS], warehouse=str(wh))
+    with pytest.raises(Exception) as failed:  # any error: the CLI prints failure_line of it
+        export.run(spark, cfg, output=str(full_dir))
+    line = failure_line(failed.value)
     assert "No space left on device" in line or "ENOSPC" in line, line
+    harness.assert_no_secret("a failed export's message", line)
     assert _log_versions(wh) == before
     assert harness.snapshot(spark, wh)["exported"] == reference.tables["exported"]
     assert not (full_dir / export.MANIFEST).exists()

@@ -64,10 +64,6 @@ _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 def _job_tables() -> set[str]:
     """Tables only their jobs (or the dedicated Dataset methods) write; save_as refuses them.
     `curated` is the exception: save_as("curated") stands in for `curator filter`."""
-    import spark_jobs.dedup
-    import spark_jobs.embed
-    import spark_jobs.export
-    import spark_jobs.filter  # noqa: F401 - importing a job module registers its tables
     from spark_jobs.tables import ALL_TABLES
 
     return set(ALL_TABLES) - {"curated"}
@@ -283,8 +279,8 @@ class Dataset:
     def persist_scores(self) -> Summary:
         """Upsert the embedding and head scores into `scores` under this Dataset's model id
         (head columns the table lacks are added; other heads' values are left alone)."""
-        from spark_jobs.embed import SCORES, ensure_score_columns
-        from spark_jobs.tables import ensure_table, last_metric, register_tables
+        from spark_jobs.embed import ensure_score_columns
+        from spark_jobs.tables import SCORES, ensure_table, last_metric, register_tables
 
         if self.model is None or "embedding" not in self.df.columns:
             raise ValueError(
@@ -329,8 +325,7 @@ class Dataset:
     def persist_duplicates(self) -> Summary:
         """Replace the `duplicates` rows of semantic dedup at this eps with the ones the last
         SemanticDeduplicator removed (one transaction; other methods and eps stay)."""
-        from spark_jobs.dedup import DUPLICATES
-        from spark_jobs.tables import register_tables, replace_where
+        from spark_jobs.tables import DUPLICATES, register_tables, replace_where
 
         if self.duplicates is None or self.dedup_eps is None:
             raise ValueError("persist_duplicates(): run SemanticDeduplicator(...)(ds) first")
@@ -453,7 +448,8 @@ class SemanticDeduplicator:
 
     def __call__(self, ds: Dataset) -> Dataset:
         """`ds` without its semantic duplicates; the removed rows are in `.duplicates`."""
-        from spark_jobs.dedup import DUPLICATES, pandas_frame, semantic_pairs, semantic_rows
+        from spark_jobs.dedup import pandas_frame, semantic_pairs, semantic_rows
+        from spark_jobs.tables import DUPLICATES
 
         if not isinstance(ds, Dataset):
             raise TypeError(f"SemanticDeduplicator takes a Dataset, got {type(ds).__name__}")

@@ -23,7 +23,6 @@ from pyspark.sql import functions as F
 from spark_jobs.cli_options import ConfigOpt, JsonOpt, SetOpt, WarehouseOpt
 from spark_jobs.config import Config, ConfigError
 from spark_jobs.embed import (
-    SCORES,
     check_heads,
     describe_device,
     ensure_score_columns,
@@ -33,7 +32,7 @@ from spark_jobs.embed import (
 )
 from spark_jobs.errors import worker_message
 from spark_jobs.summary import Summary, new_run_id
-from spark_jobs.tables import ensure_table, last_metric, read_table, sql_list
+from spark_jobs.tables import SCORES, ensure_table, last_metric, read_table, sql_list
 
 
 def run(spark: SparkSession, cfg: Config, *, all_rows: bool = False) -> Summary:

@@ -221,13 +221,22 @@ class ExportCfg(_Section):
     )
 
 
+_TABLE_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
+
 class TablesCfg(_Section):
-    shards: str = "shards"
-    images: str = "images"
-    quarantine: str = "quarantine"
-    scores: str = "scores"
-    duplicates: str = "duplicates"
-    curated: str = "curated"
+    """The name of each table in the database (spark_jobs/tables.py declares them)."""
+
+    shards: str = Field(default="shards", pattern=_TABLE_NAME)
+    images: str = Field(default="images", pattern=_TABLE_NAME)
+    quarantine: str = Field(default="quarantine", pattern=_TABLE_NAME)
+    scores: str = Field(default="scores", pattern=_TABLE_NAME)
+    phashes: str = Field(default="phashes", pattern=_TABLE_NAME)
+    duplicates: str = Field(default="duplicates", pattern=_TABLE_NAME)
+    duplicate_pairs: str = Field(default="duplicate_pairs", pattern=_TABLE_NAME)
+    curated: str = Field(default="curated", pattern=_TABLE_NAME)
+    filter_stats: str = Field(default="filter_stats", pattern=_TABLE_NAME)
+    exported: str = Field(default="exported", pattern=_TABLE_NAME)
 
 
 class Config(_Section):

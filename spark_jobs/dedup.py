@@ -55,8 +55,10 @@ from curator_udfs.semantic import fine_cluster_pairs
 from spark_jobs.config import Config, ConfigError
 from spark_jobs.summary import Summary, new_run_id
 from spark_jobs.tables import (
+    DUPLICATE_PAIRS,
+    DUPLICATES,
+    PHASHES,
     TableDef,
-    add_table,
     ensure_table,
     is_delta,
     merge_insert_new,
@@ -67,32 +69,6 @@ from spark_jobs.tables import (
 )
 from spark_jobs.views import scored_model_id
 
-DUPLICATES = add_table(
-    TableDef(
-        "duplicates",
-        "sample_id STRING NOT NULL, duplicate_of STRING, similar_to STRING, similarity DOUBLE, "
-        "method STRING NOT NULL, eps DOUBLE, cluster STRING, run_id STRING",
-        ("sample_id", "method", "eps"),
-        "one row per duplicate per method (and eps for semantic): the kept sample it duplicates",
-    )
-)
-DUPLICATE_PAIRS = add_table(
-    TableDef(
-        "duplicate_pairs",
-        "a STRING NOT NULL, b STRING NOT NULL, similarity DOUBLE, method STRING NOT NULL, "
-        "cluster STRING, run_id STRING",
-        ("a", "b", "method"),
-        "every similar pair found (a < b), semantic at the lowest threshold; with write_pairs",
-    )
-)
-PHASHES = add_table(
-    TableDef(
-        "phashes",
-        "sample_id STRING NOT NULL, phash BIGINT, error STRING, hashed_at TIMESTAMP, run_id STRING",
-        ("sample_id",),
-        "64-bit perceptual hash per image (signed), or why the image could not be hashed",
-    )
-)
 METHODS = ("exact", "perceptual", "semantic")
 FINE_SCHEMA = (
     "a STRING, b STRING, similarity DOUBLE, cluster STRING, dist_a DOUBLE, dist_b DOUBLE, "

@@ -30,8 +30,7 @@ from spark_jobs.config import Config, ConfigError
 from spark_jobs.errors import worker_message
 from spark_jobs.summary import Summary, new_run_id
 from spark_jobs.tables import (
-    TableDef,
-    add_table,
+    SCORES,
     ensure_table,
     last_metric,
     merge_insert_new,
@@ -43,16 +42,6 @@ from spark_jobs.tables import (
 if TYPE_CHECKING:
     from curator_udfs.embed_batches import EmbedSpec
 
-SCORES = add_table(
-    TableDef(
-        "scores",
-        "sample_id STRING NOT NULL, model STRING NOT NULL, embedding ARRAY<FLOAT>, "
-        "embedding_dim INT, aesthetic_score DOUBLE, nsfw_score DOUBLE, error STRING, "
-        "scored_at TIMESTAMP, run_id STRING",
-        ("sample_id", "model"),
-        "one row per image per model: L2-normalised embedding, head scores, or the decode error",
-    )
-)
 BASE_COLUMNS = ("sample_id", "model", "embedding", "embedding_dim", "error", "scored_at", "run_id")
 ARROW_BATCH_CONF = "spark.sql.execution.arrow.maxRecordsPerBatch"
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")

@@ -42,7 +42,7 @@ from curator_udfs.wds_writer import (
 from spark_jobs.cli_options import ConfigOpt, JsonOpt, SetOpt, WarehouseOpt
 from spark_jobs.config import Config, ConfigError
 from spark_jobs.summary import Summary, new_run_id
-from spark_jobs.tables import TableDef, add_table, ensure_table, is_delta, read_table, table_path
+from spark_jobs.tables import EXPORTED, ensure_table, is_delta, read_table, table_path
 
 if TYPE_CHECKING:
     from pyspark import RDD
@@ -120,15 +120,6 @@ def output_dir(cfg: Config, output: str | None = None) -> Path:
     return Path(raw).expanduser().resolve()
 
 
-EXPORTED = add_table(
-    TableDef(
-        "exported",
-        "sample_id STRING NOT NULL, shard STRING NOT NULL, position INT NOT NULL, "
-        "output STRING, curated_version BIGINT, run_id STRING, exported_at TIMESTAMP",
-        ("sample_id",),
-        "where the last export of `curated` put each sample: shard file and 0-based position",
-    )
-)
 
 
 def _sizes(df: DataFrame) -> list[Any]:

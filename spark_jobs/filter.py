@@ -33,8 +33,7 @@ from spark_jobs.cli_options import ConfigOpt, JsonOpt, SetOpt, WarehouseOpt
 from spark_jobs.config import Config, ConfigError
 from spark_jobs.summary import Summary, new_run_id
 from spark_jobs.tables import (
-    TableDef,
-    add_table,
+    FILTER_STATS,
     is_delta,
     read_table,
     register_tables,
@@ -43,23 +42,6 @@ from spark_jobs.tables import (
 )
 from spark_jobs.views import SCORED_VIEW, known_scored_columns, scored_model_id
 
-CURATED = add_table(
-    TableDef(
-        "curated",
-        "sample_id STRING NOT NULL, curated_at TIMESTAMP, run_id STRING",  # + the scored columns
-        ("sample_id",),
-        "what passes the filters and is not a duplicate: the scored columns; export's input",
-    )
-)
-FILTER_STATS = add_table(
-    TableDef(
-        "filter_stats",
-        "run_id STRING NOT NULL, position INT, kind STRING, predicate STRING NOT NULL, "
-        "removed BIGINT, rows_in BIGINT, rows_out BIGINT, filtered_at TIMESTAMP",
-        ("run_id", "position"),
-        "per filter run: rows each predicate removed on its own, and duplicates removed",
-    )
-)
 ZORDER_COLUMNS = ("aesthetic_score", "nsfw_score")
 _BANNED_EXPRESSIONS = ("UDF", "Subquery", "ListQuery", "Exists", "LambdaFunction")
 

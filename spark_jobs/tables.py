@@ -54,13 +54,62 @@ QUARANTINE = TableDef(
     "ordinal = position in the shard",
 )
 
-ALL_TABLES: dict[str, TableDef] = {t.logical: t for t in (SHARDS, IMAGES, QUARANTINE)}
+SCORES = TableDef(
+    "scores",
+    "sample_id STRING NOT NULL, model STRING NOT NULL, embedding ARRAY<FLOAT>, "
+    "embedding_dim INT, aesthetic_score DOUBLE, nsfw_score DOUBLE, error STRING, "
+    "scored_at TIMESTAMP, run_id STRING",
+    ("sample_id", "model"),
+    "one row per image per model: L2-normalised embedding, head scores, or the decode error",
+)
+PHASHES = TableDef(
+    "phashes",
+    "sample_id STRING NOT NULL, phash BIGINT, error STRING, hashed_at TIMESTAMP, run_id STRING",
+    ("sample_id",),
+    "64-bit perceptual hash per image (signed), or why the image could not be hashed",
+)
+DUPLICATES = TableDef(
+    "duplicates",
+    "sample_id STRING NOT NULL, duplicate_of STRING, similar_to STRING, similarity DOUBLE, "
+    "method STRING NOT NULL, eps DOUBLE, cluster STRING, run_id STRING",
+    ("sample_id", "method", "eps"),
+    "one row per duplicate per method (and eps for semantic): the kept sample it duplicates",
+)
+DUPLICATE_PAIRS = TableDef(
+    "duplicate_pairs",
+    "a STRING NOT NULL, b STRING NOT NULL, similarity DOUBLE, method STRING NOT NULL, "
+    "cluster STRING, run_id STRING",
+    ("a", "b", "method"),
+    "every similar pair found (a < b), semantic at the lowest threshold; with write_pairs",
+)
+CURATED = TableDef(
+    "curated",
+    "sample_id STRING NOT NULL, curated_at TIMESTAMP, run_id STRING",  # + the scored columns
+    ("sample_id",),
+    "what passes the filters and is not a duplicate: the scored columns; export's input",
+)
+FILTER_STATS = TableDef(
+    "filter_stats",
+    "run_id STRING NOT NULL, position INT, kind STRING, predicate STRING NOT NULL, "
+    "removed BIGINT, rows_in BIGINT, rows_out BIGINT, filtered_at TIMESTAMP",
+    ("run_id", "position"),
+    "per filter run: rows each predicate removed on its own, and duplicates removed",
+)
+EXPORTED = TableDef(
+    "exported",
+    "sample_id STRING NOT NULL, shard STRING NOT NULL, position INT NOT NULL, "
+    "output STRING, curated_version BIGINT, run_id STRING, exported_at TIMESTAMP",
+    ("sample_id",),
+    "where the last export of `curated` put each sample: shard file and 0-based position",
+)
 
-
-def add_table(tdef: TableDef) -> TableDef:
-    """Make a table known to the warehouse (jobs of later stages register theirs here)."""
-    ALL_TABLES[tdef.logical] = tdef
-    return tdef
+ALL_TABLES: dict[str, TableDef] = {
+    t.logical: t
+    for t in (
+        SHARDS, IMAGES, QUARANTINE, SCORES, PHASHES, DUPLICATES, DUPLICATE_PAIRS, CURATED,
+        FILTER_STATS, EXPORTED,
+    )  # fmt: skip
+}
 
 
 def conform(df: DataFrame, tdef: TableDef) -> DataFrame:
@@ -87,14 +136,21 @@ def db_dir(cfg: Config) -> Path:
     return cfg.warehouse_path / f"{cfg.database}.db"
 
 
+def physical_name(cfg: Config, logical: str) -> str:
+    """The configured name (`tables.<logical>`) of one of ALL_TABLES."""
+    if logical not in ALL_TABLES:
+        raise KeyError(f"no table {logical!r}; the tables are {', '.join(ALL_TABLES)}")
+    return str(getattr(cfg.tables, logical))
+
+
 def table_path(cfg: Config, logical: str) -> str:
     """The table's directory: `<warehouse>/<database>.db/<name>`."""
-    return str(db_dir(cfg) / getattr(cfg.tables, logical, logical))
+    return str(db_dir(cfg) / physical_name(cfg, logical))
 
 
 def table_name(cfg: Config, logical: str) -> str:
     """The table's catalog name, `database.name`."""
-    return f"{cfg.database}.{getattr(cfg.tables, logical, logical)}"
+    return f"{cfg.database}.{physical_name(cfg, logical)}"
 
 
 def is_delta(path: str | Path) -> bool:

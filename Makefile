@@ -7,6 +7,7 @@ PY      ?= python3.11
 VENV    ?= .venv
 BIN     := $(VENV)/bin
 PYTHON  := $(BIN)/python
+SPARK   := $(shell sed -n 's/^spark: *\([0-9.]*\).*/\1/p' conf/versions.yaml)
 DELTA   := $(shell sed -n 's/^delta: *\([0-9.]*\).*/\1/p' conf/versions.yaml)
 RAPIDS  := $(shell sed -n 's/^rapids: *\([0-9.]*\).*/\1/p' conf/versions.yaml)
 JARS    := jars/delta-spark_2.13-$(DELTA).jar jars/delta-storage-$(DELTA).jar
@@ -16,14 +17,14 @@ DEMO_DIR := demo
 export PYSPARK_PYTHON := $(abspath $(PYTHON))
 export PYSPARK_DRIVER_PYTHON := $(abspath $(PYTHON))
 
-.PHONY: setup install jars rapids-jar chromium cluster-bundle demo test test-faults bench lint clean
+.PHONY: setup install jars rapids-jar chromium cluster-bundle check-py312 demo test test-faults bench lint clean
 
 setup: install jars rapids-jar
 
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml conf/constraints.txt
-	@command -v $(PY) >/dev/null || { echo "need $(PY) (Python 3.11)"; exit 2; }
+	@command -v $(PY) >/dev/null || { echo "need $(PY) (Python 3.11 or 3.12)"; exit 2; }
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -c conf/constraints.txt -e '.[dev]'
@@ -49,12 +50,43 @@ chromium:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
 	  || { echo "could not install chromium (need root and Debian's package mirror)"; exit 1; }; }
 
-# What a cluster needs: the project as a wheel (spark-submit --py-files) and the jar list.
+# What a cluster needs, in dist/:
+#   image_curator-<v>-py3-none-any.whl  pip install on the driver and executors (Databricks
+#                                       `libraries`, a cluster library); carries conf/ inside
+#   image_curator.zip                   the same packages (spark_jobs, curator_udfs, conf as
+#                                       curator_conf) for `spark-submit --py-files`: Spark puts
+#                                       only .zip/.egg/.jar py-files on the executors' sys.path
+#   jars.txt                            the JVM jars for `--jars`
 cluster-bundle: install jars rapids-jar
-	rm -rf dist && $(BIN)/pip wheel -q --no-deps -w dist .
+	rm -rf dist build
+	$(BIN)/pip wheel -q --no-deps --no-build-isolation -w dist .
+	rm -rf build && $(PYTHON) -m zipfile -e dist/image_curator-*.whl dist/.zip
+	cd dist/.zip && $(abspath $(PYTHON)) -m zipfile -c ../image_curator.zip spark_jobs curator_udfs curator_conf
+	rm -rf dist/.zip
 	ls jars/*.jar > dist/jars.txt
-	@echo "spark-submit --properties-file conf/spark/gpu-cluster.conf --py-files dist/*.whl"
+	@echo "spark-submit --properties-file conf/spark/gpu-cluster.conf --py-files dist/image_curator.zip"
 	@echo "  --jars $$(paste -sd, dist/jars.txt) spark_jobs/<job>.py --config conf/curation.yaml"
+
+# Python 3.12 (Databricks Runtime 17): the wheel and every pin (the dev extra too) must resolve
+# to CPython 3.12 wheels for this platform. pyspark ships only an sdist: its wheel (pure Python,
+# built once from pip's cache) is a local find-link, and ours is named by its file (PyPI has an
+# unrelated project called image-curator). Resolution reads the wheels' metadata only;
+# PY312_DOWNLOAD=1 downloads every wheel (3.6 GB) into $(PY312_DIR)/wheels instead.
+# The [gpu] extra (cuML, Linux CUDA 12 wheels) is checked alone for 3.11 and 3.12, without its
+# dependencies: its CUDA 12 toolkit pins cannot share one environment with torch's CUDA 13.
+PY312_DIR ?= /tmp/pd312
+PY312_PIP = $(if $(PY312_DOWNLOAD),download --dest $(PY312_DIR)/wheels,install --dry-run --ignore-installed --target $(PY312_DIR)/target --report $(PY312_DIR)/report.json)
+
+check-py312: install
+	rm -rf $(PY312_DIR)/local $(PY312_DIR)/target build && mkdir -p $(PY312_DIR)/local
+	$(BIN)/pip wheel -q --no-deps --no-build-isolation -w $(PY312_DIR)/local . pyspark==$(SPARK)
+	rm -rf build
+	$(BIN)/pip $(PY312_PIP) -q --python-version 3.12 --only-binary=:all: \
+	  --find-links $(PY312_DIR)/local -c conf/constraints.txt "$$(ls $(PY312_DIR)/local/image_curator-*.whl)[dev]"
+	$(PYTHON) -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["gpu"]))' > $(PY312_DIR)/gpu.txt
+	for v in 3.11 3.12; do $(BIN)/pip download -q --no-deps --only-binary=:all: --python-version $$v \
+	  --dest $(PY312_DIR)/gpu -r $(PY312_DIR)/gpu.txt || exit 1; done
+	@echo "check-py312: image-curator[dev] and its pins resolve for CPython 3.12; [gpu] has 3.11/3.12 wheels"
 
 demo: install jars
 	rm -rf $(DEMO_DIR)
@@ -77,9 +109,11 @@ bench: setup
 	$(PYTHON) bench/filter.py
 	$(PYTHON) bench/dedup.py
 
+# ruff, mypy, and the Spark line: import-linter contracts in .importlinter (layers, no cycles).
 lint: install
 	$(BIN)/ruff check spark_jobs curator_udfs tests bench
 	$(BIN)/mypy spark_jobs curator_udfs
+	$(BIN)/lint-imports --no-cache
 
 clean:
 	rm -rf $(DEMO_DIR) warehouse spark-warehouse .pytest_cache

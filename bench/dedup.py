@@ -47,7 +47,8 @@ def write_tables(spark, cfg, x: np.ndarray, ids: np.ndarray) -> None:  # noqa: A
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from spark_jobs.tables import register_tables, table_path
+    from spark_jobs.catalog import register_tables
+    from spark_jobs.tables import table_path
 
     n, d = x.shape
     tmp = Path(tempfile.mkdtemp(prefix="bench-dedup-"))

@@ -22,7 +22,7 @@ from __future__ import annotations
 import importlib
 import inspect
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -132,16 +132,6 @@ class ClassifierHead(nn.Module):
         self.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
 
     # ---- scoring ------------------------------------------------------------------------------
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        """A tensor: the forward pass, as any ``nn.Module``. A Spark DataFrame or a
-        ``spark_jobs.api.Dataset``: the same kind back with this head's score column added from
-        its ``embedding`` column, on the executors (``spark_jobs.dataset_ops.apply_head``)."""
-        if args and type(args[0]).__module__.partition(".")[0] in ("pyspark", "spark_jobs"):
-            from spark_jobs.dataset_ops import apply_head  # lazy: keeps pyspark out
-
-            return apply_head(self, args[0], **kwargs)
-        return super().__call__(*args, **kwargs)
-
     def check_dim(self, d: int) -> None:
         """Raise ValueError when the embedder's width is not what this head was trained on."""
         if int(d) != self.input_dim:

@@ -16,8 +16,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import inspect
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -25,10 +24,11 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from .classifiers import ClassifierHead, build_head, head_class
+from .classifiers import ClassifierHead, build_head
 from .device import current_device
-from .embedders import DEFAULT_MODEL, ImageEmbedder, TimmImageEmbedder
+from .embedders import ImageEmbedder, TimmImageEmbedder
 from .model_cache import get_or_create
+from .specs import EmbedSpec, HeadSpec, head_columns
 
 __all__ = [
     "EmbedSpec",
@@ -39,74 +39,10 @@ __all__ = [
     "head_columns",
     "make_classify_fn",
     "make_embed_fn",
-    "spec_model_id",
 ]
 
 FrameFn = Callable[[Iterable[pd.DataFrame]], Iterator[pd.DataFrame]]
 _CLASSIFY_CHUNK_ROWS = 65_536
-
-
-@dataclass(frozen=True)
-class HeadSpec:
-    """One classifier head as configured (``classifiers[]`` in the pipeline YAML)."""
-
-    name: str
-    weights: str | None = None
-    class_path: str | None = None
-    output_column: str | None = None
-    random_init: bool = False
-    input_dim: int | None = None
-
-    @classmethod
-    def coerce(cls, value: HeadSpec | Mapping[str, Any]) -> HeadSpec:
-        """Accept a HeadSpec or a config mapping like ``{name: aesthetic, weights: null}``."""
-        if isinstance(value, HeadSpec):
-            return value
-        if isinstance(value, Mapping):
-            known = {f.name for f in dataclasses.fields(cls)}
-            unknown = set(value) - known
-            if unknown:
-                raise ValueError(
-                    f"classifiers: unknown key(s) {sorted(unknown)} in {dict(value)}; "
-                    f"allowed: {sorted(known)}"
-                )
-            return cls(**dict(value))
-        raise TypeError(f"classifiers: expected a mapping or HeadSpec, got {value!r}")
-
-    @property
-    def column(self) -> str:
-        """The output column this head fills."""
-        return self.output_column or head_class(self.name, self.class_path).default_output_column
-
-
-@dataclass(frozen=True)
-class EmbedSpec:
-    """Everything an executor needs to build the embedder and heads (``embed`` config)."""
-
-    model_name: str = DEFAULT_MODEL
-    pretrained: bool = True
-    weights: str | None = None
-    batch_size: int = 256
-    num_threads_per_worker: int = 4
-    normalize: bool = True
-    autocast: bool = True
-    heads: tuple[HeadSpec, ...] = ()
-    embedder_class_path: str | None = None
-
-    def __post_init__(self) -> None:
-        # Lists or dicts from a config become a tuple of HeadSpec: hashable for the cache key.
-        object.__setattr__(self, "heads", tuple(HeadSpec.coerce(h) for h in self.heads))
-
-
-def head_columns(spec: EmbedSpec) -> list[str]:
-    """Output column per head, in order; duplicate columns are a config error."""
-    columns = [h.column for h in spec.heads]
-    duplicates = sorted({c for c in columns if columns.count(c) > 1})
-    if duplicates:
-        raise ValueError(
-            f"classifiers: several heads write {duplicates}; give each an output_column"
-        )
-    return columns
 
 
 def embed_output_schema(spec: EmbedSpec) -> str:
@@ -122,14 +58,15 @@ def classify_output_schema(spec: EmbedSpec) -> str:
 
 
 def build_embedder(spec: EmbedSpec) -> ImageEmbedder:
-    """Instantiate (not load) the embedder: timm by default, or ``embedder_class_path``.
+    """Instantiate (not load) the embedder: timm by default, or ``embedder_class``.
 
-    A custom class gets the common keyword arguments, plus ``model_name``, ``pretrained`` and
-    ``weights`` when its ``__init__`` names them.
+    A custom class gets the common keyword arguments, plus ``model_name`` (the spec's
+    ``model``: timm's own name for it), ``pretrained`` and ``weights`` when its ``__init__``
+    names them.
     """
     cls: type[ImageEmbedder] = TimmImageEmbedder
-    if spec.embedder_class_path:
-        cls = _import_class(spec.embedder_class_path, ImageEmbedder, "embed.embedder_class_path")
+    if spec.embedder_class:
+        cls = import_class(spec.embedder_class, ImageEmbedder, "embed.embedder_class")
     kwargs: dict[str, Any] = {
         "batch_size": spec.batch_size,
         "num_threads_per_worker": spec.num_threads_per_worker,
@@ -138,17 +75,12 @@ def build_embedder(spec: EmbedSpec) -> ImageEmbedder:
     }
     params = inspect.signature(cls.__init__).parameters
     optional = {
-        "model_name": spec.model_name,
+        "model_name": spec.model,
         "pretrained": spec.pretrained,
         "weights": spec.weights,
     }
     kwargs.update({k: v for k, v in optional.items() if k in params})
     return cls(**kwargs)
-
-
-def spec_model_id(spec: EmbedSpec) -> str:
-    """The ``model`` column value for this spec, computed on the driver without loading."""
-    return build_embedder(spec).model_id
 
 
 def make_embed_fn(spec: EmbedSpec) -> FrameFn:
@@ -157,7 +89,8 @@ def make_embed_fn(spec: EmbedSpec) -> FrameFn:
 
     def embed_partition(frames: Iterable[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         device = current_device()
-        embedder = _cached_embedder(spec, device)
+        key = ("embedder", dataclasses.replace(spec, heads=()), device)
+        embedder = get_or_create(key, lambda: build_embedder(spec).prepare(device))
         heads = _cached_heads(spec.heads, embedder.embedding_dim, device)
         for frame in frames:
             yield _embed_frame(frame, embedder, heads)
@@ -178,11 +111,6 @@ def make_classify_fn(spec: EmbedSpec) -> FrameFn:
 
 
 # ---- internals --------------------------------------------------------------------------------
-def _cached_embedder(spec: EmbedSpec, device: str) -> ImageEmbedder:
-    key = ("embedder", dataclasses.replace(spec, heads=()), device)
-    return get_or_create(key, lambda: build_embedder(spec).prepare(device))
-
-
 def _cached_heads(
     specs: Sequence[HeadSpec], embedding_dim: int, device: str
 ) -> list[ClassifierHead]:
@@ -275,7 +203,9 @@ def _is_missing(value: object) -> bool:
         return False
 
 
-def _import_class(path: str, base: type, key: str) -> Any:
+def import_class(path: str, base: type, key: str) -> Any:
+    """`package.module:ClassName`, imported and checked to subclass `base`; ValueError with
+    the fix otherwise (`key` names the setting in the message)."""
     module_name, sep, attr = path.partition(":")
     if not sep or not module_name or not attr:
         raise ValueError(f"{key} {path!r} must look like 'package.module:ClassName'")

@@ -23,6 +23,7 @@ from PIL import Image
 
 from .decode import decode_rgb
 from .device import current_device
+from .specs import DEFAULT_MODEL, timm_model_id
 from .weights import WeightsError, hub_cache_dir, load_state_dict
 
 __all__ = [
@@ -33,7 +34,6 @@ __all__ = [
     "TimmImageEmbedder",
 ]
 
-DEFAULT_MODEL = "vit_large_patch14_clip_quickgelu_224.openai"
 RANDOM_INIT_SEED = 0
 
 
@@ -110,15 +110,6 @@ class ImageEmbedder:
         return f"{type(self).__module__}.{type(self).__qualname__}"
 
     # ---- shared machinery -------------------------------------------------------------------
-    def __call__(self, df: Any, *, heads: Sequence[Any] = (), image_col: str = "image") -> Any:
-        """Spark DataFrame or ``spark_jobs.api.Dataset`` in, the same kind out: the same rows
-        plus ``embedding`` (and head scores, ``error``), computed on the executors. ``heads``:
-        HeadSpecs, config mappings or loaded ClassifierHead objects (see
-        ``spark_jobs.dataset_ops.apply_embedder``)."""
-        from spark_jobs.dataset_ops import apply_embedder  # lazy: keeps pyspark out
-
-        return apply_embedder(self, df, heads=heads, image_col=image_col)
-
     def prepare(self, device: str) -> ImageEmbedder:
         """Load onto ``device`` and remember it (works whether or not ``load`` calls super)."""
         self.load(device)
@@ -284,8 +275,7 @@ class TimmImageEmbedder(ImageEmbedder):
 
     @property
     def model_id(self) -> str:
-        random_init = not self.pretrained and not self.weights
-        return f"{self.model_name}+random" if random_init else self.model_name
+        return timm_model_id(self.model_name, self.pretrained, self.weights)
 
     @property
     def embedding_dim(self) -> int:

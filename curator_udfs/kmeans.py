@@ -1,6 +1,7 @@
 """Spherical (cosine) k-means behind one small backend interface, plus chunked assignment.
 
-The dedup job fits a coarse k-means on the driver and fine k-means inside each partition. Both
+The dedup job fits a coarse k-means on the driver (:func:`fit_sample`), assigns every embedding
+to it in a pandas UDF (:func:`assign_ids`) and fits fine k-means inside each partition. Both
 run on L2-normalised float32 embeddings; every backend returns L2-normalised centroids so the
 nearest centroid by dot product is the nearest by cosine. Fits are seeded and deterministic.
 
@@ -20,9 +21,11 @@ so faiss is the CPU default (about 10x faster). faiss subsamples to 256 points p
 from __future__ import annotations
 
 import importlib.util
-from typing import Protocol, runtime_checkable
+from collections.abc import Iterable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
+import pandas as pd
 
 __all__ = [
     "CumlKMeans",
@@ -30,9 +33,11 @@ __all__ = [
     "KMeansBackend",
     "SklearnKMeans",
     "assign",
-    "available_backends",
+    "assign_ids",
+    "fit_sample",
     "l2_normalise",
     "select_backend",
+    "stack_embeddings",
 ]
 
 
@@ -191,18 +196,6 @@ def _cuml_usable() -> bool:
     return _gpu_visible()
 
 
-def available_backends() -> list[str]:
-    """Names of the backends that can run in this process."""
-    names = []
-    if _cuml_usable():
-        names.append("cuml")
-    if _has_module("faiss"):
-        names.append("faiss")
-    if _has_module("sklearn"):
-        names.append("sklearn")
-    return names
-
-
 def select_backend(preference: str = "auto") -> KMeansBackend:
     """Return a backend: "auto" (cuML on GPU, else faiss, else sklearn) or an explicit name."""
     pref = preference.lower().strip()
@@ -273,3 +266,39 @@ def assign(
             close = (best_sim - sims[r, nxt]) < second_margin
             second[start:stop] = np.where(close, nxt, -1)
     return nearest, second, dist
+
+
+def stack_embeddings(values: Iterable[Any]) -> np.ndarray:
+    """A float32 matrix (n, d) from a column of embeddings (lists or arrays of equal length)."""
+    return np.stack([np.asarray(e, dtype=np.float32) for e in values])
+
+
+def fit_sample(
+    sample: pd.DataFrame, k: int, *, backend: str, seed: int, max_iter: int = 20
+) -> tuple[np.ndarray, str]:
+    """Fit k-means on a collected sample (sample_id, embedding); return (centroids, backend).
+
+    The rows are sorted by sample_id first, so the same sample gives the same centroids
+    whatever order it was collected in.
+    """
+    rows = sample.sort_values("sample_id", kind="mergesort")
+    km = select_backend(backend)
+    return km.fit(stack_embeddings(rows["embedding"]), k, seed=seed, max_iter=max_iter), km.name
+
+
+def assign_ids(
+    embeddings: pd.Series, centroids: np.ndarray, *, second_margin: float | None = None
+) -> pd.Series:
+    """Per embedding, ``[nearest]`` or ``[nearest, second]`` centroid ids (see :func:`assign`).
+
+    Lists so that exploding them gives one row per (embedding, centroid): a sample near a
+    border is then in both clusters, and its pairs across the border are still found.
+    """
+    if embeddings.empty:
+        return pd.Series([], dtype=object)
+    nearest, second, _ = assign(
+        stack_embeddings(embeddings), centroids, second_margin=second_margin
+    )
+    return pd.Series(
+        [[int(a)] if b < 0 else [int(a), int(b)] for a, b in zip(nearest, second, strict=True)]
+    )

@@ -5,18 +5,37 @@ so it fits a Spark ``LongType``. ``bands`` cuts a hash into ``n_bands`` disjoint
 two hashes at Hamming distance < ``n_bands`` differ in at most ``n_bands - 1`` bits, so at
 least one band holds no differing bit and is equal in both (pigeonhole). Joining on
 (band index, band value) therefore finds every such pair; ``hamming`` then filters the
-candidates to the real distance threshold.
+candidates to the real distance threshold. ``band_layout`` is the same cut as (shift, width)
+pairs, for building the band columns in Spark.
+
+``hash_images`` is the ``mapInPandas`` body of the dedup job: it hashes a batch of images and
+turns an image that does not decode (``ValueError`` of ``phash64``) into an ``error`` string,
+so one bad image does not fail the task.
 """
 
 from __future__ import annotations
 
 import io
+from collections.abc import Iterable, Iterator
 
 import imagehash
 import numpy as np
+import pandas as pd
 from PIL import Image, ImageOps
 
-__all__ = ["bands", "hamming", "phash64", "to_signed64", "to_unsigned64"]
+__all__ = [
+    "PHASH_SCHEMA",
+    "band_layout",
+    "bands",
+    "hamming",
+    "hash_images",
+    "phash64",
+    "to_signed64",
+    "to_unsigned64",
+]
+
+PHASH_SCHEMA = "sample_id STRING, phash BIGINT, error STRING"  # hash_images' output frames
+_MAX_ERROR_CHARS = 500
 
 _MASK64 = (1 << 64) - 1
 _DRAFT_SIZE = (256, 256)  # JPEG DCT scaling never goes below this; phash works at 32x32
@@ -90,11 +109,22 @@ def phash64(data: bytes) -> int:
     return to_signed64(u)
 
 
-def _band_widths(n_bands: int) -> list[int]:
+def band_layout(n_bands: int) -> list[tuple[int, int]]:
+    """(shift, width) of each of the ``n_bands`` bit ranges of a hash, lowest bits first.
+
+    Widths are ``64 // n_bands``, the first ``64 % n_bands`` bands one bit wider; they cover
+    the 64 bits without overlap. :func:`bands` cuts hashes with this layout, and the dedup job
+    builds its Spark band columns from it, so both cut the same way.
+    """
     if not 1 <= n_bands <= 64:
         raise ValueError(f"n_bands must be in 1..64, got {n_bands}")
     base, extra = divmod(64, n_bands)
-    return [base + 1 if b < extra else base for b in range(n_bands)]
+    out, shift = [], 0
+    for b in range(n_bands):
+        width = base + 1 if b < extra else base
+        out.append((shift, width))
+        shift += width
+    return out
 
 
 def bands(h: int, n_bands: int = 4) -> list[int]:
@@ -106,14 +136,36 @@ def bands(h: int, n_bands: int = 4) -> list[int]:
     ``hamming(a, b) < n_bands`` share at least one (index, value).
     """
     u = to_unsigned64(h)
-    out = []
-    shift = 0
-    for width in _band_widths(n_bands):
-        out.append((u >> shift) & ((1 << width) - 1))
-        shift += width
-    return out
+    return [(u >> shift) & ((1 << width) - 1) for shift, width in band_layout(n_bands)]
 
 
 def hamming(a: int, b: int) -> int:
     """Number of differing bits between two 64-bit hashes (signed or unsigned form)."""
     return ((a ^ b) & _MASK64).bit_count()
+
+
+def hash_images(frames: Iterable[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    """mapInPandas body: (sample_id, image) → (sample_id, phash, error); bad images get error.
+
+    ``phash`` is a nullable Int64 (null where the image has no bytes or does not decode) and
+    ``error`` the reason, cut to 500 characters; one output frame per input frame, same rows.
+    """
+    for pdf in frames:
+        hashes: list[int | None] = []
+        errors: list[str | None] = []
+        for data in pdf["image"]:
+            try:
+                if data is None:
+                    raise ValueError("no image bytes")
+                hashes.append(phash64(bytes(data)))
+                errors.append(None)
+            except ValueError as exc:
+                hashes.append(None)
+                errors.append(str(exc)[:_MAX_ERROR_CHARS])
+        yield pd.DataFrame(
+            {
+                "sample_id": pdf["sample_id"],
+                "phash": pd.array(hashes, dtype="Int64"),
+                "error": errors,
+            }
+        )

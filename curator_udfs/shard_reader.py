@@ -5,18 +5,17 @@ is the member path up to the first dot of its basename, members of a sample are 
 Only the current sample is held in memory, and a member is read only after its header size
 has been checked. Bad data never raises: every problem becomes a QuarantinedItem (with a short
 reason code) or a warning on a sample that is still ingested, so nothing disappears silently.
+Caption and JSON bytes become text in curator_udfs/sample_text.py.
 """
 
 from __future__ import annotations
 
-import codecs
 import hashlib
-import json
 import tarfile
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import IO, Any, Self, cast
+from typing import IO, Self, cast
 
 import fsspec
 
@@ -26,6 +25,8 @@ from curator_udfs.image_probe import (
     ext_matches_format,
     probe_image,
 )
+from curator_udfs.sample_text import MAX_JSON_DEPTH as MAX_JSON_DEPTH  # its old home
+from curator_udfs.sample_text import decode_caption, parse_meta
 
 __all__ = [
     "IngestLimits",
@@ -134,6 +135,8 @@ class _TrackingTarInfo(tarfile.TarInfo):
             raise
 
 
+_parse_meta = parse_meta  # the old name, still imported by tests/faults
+
 # typeshed omits these undocumented HeaderError subclasses (present since Python 3.2).
 _CUT_HEADER_ERRORS = (
     tarfile.EmptyHeaderError,  # type: ignore[attr-defined]
@@ -181,65 +184,6 @@ class _Sample:
         if self.problem is None:
             self.problem = QuarantinedItem(self.key, member, reason, detail, size)
         self.image = self.caption_raw = self.json_raw = None
-
-
-def _decode_caption(raw: bytes, truncated: bool) -> tuple[str, list[str]]:
-    """Caption text plus warnings; a character cut in half by truncation is dropped."""
-    warnings = ["caption_truncated"] if truncated else []
-    try:
-        if truncated:
-            decoder = codecs.getincrementaldecoder("utf-8")("strict")
-            return decoder.decode(raw, final=False), warnings
-        return raw.decode("utf-8"), warnings
-    except UnicodeDecodeError:
-        return raw.decode("utf-8", errors="replace"), [*warnings, "caption_not_utf8"]
-
-
-# Deeper JSON is refused before parsing: json's C parser recurses per level (RecursionError,
-# or a stack overflow under a lower limit in another process), and readers downstream
-# (Jackson in Spark: 1000 levels) have limits of their own. img2dataset's JSON is 1-2 deep.
-MAX_JSON_DEPTH = 64
-
-
-def _json_depth_exceeds(text: str, limit: int) -> bool:
-    """True when brackets outside strings nest deeper than ``limit`` (a linear scan, no parse)."""
-    if text.count("[") + text.count("{") <= limit:
-        return False  # the common case: too few brackets to nest that deep
-    depth, in_string, escaped = 0, False, False
-    for ch in text:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == '"':
-                in_string = False
-        elif ch == '"':
-            in_string = True
-        elif ch in "[{":
-            depth += 1
-            if depth > limit:
-                return True
-        elif ch in "]}":
-            depth -= 1
-    return False
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-def _parse_meta(raw: bytes) -> str | None:
-    """The original JSON text when it is valid UTF-8 JSON (NaN/Infinity rejected) nested at
-    most MAX_JSON_DEPTH deep, else None."""
-    try:
-        text = raw.decode("utf-8")
-        if _json_depth_exceeds(text, MAX_JSON_DEPTH):
-            return None
-        json.loads(text, parse_constant=_reject_constant)
-    except (ValueError, RecursionError):  # UnicodeDecodeError and JSONDecodeError included
-        return None
-    return text
 
 
 class ShardReader:
@@ -463,15 +407,13 @@ class ShardReader:
             warnings.append("extension_mismatch")
         caption = None
         if sample.caption_raw is not None:
-            caption, caption_warnings = _decode_caption(
-                sample.caption_raw, sample.caption_truncated
-            )
+            caption, caption_warnings = decode_caption(sample.caption_raw, sample.caption_truncated)
             warnings.extend(caption_warnings)
         meta = None
         if sample.json_too_large:
             warnings.append("json_too_large")
         elif sample.json_raw is not None:
-            meta = _parse_meta(sample.json_raw)
+            meta = parse_meta(sample.json_raw)
             if meta is None:
                 warnings.append("invalid_json")
         return IngestedSample(

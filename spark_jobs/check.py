@@ -9,9 +9,7 @@ invariant is reported with a count and a few example keys; the command exits 1 w
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
-from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -161,24 +159,7 @@ def run(spark: SparkSession, cfg: Config) -> Summary:
     return summary
 
 
-def register(app: Any) -> None:
-    """Add `curator check` to the CLI."""
-    from spark_jobs.cli import add_job_command
+if __name__ == "__main__":  # spark-submit spark_jobs/check.py ARGS
+    from spark_jobs.cli import main
 
-    add_job_command(
-        app,
-        "check",
-        run,
-        "Verify that nothing was lost or duplicated across the tables (exit 1 if not).",
-    )
-
-
-def main(argv: list[str] | None = None) -> None:
-    """`spark-submit spark_jobs/check.py --config FILE`."""
-    from spark_jobs.cli import main_for
-
-    main_for("check", argv if argv is not None else sys.argv[1:])
-
-
-if __name__ == "__main__":
-    main()
+    main("check")

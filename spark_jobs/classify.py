@@ -11,28 +11,32 @@ row. Rerunning is safe: a MERGE update of the same values changes nothing.
 
 from __future__ import annotations
 
-import sys
 from functools import reduce
-from typing import Annotated, Any
 
-import typer
 from pyspark import StorageLevel
 from pyspark.sql import Column, SparkSession
 from pyspark.sql import functions as F
 
-from spark_jobs.cli_options import ConfigOpt, JsonOpt, SetOpt, WarehouseOpt
-from spark_jobs.config import Config, ConfigError
+from curator_udfs.model_ids import model_id
+from spark_jobs.config import Config
 from spark_jobs.embed import (
     check_heads,
     describe_device,
     ensure_score_columns,
-    model_id,
     nan_to_null,
     validate,
 )
 from spark_jobs.errors import worker_message
 from spark_jobs.summary import Summary, new_run_id
-from spark_jobs.tables import SCORES, ensure_table, last_metric, read_table, sql_list
+from spark_jobs.tables import (
+    SCORES,
+    ensure_table,
+    is_delta,
+    last_metric,
+    read_table,
+    sql_list,
+    table_path,
+)
 
 
 def run(spark: SparkSession, cfg: Config, *, all_rows: bool = False) -> Summary:
@@ -43,6 +47,12 @@ def run(spark: SparkSession, cfg: Config, *, all_rows: bool = False) -> Summary:
     spec = validate(cfg)
     model = model_id(spec)
     columns = check_heads(spec, None)
+    if not columns:  # `classifiers: []` is a choice, not an error: `curator run` goes on
+        summary.extra.update(model=model, heads="-", images_decoded=0)
+        summary.skip("no classifier heads configured")
+        if is_delta(table_path(cfg, "scores")):
+            summary.tables["scores"] = read_table(spark, cfg, "scores").count()
+        return summary
     added = ensure_score_columns(spark, cfg, columns)
     summary.extra.update(
         model=model,
@@ -52,9 +62,6 @@ def run(spark: SparkSession, cfg: Config, *, all_rows: bool = False) -> Summary:
         mode="all rows" if all_rows else "rows with a NULL head column",
         images_decoded=0,
     )
-    if not columns:
-        raise ConfigError("config key `classifiers`: no heads configured, nothing to score")
-
     rows = read_table(spark, cfg, "scores").where(
         (F.col("model") == model) & F.col("embedding").isNotNull()
     )
@@ -108,32 +115,7 @@ def run(spark: SparkSession, cfg: Config, *, all_rows: bool = False) -> Summary:
     return summary
 
 
-def register(app: Any) -> None:
-    """Add `curator classify` to the CLI."""
-    from spark_jobs.cli import resolve_config, run_job
+if __name__ == "__main__":  # spark-submit spark_jobs/classify.py ARGS
+    from spark_jobs.cli import main
 
-    def classify(
-        config: ConfigOpt = None,
-        set_: SetOpt = None,
-        warehouse: WarehouseOpt = None,
-        as_json: JsonOpt = False,
-        all_rows: Annotated[
-            bool, typer.Option("--all", help="re-score every row (e.g. after new head weights)")
-        ] = False,
-    ) -> None:
-        """Re-score stored embeddings with the configured heads (no image is decoded)."""
-        cfg = resolve_config(config, set_, warehouse, validate)
-        run_job("classify", cfg, as_json, lambda spark, c: run(spark, c, all_rows=all_rows))
-
-    app.command()(classify)
-
-
-def main(argv: list[str] | None = None) -> None:
-    """`spark-submit spark_jobs/classify.py --config FILE [...]`."""
-    from spark_jobs.cli import main_for
-
-    main_for("classify", argv if argv is not None else sys.argv[1:])
-
-
-if __name__ == "__main__":
-    main()
+    main("classify")

@@ -1,24 +1,31 @@
-"""`curator`: the command-line contract (see README). Parses arguments and calls a job's run().
+"""`curator`: the command-line contract (see README), as one table of commands.
 
-Exit codes: 0 done (quarantined samples are still success), 2 bad usage or configuration,
-1 the job failed. Messages go to stderr; `--json` puts one JSON object on stdout's last line.
+A row of `COMMANDS` names the job function (`module:function`, imported only when the command
+runs, so `curator --help` starts fast), its options (each a keyword of that function), and a
+preflight that checks the configuration before Spark starts (exit 2 with the key and the fix).
+Every job command also takes the shared `--config/--set/--warehouse/--json`; read-only commands
+(`show` set) print their result instead of a summary. `spark-submit spark_jobs/<job>.py ARGS`
+ends up here too, through `main(job)`.
 """
 
 from __future__ import annotations
 
 import importlib
+import inspect
 import json
-import os
 import sys
-import traceback
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from spark_jobs.cli_options import ConfigOpt, JsonOpt, SetOpt, WarehouseOpt
-from spark_jobs.config import Config, ConfigError, load_config
+from spark_jobs.cli_runner import err, query_command, resolve_config, run_job, usage_error
+from spark_jobs.config import Config, ConfigError
+
+Options = dict[str, Any]
 
 app = typer.Typer(
     add_completion=False,
@@ -28,161 +35,248 @@ app = typer.Typer(
 )
 
 
-def err(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+@dataclass(frozen=True)
+class Opt:
+    """One option of a command (an argument when `flag` is None): a keyword of its function."""
 
+    name: str
+    type: Any
+    default: Any
+    flag: str | None
+    help: str
+    click: dict[str, Any] = field(default_factory=dict)  # e.g. {"min": 0}
 
-def _debug() -> bool:
-    return os.environ.get("CURATOR_DEBUG", "") not in ("", "0")
-
-
-def resolve_config(
-    config: Path | None,
-    sets: list[str] | None,
-    warehouse: str | None,
-    validate: Callable[[Config], Any] | None = None,
-) -> Config:
-    """Load (and `validate`) the configuration or exit 2 with the message, before Spark starts."""
-    try:
-        cfg = load_config(config, sets or [], warehouse)
-        if validate is not None:
-            validate(cfg)
-        return cfg
-    except ConfigError as exc:
-        err(f"configuration error:\n{exc}")
-        raise typer.Exit(2) from None
-
-
-def run_job(job: str, cfg: Config, as_json: bool, call: Callable[[Any, Config], Any]) -> None:
-    """Build the session, run the job, print its summary; map failures to exit codes."""
-    from spark_jobs.session import build_session
-
-    try:
-        spark = build_session(cfg, app_name=f"curator-{job}")
-        summary = call(spark, cfg)
-    except ConfigError as exc:
-        err(f"configuration error:\n{exc}")
-        raise typer.Exit(2) from None
-    except KeyboardInterrupt:
-        err(f"curator {job}: interrupted; rerun the same command to continue where it stopped")
-        raise typer.Exit(130) from None
-    except Exception as exc:  # noqa: BLE001 - one message instead of a traceback
-        if _debug():
-            traceback.print_exc()
-        from spark_jobs.errors import failure_line
-
-        err(
-            f"curator {job} failed: {failure_line(exc)}\n"
-            "(rerun with CURATOR_DEBUG=1 for the traceback)"
+    def parameter(self) -> inspect.Parameter:
+        info = (
+            typer.Option(self.flag, help=self.help, **self.click)
+            if self.flag
+            else typer.Argument(help=self.help, **self.click)
         )
-        raise typer.Exit(1) from None
-    summaries = summary if isinstance(summary, list) else [summary]
-    if as_json:
-        for s in summaries:
-            s.render(_stderr_console())
-        print(
-            json.dumps(
-                [s.to_dict() for s in summaries] if len(summaries) > 1 else summaries[0].to_dict(),
-                default=str,
-            )
+        return inspect.Parameter(
+            self.name,
+            inspect.Parameter.KEYWORD_ONLY,
+            default=self.default if self.flag else inspect.Parameter.empty,
+            annotation=Annotated[self.type, info],
         )
+
+
+@dataclass(frozen=True)
+class Command:
+    """One `curator` command: `run(spark, cfg, **options)`, checked by `preflight` first."""
+
+    name: str
+    run: str | Callable[..., Any]  # "module:function" or a function
+    help: str
+    options: tuple[Opt, ...] = ()
+    preflight: str | None = None  # "module:function"(cfg, options) -> options, or ConfigError
+    show: Callable[[Any, Options], None] | None = None  # read-only: print the result
+
+
+STAGE = "stage"  # Command.run of a pipeline stage: its run and preflight are the Stage's
+
+
+def _function(ref: str | Callable[..., Any]) -> Callable[..., Any]:
+    if callable(ref):
+        return ref
+    module, _, name = ref.partition(":")
+    return getattr(importlib.import_module(f"spark_jobs.{module}"), name)  # type: ignore[no-any-return]
+
+
+def _run_and_preflight(cmd: Command) -> tuple[Callable[..., Any], Callable[..., Any] | None]:
+    if cmd.run == STAGE:
+        from spark_jobs.pipeline import stage
+
+        st = stage(cmd.name)
+        return st.run, st.preflight
+    return _function(cmd.run), _function(cmd.preflight) if cmd.preflight else None
+
+
+def _keyword(name: str, default: Any, annotation: Any) -> inspect.Parameter:
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default,
+                             annotation=annotation)  # fmt: skip
+
+
+_SHARED = (
+    _keyword("config", None, ConfigOpt),
+    _keyword("set_", None, SetOpt),
+    _keyword("warehouse", None, WarehouseOpt),
+)
+_JSON = _keyword("as_json", False, JsonOpt)
+
+
+def _callback(cmd: Command) -> Callable[..., None]:
+    """The typer callback of `cmd`: shared options, then the command's own."""
+
+    def command(*, config: Path | None, set_: list[str] | None, warehouse: str | None,
+                **options: Any) -> None:  # fmt: skip
+        run, preflight = _run_and_preflight(cmd)
+        as_json = options.pop("as_json") if cmd.show is None else False
+        cfg = resolve_config(config, set_, warehouse)
+        if preflight is not None:
+            try:
+                options = preflight(cfg, options)
+            except ConfigError as exc:
+                raise usage_error(exc) from None
+        if cmd.show is None:
+            run_job(cmd.name, cfg, as_json, lambda spark, c: run(spark, c, **options))
+            return
+        cmd.show(query_command(cmd.name, cfg, lambda spark, c: run(spark, c, **options)), options)
+
+    own = [o.parameter() for o in cmd.options]
+    args = [p for p in own if p.default is inspect.Parameter.empty]
+    rest = [p for p in own if p.default is not inspect.Parameter.empty]
+    shared = [*_SHARED] if cmd.show is not None else [*_SHARED, _JSON]
+    command.__signature__ = inspect.Signature([*args, *shared, *rest])  # type: ignore[attr-defined]
+    command.__doc__ = cmd.help
+    return command
+
+
+# ---- the read-only commands: what they compute and how they print -----------------------------
+def _sql(spark: Any, cfg: Config, *, query: str, fmt: str) -> tuple[list[str], list[Any]]:
+    df = spark.sql(query)
+    return df.columns, df.collect()
+
+
+def _show_sql(result: tuple[list[str], list[Any]], options: Options) -> None:
+    from spark_jobs.sql_output import print_rows
+
+    print_rows(*result, options["fmt"])
+
+
+def _why(spark: Any, cfg: Config, *, ident: str, as_of: str | None, **_: Any) -> Any:
+    from spark_jobs import why
+    from spark_jobs.tables import resolve_as_of
+
+    return why.explain(spark, cfg, ident, resolve_as_of(spark, cfg, as_of))
+
+
+def _show_why(stories: list[dict[str, Any]], options: Options) -> None:
+    from spark_jobs.why import render
+
+    if not stories:
+        err(f"no sample has sample_id or key {options['ident']!r}")
+        if options["as_json"]:
+            print("[]")
+        raise typer.Exit(1)
+    if options["as_json"]:
+        print(json.dumps(stories if len(stories) > 1 else stories[0], default=str))
     else:
-        for s in summaries:
-            s.render()
+        print("\n\n".join(render(s) for s in stories))
 
 
-def add_job_command(
-    app: typer.Typer, name: str, call: Callable[[Any, Config], Any], doc: str
-) -> None:
-    """Register `curator NAME` for a job that takes only the shared options."""
+def _costs(spark: Any, cfg: Config, *, what_if: list[str] | None, as_of: str | None,
+           **_: Any) -> Any:  # fmt: skip
+    from spark_jobs import costs
+    from spark_jobs.tables import resolve_as_of
 
-    def command(
-        config: ConfigOpt = None,
-        set_: SetOpt = None,
-        warehouse: WarehouseOpt = None,
-        as_json: JsonOpt = False,
-    ) -> None:
-        run_job(name, resolve_config(config, set_, warehouse), as_json, call)
-
-    command.__doc__ = doc
-    app.command(name)(command)
+    return costs.report(spark, cfg, what_if or [], resolve_as_of(spark, cfg, as_of))
 
 
-def _stderr_console() -> Any:
-    from rich.console import Console
+def _show_costs(out: dict[str, Any], options: Options) -> None:
+    from spark_jobs.costs import render
 
-    return Console(file=sys.stderr, soft_wrap=True)
+    print(json.dumps(out, default=str) if options["as_json"] else render(out))
 
 
-@app.command()
-def ingest(
+# ---- preflights that need the options ------------------------------------------------------------
+def _check_sql(cfg: Config, options: Options) -> Options:
+    if options["fmt"] not in ("table", "json", "csv"):
+        raise ConfigError(f"--format {options['fmt']!r}: use table, json or csv")
+    return options
+
+
+def _zorder_columns(cfg: Config, options: Options) -> Options:
+    zorder = options.pop("zorder")
+    return {"columns": [c.strip() for c in zorder.split(",") if c.strip()] if zorder else None}
+
+
+_AS_OF = Opt("as_of", str | None, None, "--as-of", "a version of `curated` (integer) or a "
+             "timestamp: read the tables as they were then")  # fmt: skip
+_AS_JSON = Opt("as_json", bool, False, "--json", "print the result as JSON")
+
+COMMANDS: tuple[Command, ...] = (
+    Command("ingest", STAGE, "Ingest WebDataset shards into the images, quarantine and "
+            "shards tables.", (Opt("inputs", list[str] | None, None, "--input",
+                                   "GLOB_OR_DIR of shards; repeatable"),)),
+    Command("embed", STAGE, "Embed new images and score them with the heads (writes the "
+            "scores table).", (Opt("retry_errors", bool, False, "--retry-errors",
+                                   "re-embed images that failed to decode"),)),
+    Command("classify", STAGE, "Re-score stored embeddings with the configured heads (no "
+            "image is decoded).", (Opt("all_rows", bool, False, "--all",
+                                       "re-score every row (e.g. after new head weights)"),)),
+    Command("dedup", STAGE, "Find exact, perceptual and semantic duplicates (writes the "
+            "duplicates table)."),
+    Command("filter", STAGE, "Apply filter.predicates to the scored view and write the "
+            "curated table.", (Opt("explain", bool, False, "--explain", "print the physical plan "
+                                   "and the RAPIDS report; write nothing"),)),
+    Command("export", STAGE, "Write the curated table as WebDataset shards plus "
+            "manifest.json.", (Opt("output", str | None, None, "--output",
+                                   "directory for the shards (export.output)"),)),
+    Command("optimize", "filter:optimize", "OPTIMIZE the scores table with ZORDER BY the head "
+            "score columns.", (Opt("zorder", str | None, None, "--zorder", "comma-separated "
+                                   "columns to Z-order by (default: the head scores)"),),
+            preflight="cli:_zorder_columns"),
+    Command("check", "check:run", "Verify that nothing was lost or duplicated across the tables "
+            "(exit 1 if not)."),
+    Command("report", "report:run", "Write a static HTML report: funnel, score histograms, "
+            "duplicates, quarantine.",
+            (Opt("out", Path, Path("report"), "--out", "directory for index.html"),
+             Opt("max_groups", int, 12, "--max-groups", "duplicate groups shown as thumbnails",
+                 {"min": 0}))),
+    Command("sql", _sql, "Run SQL over the tables (by name, e.g. curator.images) and print the "
+            "result.", (Opt("query", str, None, None, "one SQL statement over the warehouse's "
+                            "tables"), Opt("fmt", str, "table", "--format", "table | json | csv")),
+            preflight="cli:_check_sql", show=_show_sql),
+    Command("why", _why, "Say what happened to a sample and why: shard, scores, predicates, "
+            "duplicates, export.", (Opt("ident", str, None, None, "a sample_id or a key (all "
+                                        "shards)"), _AS_JSON, _AS_OF), show=_show_why),
+    Command("costs", _costs, "Rows each filter rule and dedup method removed; what a changed "
+            "threshold would do.", (_AS_JSON, _AS_OF, Opt("what_if", list[str] | None, None,
+            "--what-if", "'OLD => NEW' or a predicate replacing the one over the same columns; "
+            "repeatable")), show=_show_costs),
+)  # fmt: skip
+
+for _cmd in COMMANDS:
+    app.command(_cmd.name)(_callback(_cmd))
+
+
+@app.command("run")
+def run_pipeline(
     config: ConfigOpt = None,
     set_: SetOpt = None,
     warehouse: WarehouseOpt = None,
     as_json: JsonOpt = False,
-    input_: Annotated[
-        list[str] | None, typer.Option("--input", help="GLOB_OR_DIR of shards; repeatable")
+    inputs: Annotated[
+        list[str] | None, typer.Option("--input", help="ingest: GLOB_OR_DIR; repeatable")
+    ] = None,
+    output: Annotated[
+        str | None, typer.Option("--output", help="export: directory for the shards")
+    ] = None,
+    stages: Annotated[
+        str | None, typer.Option("--stages", help="comma list of the stages to run")
+    ] = None,
+    from_stage: Annotated[str | None, typer.Option("--from-stage", help="first stage")] = None,
+    to_stage: Annotated[str | None, typer.Option("--to-stage", help="last stage")] = None,
+    job: Annotated[
+        Path | None,
+        typer.Option(
+            "--job",
+            help="run a Jobs API job file's tasks locally, in dependency order; --set, "
+            "--warehouse, --input and --output override the tasks' parameters",
+        ),
     ] = None,
 ) -> None:
-    """Ingest WebDataset shards into the images, quarantine and shards tables."""
-    cfg = resolve_config(config, set_, warehouse)
-    from spark_jobs import ingest as job
+    """Run the stages in order: ingest → embed → classify → dedup → filter → export."""
+    from spark_jobs import pipeline
 
     try:
-        files = job.list_inputs(cfg, input_ or [])
+        steps = pipeline.plan(
+            config, set_, warehouse, inputs=inputs, output=output, stages=stages,
+            from_stage=from_stage, to_stage=to_stage, job=job, app=app,
+        )  # fmt: skip
     except ConfigError as exc:
-        err(f"configuration error:\n{exc}")
-        raise typer.Exit(2) from None
-    run_job("ingest", cfg, as_json, lambda spark, c: job.run(spark, c, files=files))
-
-
-@app.command()
-def sql(
-    query: Annotated[str, typer.Argument(help="one SQL statement over the warehouse's tables")],
-    warehouse: WarehouseOpt = None,
-    config: ConfigOpt = None,
-    set_: SetOpt = None,
-    fmt: Annotated[str, typer.Option("--format", help="table | json | csv")] = "table",
-) -> None:
-    """Run SQL over the tables (by name, e.g. curator.images) and print the result."""
-    if fmt not in ("table", "json", "csv"):
-        err(f"--format {fmt!r}: use table, json or csv")
-        raise typer.Exit(2)
-    from spark_jobs.sql_output import print_rows
-
-    def call(spark: Any, cfg: Config) -> tuple[list[str], list[Any]]:
-        df = spark.sql(query)
-        return df.columns, df.collect()
-
-    columns, rows = query_command("sql", config, set_, warehouse, call)
-    print_rows(columns, rows, fmt)
-
-
-def query_command(
-    name: str,
-    config: Path | None,
-    sets: list[str] | None,
-    warehouse: str | None,
-    call: Callable[[Any, Config], Any],
-) -> Any:
-    """Run a read-only command's `call(spark, cfg)`: exit 2 on configuration errors, 1 on
-    failures, each as one line on stderr (CURATOR_DEBUG=1 for the traceback)."""
-    cfg = resolve_config(config, sets, warehouse)
-    from spark_jobs.session import build_session
-
-    try:
-        spark = build_session(cfg, app_name=f"curator-{name}")
-        return call(spark, cfg)
-    except ConfigError as exc:
-        err(f"configuration error:\n{exc}")
-        raise typer.Exit(2) from None
-    except Exception as exc:  # noqa: BLE001
-        if _debug():
-            traceback.print_exc()
-        from spark_jobs.errors import failure_line
-
-        err(f"curator {name} failed: {failure_line(exc)}")
-        raise typer.Exit(1) from None
+        raise usage_error(exc) from None
+    run_job("run", steps[0].cfg, as_json, lambda spark, _c: pipeline.run_steps(spark, steps))
 
 
 @app.command("sample-shards")
@@ -202,41 +296,10 @@ def sample_shards(
     )
 
 
-def main_for(job: str, argv: list[str]) -> None:
-    """Entry point of `spark-submit spark_jobs/<job>.py ...`: the same CLI, job fixed."""
+def main(job: str) -> None:
+    """Entry point of `spark-submit spark_jobs/<job>.py ARGS`: the same CLI, job fixed."""
     try:
-        app([job, *argv], prog_name=f"spark_jobs/{job}.py", standalone_mode=True)
+        app([job, *sys.argv[1:]], prog_name=f"spark_jobs/{job}.py", standalone_mode=True)
     except SystemExit as exc:
         if exc.code not in (0, None):
             raise
-
-
-# Job modules of later stages add their own commands: each defines `register(app)`.
-STAGE_MODULES = (
-    "embed",
-    "classify",
-    "dedup",
-    "filter",
-    "export",
-    "pipeline",
-    "report",
-    "check",
-    "why",
-    "costs",
-)
-
-
-def _load_commands() -> None:
-    for name in STAGE_MODULES:
-        try:
-            module = importlib.import_module(f"spark_jobs.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"spark_jobs.{name}":
-                raise
-            continue
-        register = getattr(module, "register", None)
-        if register is not None:
-            register(app)
-
-
-_load_commands()

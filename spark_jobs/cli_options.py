@@ -20,3 +20,10 @@ WarehouseOpt = Annotated[
 JsonOpt = Annotated[
     bool, typer.Option("--json", help="print the summary as one JSON object on the last line")
 ]
+AsOfOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--as-of",
+        help="a version of `curated` (integer) or a timestamp: read the tables as they were then",
+    ),
+]

@@ -12,6 +12,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from curator_udfs.specs import EmbedSpec, HeadSpec
 from spark_jobs.redact import MASK, is_secret_key, redact, remember_secrets, secret_values
 
 
@@ -406,6 +407,28 @@ def load_config(
     return cfg
 
 
-def dump_config(cfg: Config) -> str:
-    """The resolved configuration as YAML (what a run actually used), secrets masked."""
-    return yaml.safe_dump(redact(cfg.model_dump(mode="json")), sort_keys=False)
+# ---- config → executor specs (the only place where config fields become spec fields) ----------
+def embed_spec(cfg: Config) -> EmbedSpec:
+    """What executors need from `embed.*` and `classifiers` (nothing is loaded or checked)."""
+    e = cfg.embed
+    return EmbedSpec(
+        model=e.model,
+        pretrained=e.pretrained,
+        weights=e.weights,
+        batch_size=e.batch_size,
+        num_threads_per_worker=e.num_threads_per_worker,
+        normalize=e.normalize,
+        autocast=e.autocast,
+        heads=tuple(
+            HeadSpec(
+                name=h.name,
+                weights=h.weights,
+                class_path=h.class_path,
+                output_column=h.output_column,
+                random_init=h.random_init,
+            )
+            for h in cfg.classifiers
+        ),
+        embedder_class=e.embedder_class,
+    )
+

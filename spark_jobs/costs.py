@@ -10,19 +10,15 @@ the same of an earlier version of the tables.
 
 from __future__ import annotations
 
-import json
-from typing import Annotated, Any
+from typing import Any
 
-import typer
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from spark_jobs.cli_options import ConfigOpt, JsonOpt, SetOpt, WarehouseOpt
 from spark_jobs.config import Config, ConfigError
 from spark_jobs.lineage import FilterRecord, filter_record
-from spark_jobs.tables import AsOf, read_table, resolve_as_of, table_exists
+from spark_jobs.tables import AsOf, read_table, table_exists
 from spark_jobs.views import scored_select
-from spark_jobs.why import AsOfOpt
 
 
 def _passing(scored: DataFrame, predicates: list[str]) -> DataFrame:
@@ -34,14 +30,12 @@ def _rule_duplicates(
     spark: SparkSession, cfg: Config, rec: FilterRecord, as_of: AsOf | None
 ) -> tuple[DataFrame | None, DataFrame | None]:
     """(every duplicates row, the sample_ids the recorded rule removes), None without a table."""
-    from spark_jobs.filter import rule_condition
-
     if not table_exists(spark, cfg, "duplicates", as_of=as_of):
         return None, None
     dups = read_table(spark, cfg, "duplicates", as_of=as_of)
-    if not rec.dedup.get("exclude", True) or not rec.dedup.get("methods"):
+    if not rec.dedup.active:
         return dups, None
-    return dups, dups.where(rule_condition(rec.dedup)).select("sample_id").distinct()
+    return dups, dups.where(rec.dedup.condition()).select("sample_id").distinct()
 
 
 def rule_costs(
@@ -87,7 +81,7 @@ def rule_costs(
         "removed_by_predicates": c["rows_in"] - c["passed"],
         "passed_predicates": c["passed"],
         "duplicates_by_method": by_method,
-        "duplicate_rule": rec.dedup,
+        "duplicate_rule": rec.dedup.to_dict(),  # JSON-ready: `curator costs --json` prints it
         "removed_as_duplicates": c["passed"] - n_kept,
         "kept": n_kept,
     }
@@ -169,36 +163,3 @@ def render(out: dict[str, Any]) -> str:
             f"{w['would_be_dropped']:,} (against the curated table)"
         )
     return "\n".join(lines)
-
-
-def register(app: Any) -> None:
-    """Add `curator costs` to the CLI."""
-
-    def costs_cmd(
-        config: ConfigOpt = None,
-        set_: SetOpt = None,
-        warehouse: WarehouseOpt = None,
-        as_json: JsonOpt = False,
-        as_of: AsOfOpt = None,
-        what_if: Annotated[
-            list[str] | None,
-            typer.Option(
-                "--what-if",
-                help="'OLD => NEW' or a predicate replacing the one over the same columns; "
-                "repeatable",
-            ),
-        ] = None,
-    ) -> None:
-        """Rows each filter rule and dedup method removed; what a changed threshold would do."""
-        from spark_jobs.cli import query_command
-
-        def call(spark: SparkSession, cfg: Config) -> dict[str, Any]:
-            return report(spark, cfg, what_if or [], resolve_as_of(spark, cfg, as_of))
-
-        out = query_command("costs", config, set_, warehouse, call)
-        if as_json:
-            print(json.dumps(out, default=str))
-        else:
-            print(render(out))
-
-    app.command("costs")(costs_cmd)

@@ -1,11 +1,9 @@
-"""Spark glue for the Python API: `TimmImageEmbedder(...)(images_df)` and friends.
+"""Spark glue for the Python API: executor-side embedders and heads over DataFrames.
 
-`curator_udfs` must not import pyspark (or spark_jobs) at module level, so `ImageEmbedder.__call__`
-and `ClassifierHead.__call__` import this module lazily and hand over here: a Spark DataFrame
-gets the frame functions below, a `spark_jobs.api.Dataset` its own methods (which use them).
 The functions keep every input column and append the new ones, using the same executor-side
 batch functions as the embed and classify jobs; head scores of rows without an embedding are
-NULL (never NaN, which Spark SQL sorts above every number).
+NULL (never NaN, which Spark SQL sorts above every number). `spec_for`/`head_spec` turn loaded
+objects into the specs executors rebuild them from.
 """
 
 from __future__ import annotations
@@ -21,15 +19,13 @@ from pyspark.sql.types import StructType
 
 from curator_udfs.classifiers import ClassifierHead, head_class
 from curator_udfs.embed_batches import (
-    EmbedSpec,
-    HeadSpec,
     classify_output_schema,
     embed_output_schema,
-    head_columns,
     make_classify_fn,
     make_embed_fn,
 )
 from curator_udfs.embedders import ImageEmbedder, TimmImageEmbedder
+from curator_udfs.specs import EmbedSpec, HeadSpec, head_columns
 from spark_jobs.embed import nan_to_null
 
 
@@ -114,7 +110,7 @@ def head_spec(head: ClassifierHead) -> HeadSpec:
             f"{head.name} head has no weights; call .load_weights(path) (or .load_weights(None) "
             "for the default weights, .init_random() for tests) before applying it"
         )
-    cls = type(head)
+    cls = _executor_class(type(head))
     try:
         registered = head_class(head.name) is cls
     except ValueError:
@@ -135,54 +131,31 @@ def _head_specs(heads: Sequence[Any]) -> list[HeadSpec | dict]:
     return [head_spec(h) if isinstance(h, ClassifierHead) else h for h in heads]
 
 
-def apply_embedder(
-    embedder: ImageEmbedder, data: Any, *, heads: Sequence[Any] = (), image_col: str = "image"
-) -> Any:
-    """`embedder(data)`: a DataFrame gets :func:`embed_dataframe`, a Dataset `Dataset.embed`."""
-    from spark_jobs.api import Dataset  # lazy: api imports this module
-
-    if isinstance(data, Dataset):
-        return data.embed(embedder, heads=heads, image_col=image_col)
-    _require_frame(data, type(embedder).__name__)
-    return embed_dataframe(data, spec_for(embedder, heads), image_col=image_col)
+def _executor_class(cls: type) -> type:
+    """The executor-side class behind an API wrapper (`spark_jobs.api.TimmImageEmbedder`)."""
+    return cast(type, getattr(cls, "executor_class", cls))
 
 
-def apply_head(head: ClassifierHead, data: Any, *, embedding_col: str = "embedding") -> Any:
-    """`head(data)`: a DataFrame gets :func:`score_dataframe`, a Dataset `Dataset.score`."""
-    from spark_jobs.api import Dataset  # lazy: api imports this module
-
-    if isinstance(data, Dataset):
-        return data.score(head)
-    _require_frame(data, type(head).__name__)
-    spec = EmbedSpec(heads=(head_spec(head),))
-    return score_dataframe(data, spec, embedding_col=embedding_col)
-
-
-def _require_frame(data: Any, who: str) -> None:
-    if not isinstance(data, DataFrame):
-        raise TypeError(
-            f"{who}(...) takes a Spark DataFrame or a spark_jobs.api.Dataset, got "
-            f"{type(data).__name__}; for tensors call .score(embeddings) / .embed_bytes(blobs)"
-        )
-
-
-def spec_for(embedder: ImageEmbedder, heads: Sequence[Any] = ()) -> EmbedSpec:
-    """The EmbedSpec that rebuilds `embedder` on executors (custom classes by class path);
-    `heads` are HeadSpecs, config mappings or loaded ClassifierHead objects."""
+def spec_for(embedder: ImageEmbedder | None, heads: Sequence[Any] = ()) -> EmbedSpec:
+    """The EmbedSpec that rebuilds `embedder` (None: heads only) on executors, custom classes
+    by class path; `heads` are HeadSpecs, config mappings or loaded ClassifierHead objects."""
+    # mappings among them are fine: EmbedSpec.__post_init__ coerces each to a HeadSpec
+    head_specs = cast("tuple[HeadSpec, ...]", tuple(_head_specs(heads)))
+    if embedder is None:
+        return EmbedSpec(heads=head_specs)
     common: _EmbedCommon = {
         "batch_size": embedder.batch_size,
         "num_threads_per_worker": embedder.num_threads_per_worker,
         "normalize": embedder.normalize_embeddings,
         "autocast": embedder.autocast,
-        # mappings among them are fine: EmbedSpec.__post_init__ coerces each to a HeadSpec
-        "heads": cast("tuple[HeadSpec, ...]", tuple(_head_specs(heads))),
+        "heads": head_specs,
     }
-    cls = type(embedder)
+    cls = _executor_class(type(embedder))
     path = None if cls is TimmImageEmbedder else f"{cls.__module__}:{cls.__qualname__}"
     return EmbedSpec(
-        model_name=getattr(embedder, "model_name", "custom"),
+        model=getattr(embedder, "model_name", "custom"),
         pretrained=bool(getattr(embedder, "pretrained", False)),
         weights=getattr(embedder, "weights", None),
-        embedder_class_path=path,
+        embedder_class=path,
         **common,
     )

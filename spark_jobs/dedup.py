@@ -12,12 +12,13 @@
   `max_cluster_size` with fine k-means and emits the pairs at the lowest threshold from a
   blocked similarity join; then, per eps, pairs with similarity >= 1 - eps are resolved.
 
-Resolution (curator_udfs.resolve): a sample is a duplicate if a better-ranked sample is similar
-to it; the order is `dedup.keep` (aesthetic = the scores' aesthetic_score, resolution =
-width * height, farthest_from_centroid = SemDeDup's distance to the fine centroid), ties by
-sample_id. farthest_from_centroid only exists for semantic pairs; exact and perceptual use
-resolution then. Pairs are far fewer than samples, so they are collected to the driver and
-resolved there, up to `dedup.max_driver_pairs` (above it the job stops with a message).
+Resolution (curator_udfs.resolve, applied by curator_udfs.dedup_rows): a sample is a duplicate
+if a better-ranked sample is similar to it; the order is `dedup.keep` (aesthetic = the scores'
+aesthetic_score, resolution = width * height, farthest_from_centroid = SemDeDup's distance to
+the fine centroid), ties by sample_id. farthest_from_centroid only exists for semantic pairs;
+exact and perceptual use resolution then. Pairs are far fewer than samples, so they are
+collected to the driver and resolved there, up to `dedup.max_driver_pairs` (above it the job
+stops with a message).
 
 Which model's embeddings: the `model` id the embed job writes for `embed.*` (the timm name,
 `+random` for random init); if the scores table has no rows for it but exactly one model, that
@@ -34,9 +35,7 @@ new images would need stable, stored coarse centroids: not done yet.
 
 from __future__ import annotations
 
-import sys
 import time
-from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any, cast
@@ -48,11 +47,20 @@ from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql.types import ArrayType, LongType
 
-from curator_udfs.kmeans import assign, select_backend
-from curator_udfs.phash import phash64
-from curator_udfs.resolve import DIST_COLUMN, resolve_duplicates, sort_spec
+from curator_udfs.dedup_rows import (
+    add_centroid_distances,
+    order_for,
+    resolve_rows,
+    semantic_eps_rows,
+    unique_pairs,
+)
+from curator_udfs.kmeans import assign_ids, fit_sample
+from curator_udfs.phash import PHASH_SCHEMA, band_layout, hash_images
+from curator_udfs.resolve import sort_spec
 from curator_udfs.semantic import fine_cluster_pairs
+from spark_jobs.catalog import register_tables
 from spark_jobs.config import Config, ConfigError
+from spark_jobs.model_choice import ModelChoice, model_choice
 from spark_jobs.summary import Summary, new_run_id
 from spark_jobs.tables import (
     DUPLICATE_PAIRS,
@@ -63,43 +71,28 @@ from spark_jobs.tables import (
     is_delta,
     merge_insert_new,
     read_table,
-    register_tables,
     replace_where,
     table_path,
 )
-from spark_jobs.views import scored_model_id
+from spark_jobs.views import head_column
 
 METHODS = ("exact", "perceptual", "semantic")
 FINE_SCHEMA = (
     "a STRING, b STRING, similarity DOUBLE, cluster STRING, dist_a DOUBLE, dist_b DOUBLE, "
     "cluster_size BIGINT"
 )
-PHASH_SCHEMA = "sample_id STRING, phash BIGINT, error STRING"
 
 
 # ---- inputs ------------------------------------------------------------------------------------
 def scores_model(spark: SparkSession, cfg: Config) -> str | None:
-    """The scores' `model` to use (module docstring); None without a scores table or rows."""
-    if not is_delta(table_path(cfg, "scores")):
-        return None
-    models = sorted(
-        r["model"] for r in read_table(spark, cfg, "scores").select("model").distinct().take(50)
-    )
-    want = scored_model_id(cfg)
-    if want in models:
-        return want
-    if len(models) == 1:
-        return models[0]
-    if not models:
-        return None
-    raise ConfigError(
-        f"config key `embed.model`: the scores table has no rows for model {want!r} but several "
-        f"others {models}; set embed.model (and embed.pretrained) to the one to deduplicate with"
-    )
+    """The scores' `model` to use: the rule of spark_jobs.model_choice, shared with the filter
+    and the API; None without a scores table or rows."""
+    return model_choice(spark, cfg).model
 
 
 def rank_frame(spark: SparkSession, cfg: Config, model: str | None) -> DataFrame:
-    """Per image: sample_id, image_sha256, width, height, pixels, aesthetic_score (may be null)."""
+    """Per image: sample_id, image_sha256, width, height, pixels, aesthetic_score (the aesthetic
+    head's configured column; null without one)."""
     images = read_table(spark, cfg, "images").select(
         "sample_id",
         "image_sha256",
@@ -107,22 +100,16 @@ def rank_frame(spark: SparkSession, cfg: Config, model: str | None) -> DataFrame
         "height",
         (F.col("width").cast("double") * F.col("height").cast("double")).alias("pixels"),
     )
+    source = head_column(cfg, "aesthetic", "aesthetic_score")
     if model is None:
         return images.withColumn("aesthetic_score", F.lit(None).cast("double"))
     scores = read_table(spark, cfg, "scores")
-    if "aesthetic_score" not in scores.columns:
+    if source not in scores.columns:
         return images.withColumn("aesthetic_score", F.lit(None).cast("double"))
     aesthetic = scores.where(F.col("model") == model).select(
-        "sample_id", F.col("aesthetic_score").cast("double").alias("aesthetic_score")
+        "sample_id", F.col(source).cast("double").alias("aesthetic_score")
     )
     return images.join(aesthetic, "sample_id", "left")
-
-
-def order_for(method: str, keep: str) -> str:
-    """The total order a method resolves with: `keep`, but resolution where it is undefined."""
-    if keep == "farthest_from_centroid" and method != "semantic":
-        return "resolution"
-    return keep
 
 
 def order_columns(order: str) -> list[Column]:
@@ -194,29 +181,6 @@ def exact_duplicates(ranked: DataFrame, order: str) -> DataFrame:
 
 
 # ---- perceptual --------------------------------------------------------------------------------
-def hash_images(frames: Iterable[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-    """mapInPandas body: (sample_id, image) → (sample_id, phash, error); bad images get error."""
-    for pdf in frames:
-        hashes: list[int | None] = []
-        errors: list[str | None] = []
-        for data in pdf["image"]:
-            try:
-                if data is None:
-                    raise ValueError("no image bytes")
-                hashes.append(phash64(bytes(data)))
-                errors.append(None)
-            except ValueError as exc:
-                hashes.append(None)
-                errors.append(str(exc)[:500])
-        yield pd.DataFrame(
-            {
-                "sample_id": pdf["sample_id"],
-                "phash": pd.array(hashes, dtype="Int64"),
-                "error": errors,
-            }
-        )
-
-
 def update_phashes(spark: SparkSession, cfg: Config, run_id: str) -> tuple[int, int]:
     """Hash images not in `phashes` yet; return (hashed now, of which errors)."""
     ensure_table(spark, cfg, PHASHES)
@@ -240,17 +204,6 @@ def update_phashes(spark: SparkSession, cfg: Config, run_id: str) -> tuple[int, 
     finally:
         hashed.unpersist()
     return n, errors
-
-
-def band_layout(n_bands: int) -> list[tuple[int, int]]:
-    """(shift, width) of each band, lowest bits first: the layout of curator_udfs.phash.bands."""
-    base, extra = divmod(64, n_bands)
-    out, shift = [], 0
-    for b in range(n_bands):
-        width = base + 1 if b < extra else base
-        out.append((shift, width))
-        shift += width
-    return out
 
 
 def phash_pairs(hashes: DataFrame, max_distance: int, n_bands: int) -> DataFrame:
@@ -325,10 +278,8 @@ def coarse_centroids(emb: DataFrame, cfg: Config, n: int) -> tuple[np.ndarray, s
         .limit(d.sample_size)
         .toPandas(),
     )
-    sample = pdf.sort_values("sample_id", kind="mergesort")
-    x = np.stack([np.asarray(e, dtype=np.float32) for e in sample["embedding"]])
-    km = select_backend(d.backend)
-    return km.fit(x, k, seed=d.seed, max_iter=20), km.name, k, len(sample)
+    centroids, backend = fit_sample(pdf, k, backend=d.backend, seed=d.seed, max_iter=20)
+    return centroids, backend, k, len(pdf)
 
 
 def coarse_assign_udf(centroids: Any, second_margin: float | None) -> Any:
@@ -337,59 +288,9 @@ def coarse_assign_udf(centroids: Any, second_margin: float | None) -> Any:
     # pyspark's stubs lack the type-hint form pandas_udf(returnType) without functionType
     @F.pandas_udf(ArrayType(LongType()))  # type: ignore[call-overload]
     def coarse_ids(emb: pd.Series) -> pd.Series:
-        if emb.empty:
-            return pd.Series([], dtype=object)
-        x = np.stack([np.asarray(e, dtype=np.float32) for e in emb])
-        nearest, second, _ = assign(x, centroids.value, second_margin=second_margin)
-        return pd.Series(
-            [[int(a)] if b < 0 else [int(a), int(b)] for a, b in zip(nearest, second, strict=True)]
-        )
+        return assign_ids(emb, centroids.value, second_margin=second_margin)
 
     return coarse_ids
-
-
-def unique_pairs(pairs: pd.DataFrame) -> pd.DataFrame:
-    """One row per (a, b): highest similarity, then smallest cluster name (deterministic)."""
-    if pairs.empty:
-        return pairs
-    out = pairs.sort_values(
-        ["a", "b", "similarity", "cluster"], ascending=[True, True, False, True], kind="mergesort"
-    )
-    return out.drop_duplicates(["a", "b"], keep="first").reset_index(drop=True)
-
-
-def centroid_distances(pairs: pd.DataFrame) -> pd.DataFrame:
-    """sample_id → distance to its fine centroid (first cluster by name if it is in several)."""
-    long = pd.concat(
-        [
-            pairs[["a", "dist_a", "cluster"]].set_axis(
-                ["sample_id", DIST_COLUMN, "cluster"], axis=1
-            ),
-            pairs[["b", "dist_b", "cluster"]].set_axis(
-                ["sample_id", DIST_COLUMN, "cluster"], axis=1
-            ),
-        ],
-        ignore_index=True,
-    )
-    long = long.sort_values(["sample_id", "cluster"], kind="mergesort")
-    return long.drop_duplicates("sample_id")[["sample_id", DIST_COLUMN]]
-
-
-def resolve_rows(
-    pairs: pd.DataFrame, rank: pd.DataFrame, order: str, method: str, eps: float | None
-) -> pd.DataFrame:
-    """`resolve_duplicates` plus method, eps and the cluster of each (sample, similar_to) pair."""
-    out = resolve_duplicates(pairs, rank, order=order)
-    out["method"] = method
-    out["eps"] = eps
-    if "cluster" in pairs.columns and not out.empty:
-        lo = np.minimum(out["sample_id"].to_numpy(), out["similar_to"].to_numpy())
-        hi = np.maximum(out["sample_id"].to_numpy(), out["similar_to"].to_numpy())
-        look = pairs.set_index(["a", "b"])["cluster"]
-        out["cluster"] = look.reindex(pd.MultiIndex.from_arrays([lo, hi])).to_numpy()
-    else:
-        out["cluster"] = None
-    return out
 
 
 def semantic_stage(
@@ -455,9 +356,7 @@ def semantic_pairs(
         fine_clusters=int(stats["clusters"] or 0),
         largest_fine_cluster=int(stats["largest"] or 0),
     )
-    if not pairs.empty:
-        rank = rank.merge(centroid_distances(pairs), on="sample_id", how="left")
-    return pairs, rank
+    return pairs, add_centroid_distances(rank, pairs)
 
 
 def semantic_rows(
@@ -465,29 +364,22 @@ def semantic_rows(
 ) -> pd.DataFrame:
     """The `duplicates` rows of every `dedup.eps` from the pairs (counts into `removed`)."""
     order = order_for("semantic", cfg.dedup.keep)
-    frames = []
-    for eps in cfg.dedup.eps:
-        sel = pairs[pairs["similarity"].to_numpy(np.float32) >= np.float32(1.0 - eps)]
-        out = resolve_rows(sel, rank, order, "semantic", float(eps))
-        if removed is not None:
-            removed[f"semantic eps={eps:g}"] = len(out)
-        frames.append(out)
-    return pd.concat(frames, ignore_index=True)
+    return semantic_eps_rows(pairs, rank, order, cfg.dedup.eps, removed)
 
 
 # ---- the job -----------------------------------------------------------------------------------
-def _check_inputs(spark: SparkSession, cfg: Config) -> str | None:
+def _check_inputs(spark: SparkSession, cfg: Config) -> ModelChoice:
     if not is_delta(table_path(cfg, "images")):
         raise ConfigError(
             f"the warehouse {cfg.warehouse_path} has no `images` table; run `curator ingest` first"
         )
-    model = scores_model(spark, cfg)
-    if "semantic" in cfg.dedup.methods and model is None:
+    choice = model_choice(spark, cfg)
+    if "semantic" in cfg.dedup.methods and choice.model is None:
         raise ConfigError(
             "config key `dedup.methods`: semantic dedup needs embeddings in the `scores` table; "
             "run `curator embed` first, or --set 'dedup.methods=[exact, perceptual]'"
         )
-    return model
+    return choice
 
 
 def run(spark: SparkSession, cfg: Config) -> Summary:
@@ -495,7 +387,10 @@ def run(spark: SparkSession, cfg: Config) -> Summary:
     summary = Summary(job="dedup", run_id=new_run_id("dedup"), unit="samples")
     d = cfg.dedup
     methods = [m for m in METHODS if m in d.methods]
-    model = _check_inputs(spark, cfg)
+    choice = _check_inputs(spark, cfg)
+    model = choice.model
+    if choice.note:
+        summary.extra["model_note"] = choice.note
     ranked = rank_frame(spark, cfg, model).persist(StorageLevel.MEMORY_AND_DISK)
     removed: dict[str, int] = {}
     pairs_found: dict[str, int] = {}
@@ -580,25 +475,7 @@ def _write_pandas(
         )
 
 
-# ---- command line ------------------------------------------------------------------------------
-def register(app: Any) -> None:
-    """Add `curator dedup` to the CLI."""
-    from spark_jobs.cli import add_job_command
+if __name__ == "__main__":  # spark-submit spark_jobs/dedup.py ARGS
+    from spark_jobs.cli import main
 
-    add_job_command(
-        app,
-        "dedup",
-        run,
-        "Find exact, perceptual and semantic duplicates (writes the duplicates table).",
-    )
-
-
-def main(argv: list[str] | None = None) -> None:
-    """`spark-submit spark_jobs/dedup.py --config FILE [...]`."""
-    from spark_jobs.cli import main_for
-
-    main_for("dedup", argv if argv is not None else sys.argv[1:])
-
-
-if __name__ == "__main__":
-    main()
+    main("dedup")

@@ -15,18 +15,17 @@ from __future__ import annotations
 
 import math
 import re
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, cast
+from typing import cast
 
-import typer
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from spark_jobs.cli_options import ConfigOpt, JsonOpt, SetOpt, WarehouseOpt
-from spark_jobs.config import Config, ConfigError
+from curator_udfs.model_ids import model_id
+from curator_udfs.specs import EmbedSpec, head_columns
+from spark_jobs.config import Config, ConfigError, embed_spec
 from spark_jobs.errors import worker_message
 from spark_jobs.summary import Summary, new_run_id
 from spark_jobs.tables import (
@@ -39,55 +38,23 @@ from spark_jobs.tables import (
     table_path,
 )
 
-if TYPE_CHECKING:
-    from curator_udfs.embed_batches import EmbedSpec
-
 BASE_COLUMNS = ("sample_id", "model", "embedding", "embedding_dim", "error", "scored_at", "run_id")
 ARROW_BATCH_CONF = "spark.sql.execution.arrow.maxRecordsPerBatch"
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
-# ---- configuration → spec, validated before Spark starts ---------------------------------------
-def build_spec(cfg: Config) -> EmbedSpec:
-    """The executor-side spec from `embed.*` and `classifiers` (nothing is loaded)."""
-    from curator_udfs.embed_batches import EmbedSpec, HeadSpec
-
-    heads = tuple(
-        HeadSpec(
-            name=h.name,
-            weights=h.weights,
-            class_path=h.class_path,
-            output_column=h.output_column,
-            random_init=h.random_init,
-            input_dim=getattr(h, "input_dim", None),
-        )
-        for h in cfg.classifiers
-    )
-    e = cfg.embed
-    return EmbedSpec(
-        model_name=e.model,
-        pretrained=e.pretrained,
-        weights=e.weights,
-        batch_size=e.batch_size,
-        num_threads_per_worker=e.num_threads_per_worker,
-        normalize=e.normalize,
-        autocast=e.autocast,
-        heads=heads,
-        embedder_class_path=e.embedder_class,
-    )
-
-
+# ---- checks on the driver, before Spark starts -------------------------------------------------
 def probe_embedding_dim(spec: EmbedSpec) -> int | None:
     """The timm model's output width from a meta-device build (no weights, no memory), or None
     for custom embedders and models that cannot be probed that way."""
-    if spec.embedder_class_path:
+    if spec.embedder_class:
         return None
     try:
         import timm
         import torch
 
         with torch.device("meta"):
-            model = timm.create_model(spec.model_name, pretrained=False)
+            model = timm.create_model(spec.model, pretrained=False)
         size = timm.data.resolve_data_config({}, model=model)["input_size"]
         with torch.no_grad():
             out = model(torch.zeros(1, *size, device="meta"))
@@ -99,8 +66,6 @@ def probe_embedding_dim(spec: EmbedSpec) -> int | None:
 def check_heads(spec: EmbedSpec, dim: int | None) -> list[str]:
     """Head output columns; ConfigError for unknown heads/classes, bad names or widths."""
     from curator_udfs.classifiers import head_class
-    from curator_udfs.embed_batches import head_columns
-
     for i, h in enumerate(spec.heads):
         key = f"classifiers[{i}]"
         try:
@@ -122,7 +87,7 @@ def check_heads(spec: EmbedSpec, dim: int | None) -> list[str]:
                 cls(input_dim=input_dim, output_column=h.output_column).check_dim(dim)
             except ValueError as exc:
                 raise ConfigError(
-                    f"config key `{key}` ({h.name}) vs `embed.model` ({spec.model_name}): {exc}"
+                    f"config key `{key}` ({h.name}) vs `embed.model` ({spec.model}): {exc}"
                 ) from None
     try:
         columns = head_columns(spec)
@@ -138,28 +103,29 @@ def check_heads(spec: EmbedSpec, dim: int | None) -> list[str]:
 
 
 def validate(cfg: Config) -> EmbedSpec:
-    """Build the spec and check what can be checked on the driver without Spark or weights."""
-    from curator_udfs.embed_batches import _import_class
+    """The spec, checked as far as the driver can without Spark or weights (the preflight of
+    embed and classify: the CLI and the pipeline call it once, before the session starts)."""
+    from curator_udfs.embed_batches import import_class
     from curator_udfs.embedders import ImageEmbedder
 
-    spec = build_spec(cfg)
+    spec = embed_spec(cfg)
     if spec.weights and not Path(spec.weights).expanduser().exists():
         raise ConfigError(
             f"config key `embed.weights`: {spec.weights} does not exist; point it at a local "
             "weights file or directory, or set it to null to use the HF hub cache"
         )
-    if spec.embedder_class_path:
+    if spec.embedder_class:
         try:
-            _import_class(spec.embedder_class_path, ImageEmbedder, "embed.embedder_class")
+            import_class(spec.embedder_class, ImageEmbedder, "embed.embedder_class")
         except ValueError as exc:
             raise ConfigError(f"config key `embed.embedder_class`: {exc}") from None
     else:
         import timm
 
-        arch, _tag = timm.models.split_model_name_tag(spec.model_name)
+        arch, _tag = timm.models.split_model_name_tag(spec.model)
         if not timm.is_model(arch):
             raise ConfigError(
-                f"config key `embed.model`: unknown timm model {spec.model_name!r}; e.g. "
+                f"config key `embed.model`: unknown timm model {spec.model!r}; e.g. "
                 "vit_large_patch14_clip_quickgelu_224.openai, or test_vit for tests"
             )
     check_heads(spec, probe_embedding_dim(spec))
@@ -167,13 +133,6 @@ def validate(cfg: Config) -> EmbedSpec:
 
 
 # ---- shared with classify ------------------------------------------------------------------------
-def model_id(spec: EmbedSpec) -> str:
-    """The value of the `model` column for this spec."""
-    from curator_udfs.embed_batches import spec_model_id
-
-    return spec_model_id(spec)
-
-
 def ensure_score_columns(spark: SparkSession, cfg: Config, columns: list[str]) -> list[str]:
     """Create `scores` if needed and add missing head columns (DOUBLE); return those added.
 
@@ -228,7 +187,7 @@ def num_tasks(spark: SparkSession, n: int, batch_size: int) -> int:
 def run(spark: SparkSession, cfg: Config, *, retry_errors: bool = False) -> Summary:
     """Embed and score every image that has no `scores` row for the configured model."""
     summary = Summary(job="embed", run_id=new_run_id("embed"), unit="images")
-    spec = validate(cfg)
+    spec = embed_spec(cfg)  # validated by the preflight (`validate`), before the session
     model = model_id(spec)
     columns = check_heads(spec, None)
     ensure_score_columns(spark, cfg, columns)
@@ -262,7 +221,7 @@ def _embed_and_write(
     summary: Summary,
     retry_errors: bool,
 ) -> None:
-    from curator_udfs.embed_batches import embed_output_schema, head_columns, make_embed_fn
+    from curator_udfs.embed_batches import embed_output_schema, make_embed_fn
 
     columns = head_columns(spec)
     at = datetime.now(UTC)
@@ -338,33 +297,7 @@ def _merge_retry(spark: SparkSession, cfg: Config, source: DataFrame, scope: str
     )
 
 
-# ---- command line ------------------------------------------------------------------------------
-def register(app: Any) -> None:
-    """Add `curator embed` to the CLI."""
-    from spark_jobs.cli import resolve_config, run_job
+if __name__ == "__main__":  # spark-submit spark_jobs/embed.py ARGS
+    from spark_jobs.cli import main
 
-    def embed(
-        config: ConfigOpt = None,
-        set_: SetOpt = None,
-        warehouse: WarehouseOpt = None,
-        as_json: JsonOpt = False,
-        retry_errors: Annotated[
-            bool, typer.Option("--retry-errors", help="re-embed images that failed to decode")
-        ] = False,
-    ) -> None:
-        """Embed new images and score them with the heads (writes the scores table)."""
-        cfg = resolve_config(config, set_, warehouse, validate)
-        run_job("embed", cfg, as_json, lambda spark, c: run(spark, c, retry_errors=retry_errors))
-
-    app.command()(embed)
-
-
-def main(argv: list[str] | None = None) -> None:
-    """`spark-submit spark_jobs/embed.py --config FILE [...]`."""
-    from spark_jobs.cli import main_for
-
-    main_for("embed", argv if argv is not None else sys.argv[1:])
-
-
-if __name__ == "__main__":
-    main()
+    main("embed")

@@ -3,8 +3,8 @@
 Deterministic: samples are ordered by sample_id and packed into shards on the driver from
 their sizes (`export.samples_per_shard`, `export.max_shard_bytes`), so the same `curated`
 gives the same shards byte for byte. Shards are split into contiguous ranges, one Spark task
-per range; each task writes its shards with curator_udfs.wds_writer (to `NNNNN.tar.tmp`, then
-renamed). The member key of a sample is its sample_id (hex, safe by construction); the
+per range; each task writes its shards with curator_udfs.export_shards (to `NNNNN.tar.tmp`,
+then renamed). The member key of a sample is its sample_id (hex, safe by construction); the
 original key and shard are in its `.json`. `manifest.json` is removed when an export starts
 and written last, after leftovers (`*.tmp`, shards of an earlier export that are not part of
 this one) are removed, so a directory with a manifest is complete and matches it.
@@ -22,24 +22,21 @@ be a path every executor sees (a shared or mounted file system).
 from __future__ import annotations
 
 import json
-import sys
-from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Any
 
-import typer
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from curator_udfs.wds_writer import (
-    ShardWriter,
-    image_extension,
-    plan_shards,
-    sample_tar_bytes,
-    shard_name,
+from curator_udfs.export_shards import (
+    remove_leftovers,
+    sample_tar_estimate,
+    shard_positions,
+    task_of_shard,
+    write_shard_range,
 )
-from spark_jobs.cli_options import ConfigOpt, JsonOpt, SetOpt, WarehouseOpt
+from curator_udfs.wds_writer import plan_shards, shard_name
 from spark_jobs.config import Config, ConfigError
 from spark_jobs.summary import Summary, new_run_id
 from spark_jobs.tables import EXPORTED, ensure_table, is_delta, read_table, table_path
@@ -49,65 +46,6 @@ if TYPE_CHECKING:
     from pyspark.sql import Row
 
 MANIFEST = "manifest.json"
-_NOT_IN_JSON = ("image", "run_id", "curated_at", "caption", "meta", "_shard", "_task")
-
-
-def _sample_members(row: dict[str, Any]) -> dict[str, bytes]:
-    """The members of one exported sample: image bytes, `.txt` caption, `.json` metadata."""
-    members = {image_extension(row.get("image_format"), row.get("image_ext")): bytes(row["image"])}
-    if row.get("caption") is not None:
-        members["txt"] = str(row["caption"]).encode("utf-8")
-    meta: Any = row.get("meta")
-    if isinstance(meta, str):
-        try:
-            meta = json.loads(meta)
-        except ValueError:
-            pass  # kept as the original string
-    doc = {k: v for k, v in row.items() if k not in _NOT_IN_JSON}
-    doc["meta"] = meta
-    members["json"] = json.dumps(doc, sort_keys=True, default=str, ensure_ascii=False).encode()
-    return members
-
-
-def write_shard_range(
-    rows: Iterable[tuple[tuple[int, int, str], Any]],
-    out_dir: str,
-    fail_at_shard: int | None = None,
-) -> Iterator[dict[str, Any]]:
-    """Write the shards of one task from rows sorted by (task, shard, sample_id).
-
-    Yields one dict per finished shard. `fail_at_shard` is a test hook: raise after the first
-    sample of that shard, as a crash would.
-    """
-    writer: ShardWriter | None = None
-    current: int | None = None
-    try:
-        for (_task, shard, sid), row in rows:
-            if shard != current:
-                if writer is not None:
-                    yield vars(writer.close())
-                writer, current = ShardWriter(Path(out_dir) / shard_name(shard)), shard
-            assert writer is not None
-            writer.add(sid, _sample_members(row.asDict()))
-            if fail_at_shard is not None and shard == fail_at_shard:
-                raise RuntimeError(f"injected failure while writing shard {shard} (test hook)")
-        if writer is not None:
-            yield vars(writer.close())
-            writer = None
-    except BaseException:
-        if writer is not None:
-            writer.abort()
-        raise
-
-
-def _remove_leftovers(out: Path, keep: set[str]) -> list[str]:
-    removed = []
-    for p in sorted(out.iterdir()):
-        stale_shard = p.suffix == ".tar" and p.name not in keep and p.stem.isdigit()
-        if p.is_file() and (p.name.endswith(".tmp") or stale_shard):
-            p.unlink()
-            removed.append(p.name)
-    return removed
 
 
 def output_dir(cfg: Config, output: str | None = None) -> Path:
@@ -118,8 +56,6 @@ def output_dir(cfg: Config, output: str | None = None) -> Path:
             f"config key `export.output`: {raw!r}: only local or mounted paths are supported"
         )
     return Path(raw).expanduser().resolve()
-
-
 
 
 def _sizes(df: DataFrame) -> list[Any]:
@@ -169,14 +105,13 @@ def export_frame(
     (out / MANIFEST).unlink(missing_ok=True)  # no manifest until this export is complete
 
     sizes = _sizes(df)
-    # .json ~ meta + the other columns (~600 bytes): a target, not an exact bound.
-    est = [sample_tar_bytes([r["img"], r["txt"], r["meta"] + 600]) for r in sizes]
+    est = [sample_tar_estimate(r["img"], r["txt"], r["meta"]) for r in sizes]
     shard_of = plan_shards(est, cfg.export.samples_per_shard, cfg.export.max_shard_bytes)
     n_shards = shard_of[-1] + 1 if shard_of else 0
     n_tasks = max(1, min(n_shards, cfg.export.tasks or spark.sparkContext.defaultParallelism))
     assign = spark.createDataFrame(
         [
-            (r["sample_id"], s, s * n_tasks // max(n_shards, 1))
+            (r["sample_id"], s, task_of_shard(s, n_shards, n_tasks))
             for r, s in zip(sizes, shard_of, strict=True)
         ],
         "sample_id STRING, _shard INT, _task INT",
@@ -193,13 +128,15 @@ def export_frame(
         )
         shards = (
             keyed.repartitionAndSortWithinPartitions(n_tasks, partitionFunc=lambda k: k[0])
-            .mapPartitions(lambda it: write_shard_range(it, out_str, fail))
+            .mapPartitions(
+                lambda it: write_shard_range(((k, r.asDict()) for k, r in it), out_str, fail)
+            )
             .collect()
         )
     shards.sort(key=lambda s: s["name"])
     if [s["name"] for s in shards] != [shard_name(i) for i in range(n_shards)]:
         raise RuntimeError(f"export wrote {len(shards)} shards, planned {n_shards}; rerun it")
-    removed = _remove_leftovers(out, {s["name"] for s in shards})
+    removed = remove_leftovers(out, {s["name"] for s in shards})
     version = (source or {}).get("version")
     if record:
         _record_positions(spark, cfg, sizes, shard_of, out, version, summary.run_id)
@@ -240,13 +177,10 @@ def _record_positions(
 ) -> None:
     """Overwrite `exported` (one transaction) with each sample's shard and position in it."""
     at = datetime.now(UTC)
-    position: dict[int, int] = {}
-    records = []
-    for r, s in zip(sizes, shard_of, strict=True):  # sizes are in sample_id order, as written
-        records.append(
-            (r["sample_id"], shard_name(s), position.get(s, 0), str(out), version, run_id, at)
-        )
-        position[s] = position.get(s, 0) + 1
+    records = [  # sizes are in sample_id order, as written
+        (r["sample_id"], shard_name(s), pos, str(out), version, run_id, at)
+        for r, s, pos in zip(sizes, shard_of, shard_positions(shard_of), strict=True)
+    ]
     ensure_table(spark, cfg, EXPORTED)
     (
         spark.createDataFrame(records, EXPORTED.schema)
@@ -283,31 +217,7 @@ def run(
     return summary
 
 
-def register(app: Any) -> None:
-    """Add `curator export [--output DIR]` to the CLI."""
-    from spark_jobs.cli import resolve_config, run_job
+if __name__ == "__main__":  # spark-submit spark_jobs/export.py ARGS
+    from spark_jobs.cli import main
 
-    @app.command("export")
-    def export_cmd(
-        config: ConfigOpt = None,
-        set_: SetOpt = None,
-        warehouse: WarehouseOpt = None,
-        as_json: JsonOpt = False,
-        output: Annotated[
-            str | None, typer.Option("--output", help="directory for the shards (export.output)")
-        ] = None,
-    ) -> None:
-        """Write the curated table as WebDataset shards plus manifest.json."""
-        cfg = resolve_config(config, set_, warehouse)
-        run_job("export", cfg, as_json, lambda spark, c: run(spark, c, output=output))
-
-
-def main(argv: list[str] | None = None) -> None:
-    """`spark-submit spark_jobs/export.py --config FILE [--output DIR]`."""
-    from spark_jobs.cli import main_for
-
-    main_for("export", argv if argv is not None else sys.argv[1:])
-
-
-if __name__ == "__main__":
-    main()
+    main("export")

@@ -7,7 +7,9 @@ are applied with `DataFrame.where` over the view, so Catalyst pushes them into t
 are read; the image bytes never are. Samples listed in `duplicates` are removed with an anti
 join: rows of the methods in `dedup.methods`, and of semantic dedup only those at
 `filter.dedup_eps` (default: the first of `dedup.eps`), because a duplicates table may hold
-the results of several thresholds.
+the results of several thresholds (spark_jobs.dup_rule.DuplicateRule, recorded in the curated
+commit). Whose scores: the configured model's, or the only model in `scores` when the
+configured one has none (spark_jobs.model_choice, the rule dedup and the API apply too).
 
 `curated` is a Delta table (the export's input), overwritten in one transaction, so a rerun
 replaces it whole. Each run appends to `filter_stats` how many rows each predicate removed
@@ -17,32 +19,24 @@ on its own (rows for which it is false or NULL) and how many duplicates were rem
 from __future__ import annotations
 
 import json
-import sys
 from datetime import UTC, datetime
 from functools import reduce
 from operator import and_
-from typing import Annotated, Any
+from typing import Any
 
-import typer
 from pyspark.errors import AnalysisException
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from curator_udfs.predicates import PredicateError, ValidPredicate, validate_predicates
-from spark_jobs.cli_options import ConfigOpt, JsonOpt, SetOpt, WarehouseOpt
+from spark_jobs.catalog import register_tables
 from spark_jobs.config import Config, ConfigError
+from spark_jobs.dup_rule import DuplicateRule
+from spark_jobs.model_choice import model_choice
 from spark_jobs.summary import Summary, new_run_id
-from spark_jobs.tables import (
-    FILTER_STATS,
-    is_delta,
-    read_table,
-    register_tables,
-    table_name,
-    table_path,
-)
-from spark_jobs.views import SCORED_VIEW, known_scored_columns, scored_model_id
+from spark_jobs.tables import FILTER_STATS, is_delta, read_table, table_name, table_path
+from spark_jobs.views import head_score_columns, known_scored_columns, scored_select
 
-ZORDER_COLUMNS = ("aesthetic_score", "nsfw_score")
 _BANNED_EXPRESSIONS = ("UDF", "Subquery", "ListQuery", "Exists", "LambdaFunction")
 
 
@@ -86,49 +80,33 @@ def analyze_predicate(df: DataFrame, pred: ValidPredicate) -> DataFrame:
     return out
 
 
-def scored_frame(spark: SparkSession, cfg: Config) -> DataFrame:
-    """The `scored` view (registering the warehouse's tables and views first)."""
+def scored_frame(spark: SparkSession, cfg: Config, model: str | None = None) -> DataFrame:
+    """The `scored` view's rows for `model` (default: the configured one, as in the view),
+    registering the warehouse's tables and views first.
+
+    The view's own SELECT with the model the job chose (spark_jobs.model_choice), so the
+    filter and the view never disagree about whose scores they read.
+    """
     register_tables(spark, cfg)
-    if not (is_delta(table_path(cfg, "images")) and is_delta(table_path(cfg, "scores"))):
+    select = scored_select(spark, cfg, model=model)
+    if select is None:
         raise ConfigError(
             f"the warehouse {cfg.warehouse_path} has no `images` and `scores` tables yet; "
             "run `curator ingest` and `curator embed` first"
         )
-    return spark.table(f"{cfg.database}.{SCORED_VIEW}")
+    return spark.sql(select)
 
 
-def dedup_rule(cfg: Config) -> dict[str, Any]:
-    """Which `duplicates` rows the filter removes: methods of dedup.methods, semantic at one eps.
-
-    Recorded with every filter run (the curated commit's userMetadata), so lineage can tell
-    later which rule decided, whatever the configuration says by then.
-    """
-    eps = cfg.filter.dedup_eps if cfg.filter.dedup_eps is not None else cfg.dedup.eps[0]
-    return {
-        "exclude": bool(cfg.filter.exclude_duplicates),
-        "methods": list(cfg.dedup.methods),
-        "eps": float(eps),
-    }
-
-
-def rule_condition(rule: dict[str, Any]) -> str:
-    """The SQL condition on `duplicates` rows (columns method, eps) that `rule` removes."""
-    methods = ", ".join("'" + m.replace("'", "''") + "'" for m in rule["methods"]) or "NULL"
-    return f"method IN ({methods}) AND (eps IS NULL OR abs(eps - {float(rule['eps'])!r}) < 1e-9)"
-
-
-def rule_text(rule: dict[str, Any]) -> str:
-    """How a rule reads in summaries and filter_stats."""
-    return f"methods {rule['methods']}, semantic eps {rule['eps']}"
-
-
-def duplicate_ids(spark: SparkSession, cfg: Config) -> tuple[DataFrame | None, str]:
-    """The sample_ids to leave out as duplicates (None without a duplicates table)."""
-    rule = dedup_rule(cfg)
-    if not rule["exclude"] or not is_delta(table_path(cfg, "duplicates")):
+def duplicate_ids(
+    spark: SparkSession, cfg: Config, rule: DuplicateRule | None = None
+) -> tuple[DataFrame | None, str]:
+    """The sample_ids `rule` (default: the config's) leaves out as duplicates, and the rule's
+    text; (None, "none") when it excludes nothing or there is no duplicates table."""
+    rule = rule or DuplicateRule.from_config(cfg)
+    if not rule.exclude or not is_delta(table_path(cfg, "duplicates")):
         return None, "none"
-    dups = read_table(spark, cfg, "duplicates").where(rule_condition(rule))
-    return dups.select("sample_id").distinct(), rule_text(rule)
+    dups = read_table(spark, cfg, "duplicates").where(rule.condition())
+    return dups.select("sample_id").distinct(), rule.text
 
 
 def decodable(scored: DataFrame) -> DataFrame:
@@ -138,17 +116,23 @@ def decodable(scored: DataFrame) -> DataFrame:
 
 
 def curated_frame(
-    spark: SparkSession, cfg: Config, preds: list[ValidPredicate]
+    spark: SparkSession,
+    cfg: Config,
+    preds: list[ValidPredicate],
+    *,
+    model: str | None = None,
+    rule: DuplicateRule | None = None,
 ) -> tuple[DataFrame, DataFrame, DataFrame, str]:
-    """(scored, passing the predicates, curated = passing minus duplicates, dedup rule)."""
-    scored = scored_frame(spark, cfg)
+    """(scored, passing the predicates, curated = passing minus duplicates, dedup rule text)
+    over `model`'s scores (default: the configured model) and `rule` (default: the config's)."""
+    scored = scored_frame(spark, cfg, model)
     passing = decodable(scored)
     for p in preds:
         analyze_predicate(scored, p)
         passing = passing.where(p.text)
-    dups, rule = duplicate_ids(spark, cfg)
+    dups, text = duplicate_ids(spark, cfg, rule)
     curated = passing if dups is None else passing.join(dups, "sample_id", "left_anti")
-    return scored, passing, curated, rule
+    return scored, passing, curated, text
 
 
 def removed_counts(scored: DataFrame, preds: list[str]) -> dict[str, Any]:
@@ -195,28 +179,21 @@ def explain_text(df: DataFrame) -> str:
     return "\n".join(parts)
 
 
-def _check_model(spark: SparkSession, cfg: Config) -> None:
-    models = [
-        r["model"] for r in read_table(spark, cfg, "scores").select("model").distinct().take(20)
-    ]
-    want = scored_model_id(cfg)
-    if models and want not in models:
-        raise ConfigError(
-            f"config key `embed.model`: the scores table has no rows for model {want!r}, only "
-            f"{sorted(models)}; pass e.g. --set embed.model=... (and embed.pretrained) to match"
-        )
-
-
 def run(spark: SparkSession, cfg: Config, *, explain: bool = False) -> Summary:
     """Write `curated` from `scored`, the predicates and `duplicates`; record filter_stats."""
     summary = Summary(job="filter", run_id=new_run_id("filter"), unit="samples")
     preds = check_predicates(cfg)
-    scored, passing, curated, rule = curated_frame(spark, cfg, preds)
+    choice = model_choice(spark, cfg)  # a ConfigError when it is ambiguous
+    model = choice.model or choice.configured
+    summary.extra["model"] = model
+    if choice.note:  # the configured model has no scores: say whose are used
+        summary.extra["model_note"] = choice.note
+    dedup = DuplicateRule.from_config(cfg)
+    scored, passing, curated, rule = curated_frame(spark, cfg, preds, model=model, rule=dedup)
     if explain:
         print(explain_text(curated), flush=True)
         summary.extra["explain"] = "plan and RAPIDS report printed; nothing written"
         return summary.finish()
-    _check_model(spark, cfg)
     at = datetime.now(UTC)
     costs = removed_counts(scored, [p.text for p in preds])
     removed, passed = costs["removed_alone"], costs["passed"]
@@ -226,9 +203,9 @@ def run(spark: SparkSession, cfg: Config, *, explain: bool = False) -> Summary:
     record = {
         "job": "filter",
         "run_id": summary.run_id,
-        "model": scored_model_id(cfg),
+        "model": model,
         "predicates": [p.text for p in preds],
-        "dedup": dedup_rule(cfg),
+        "dedup": dedup.to_dict(),
     }
     (
         out.write.format("delta")
@@ -258,7 +235,7 @@ def run(spark: SparkSession, cfg: Config, *, explain: bool = False) -> Summary:
     summary.quarantined = embed_errors
     summary.skipped = rows_in - embed_errors - written
     summary.extra.update(
-        model=scored_model_id(cfg),
+        model=model,
         removed_by_predicate={p.text: removed[i] for i, p in enumerate(preds)},
         removed_only_by_predicate={
             p.text: costs["removed_only_by"][i] for i, p in enumerate(preds)
@@ -275,14 +252,17 @@ def run(spark: SparkSession, cfg: Config, *, explain: bool = False) -> Summary:
 
 
 def optimize(spark: SparkSession, cfg: Config, columns: list[str] | None = None) -> Summary:
-    """`OPTIMIZE scores ZORDER BY (aesthetic_score, nsfw_score)`: selective queries skip files."""
+    """`OPTIMIZE scores ZORDER BY` the head score columns (or `columns`): selective queries
+    over scores skip files."""
     from delta.tables import DeltaTable
 
     summary = Summary(job="optimize", run_id=new_run_id("optimize"), unit="files")
     path = table_path(cfg, "scores")
     if not is_delta(path):
         raise ConfigError(f"no scores table at {path}; run `curator embed` first")
-    cols = list(columns or ZORDER_COLUMNS)
+    cols = list(columns or head_score_columns(cfg))
+    if not cols:
+        raise ConfigError("--zorder: no columns given and no classifier heads configured")
     have = set(read_table(spark, cfg, "scores").columns)
     missing = [c for c in cols if c not in have]
     if missing:
@@ -296,51 +276,7 @@ def optimize(spark: SparkSession, cfg: Config, columns: list[str] | None = None)
     return summary.finish()
 
 
-def register(app: Any) -> None:
-    """Add `curator filter` and `curator optimize` to the CLI."""
-    from spark_jobs.cli import resolve_config, run_job
+if __name__ == "__main__":  # spark-submit spark_jobs/filter.py ARGS
+    from spark_jobs.cli import main
 
-    @app.command("filter")
-    def filter_cmd(
-        config: ConfigOpt = None,
-        set_: SetOpt = None,
-        warehouse: WarehouseOpt = None,
-        as_json: JsonOpt = False,
-        explain: Annotated[
-            bool,
-            typer.Option(
-                "--explain", help="print the physical plan and the RAPIDS report; write nothing"
-            ),
-        ] = False,
-    ) -> None:
-        """Apply filter.predicates to the scored view and write the curated table."""
-        cfg = resolve_config(config, set_, warehouse, check_predicates)
-        if explain and not cfg.spark.with_rapids_jar:
-            cfg.spark.with_rapids_jar = True  # the report needs the jar, never the plugin
-        run_job("filter", cfg, as_json, lambda spark, c: run(spark, c, explain=explain))
-
-    @app.command("optimize")
-    def optimize_cmd(
-        config: ConfigOpt = None,
-        set_: SetOpt = None,
-        warehouse: WarehouseOpt = None,
-        as_json: JsonOpt = False,
-        zorder: Annotated[
-            str, typer.Option("--zorder", help="comma-separated columns to Z-order by")
-        ] = ",".join(ZORDER_COLUMNS),
-    ) -> None:
-        """OPTIMIZE the scores table with ZORDER BY (aesthetic_score, nsfw_score)."""
-        cfg = resolve_config(config, set_, warehouse)
-        cols = [c.strip() for c in zorder.split(",") if c.strip()]
-        run_job("optimize", cfg, as_json, lambda spark, c: optimize(spark, c, cols))
-
-
-def main(argv: list[str] | None = None) -> None:
-    """`spark-submit spark_jobs/filter.py --config FILE [--explain]`."""
-    from spark_jobs.cli import main_for
-
-    main_for("filter", argv if argv is not None else sys.argv[1:])
-
-
-if __name__ == "__main__":
-    main()
+    main("filter")

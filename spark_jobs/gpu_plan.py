@@ -47,9 +47,6 @@ class GpuReport:
     def execs(self) -> list[Verdict]:
         return [v for v in self.verdicts if v.kind == "Exec"]
 
-    def not_on_gpu(self) -> list[Verdict]:
-        return [v for v in self.verdicts if not v.on_gpu]
-
     def summary_lines(self) -> list[str]:
         """One line per operator (Exec): `on GPU` or `CPU: reason`."""
         return [

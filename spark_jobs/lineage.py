@@ -29,6 +29,7 @@ from typing import Any
 from pyspark.sql import SparkSession
 
 from spark_jobs.config import Config
+from spark_jobs.dup_rule import DuplicateRule
 from spark_jobs.tables import AsOf, read_table, sql_list, table_exists, table_path, table_ref
 
 FATES_VIEW = "fates"
@@ -51,7 +52,7 @@ class FilterRecord:
     run_id: str | None = None
     model: str | None = None
     predicates: list[str] = field(default_factory=list)
-    dedup: dict[str, Any] = field(default_factory=dict)
+    dedup: DuplicateRule = field(default_factory=DuplicateRule)
     recorded: bool = False  # False: the commit carried no rule; the configuration's is shown
 
 
@@ -76,7 +77,6 @@ def _latest_version(path: str) -> int | None:
 
 def filter_record(spark: SparkSession, cfg: Config, as_of: AsOf | None = None) -> FilterRecord:
     """The rule behind `curated` (now, or at `as_of`); the configuration's when unrecorded."""
-    from spark_jobs.filter import dedup_rule
     from spark_jobs.views import scored_model_id
 
     path = table_path(cfg, "curated")
@@ -90,14 +90,20 @@ def filter_record(spark: SparkSession, cfg: Config, as_of: AsOf | None = None) -
             meta = json.loads(info["userMetadata"])
         except ValueError:
             meta = {}
+    rule = None
     if meta.get("job") == "filter":
+        try:  # parsed once here; costs, why and the fates view use the typed rule
+            rule = DuplicateRule.from_json(meta.get("dedup"))
+        except ValueError:  # unreadable: shown like an unrecorded rule, never a failure
+            rule = None
+    if rule is not None:
         return FilterRecord(
             version,
             info.get("timestamp") if info else None,
             meta.get("run_id"),
             meta.get("model"),
             list(meta.get("predicates", [])),
-            dict(meta.get("dedup", {})),
+            rule,
             recorded=True,
         )
     return FilterRecord(
@@ -106,7 +112,7 @@ def filter_record(spark: SparkSession, cfg: Config, as_of: AsOf | None = None) -
         None,
         scored_model_id(cfg),
         list(cfg.filter.predicates),
-        dedup_rule(cfg),
+        DuplicateRule.from_config(cfg),
     )
 
 
@@ -124,7 +130,6 @@ def fates_select(
     record: FilterRecord | None = None,
 ) -> str | None:
     """The SELECT behind `fates` (see the module docstring), None while there is no `images`."""
-    from spark_jobs.filter import rule_condition
     from spark_jobs.views import scored_select
 
     images = _ref(spark, cfg, "images", as_of)
@@ -161,7 +166,7 @@ def fates_select(
     else:
         ctes.append("c AS (SELECT CAST(NULL AS STRING) AS sample_id, "
                     "CAST(NULL AS STRING) AS run_id WHERE false)")  # fmt: skip
-    if dups is not None and rec.dedup.get("exclude", True) and rec.dedup.get("methods"):
+    if dups is not None and rec.dedup.active:
         have = set(read_table(spark, cfg, "duplicates", as_of=as_of).columns)
         cols = ", ".join(  # tables written by older versions may lack a column
             c if c in have else f"CAST(NULL AS {t}) AS {c}" for c, t in _DUPLICATE_COLUMNS
@@ -169,7 +174,7 @@ def fates_select(
         ctes.append(
             "d AS (SELECT * FROM (SELECT d.*, row_number() OVER (PARTITION BY d.sample_id "
             f"ORDER BY {_METHOD_ORDER}, d.eps, d.duplicate_of) AS rn FROM "
-            f"(SELECT {cols} FROM {dups}) d WHERE {rule_condition(rec.dedup)}) WHERE rn = 1)"
+            f"(SELECT {cols} FROM {dups}) d WHERE {rec.dedup.condition('d')}) WHERE rn = 1)"
         )
     else:
         ctes.append(

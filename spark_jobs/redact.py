@@ -62,11 +62,6 @@ def remember_secrets(values: Iterable[str]) -> None:
     _known.update(v for v in values if len(v) >= _MIN_SECRET_LEN)
 
 
-def forget_secrets() -> None:
-    """Drop the remembered values (tests)."""
-    _known.clear()
-
-
 def _redact_text(text: str) -> str:
     for value in sorted(_known, key=len, reverse=True):
         text = text.replace(value, MASK)

@@ -7,17 +7,14 @@ does not exist yet makes its section say "not run yet".
 """
 
 import json
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-import typer
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from curator_udfs.report_html import render_report, thumbnail_data_uri, write_report
-from spark_jobs.cli_options import ConfigOpt, JsonOpt, SetOpt, WarehouseOpt
 from spark_jobs.config import Config
 from spark_jobs.redact import redact
 from spark_jobs.summary import Summary, new_run_id
@@ -285,37 +282,7 @@ def run(
     return summary.finish()
 
 
-def register(app: Any) -> None:
-    """Add `curator report --out DIR` to the CLI."""
-    from spark_jobs.cli import resolve_config, run_job
+if __name__ == "__main__":  # spark-submit spark_jobs/report.py ARGS
+    from spark_jobs.cli import main
 
-    def report_cmd(
-        out: Annotated[Path, typer.Option("--out", help="directory for index.html")] = Path(
-            "report"
-        ),
-        config: ConfigOpt = None,
-        set_: SetOpt = None,
-        warehouse: WarehouseOpt = None,
-        as_json: JsonOpt = False,
-        max_groups: Annotated[
-            int, typer.Option("--max-groups", min=0, help="duplicate groups shown as thumbnails")
-        ] = 12,
-    ) -> None:
-        """Write a static HTML report: funnel, score histograms, duplicates, quarantine."""
-        cfg = resolve_config(config, set_, warehouse)
-        run_job(
-            "report", cfg, as_json, lambda spark, c: run(spark, c, out=out, max_groups=max_groups)
-        )
-
-    app.command("report")(report_cmd)
-
-
-def main(argv: list[str] | None = None) -> None:
-    """`spark-submit spark_jobs/report.py --config FILE --out DIR`."""
-    from spark_jobs.cli import main_for
-
-    main_for("report", argv if argv is not None else sys.argv[1:])
-
-
-if __name__ == "__main__":
-    main()
+    main("report")

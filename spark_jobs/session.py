@@ -1,9 +1,14 @@
-"""SparkSession factory: a profile from conf/spark/, Delta, quiet logs, tables by name."""
+"""SparkSession factory: a profile from conf/spark/, Delta, quiet logs, tables by name.
+
+On a laptop the profile sets up Spark; on a cluster (spark-submit, Databricks) the cluster's own
+settings win and the profile only fills the keys it leaves unset.
+"""
 
 from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 from pyspark.sql import SparkSession
@@ -27,7 +32,7 @@ def read_profile(profile: str) -> dict[str, str]:
         line = line.strip()
         if not line or line.startswith("#"):
             continue
-        key, _, value = line.partition(" ")
+        key, _, value = line.replace("\t", " ").partition(" ")
         out[key] = value.strip()
     return out
 
@@ -48,25 +53,82 @@ def required_jars(cfg: Config) -> list[Path]:
     return jars
 
 
-def spark_settings(cfg: Config, app_name: str) -> dict[str, str]:
-    """Everything the session is built with: profile, overrides, jars, warehouse, logging."""
-    settings = read_profile(cfg.spark.profile)
-    settings.update(
-        {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in cfg.spark.conf.items()}
-    )
+# Settings fixed when the driver JVM starts: spark-submit (or the cluster) has set them already.
+STARTUP_KEYS = (
+    "spark.master",
+    "spark.jars",
+    "spark.driver.extraJavaOptions",
+    "spark.driver.memory",
+)
+
+
+def running_conf() -> dict[str, str] | None:
+    """What the running Spark was started with; None when this process starts its own Spark.
+
+    A SparkContext that already exists (Databricks, a notebook, an earlier session of this
+    process) gives its SparkConf and the session's SQL settings; under spark-submit
+    (`PYSPARK_GATEWAY_PORT` set) the JVM's SparkConf holds spark-submit's `--conf`,
+    `--properties-file` and the cluster's spark-defaults.conf.
+    """
+    from pyspark import SparkConf, SparkContext
+
+    sc = SparkContext._active_spark_context
+    if sc is not None:
+        conf = dict(sc.getConf().getAll())
+        session = SparkSession.getActiveSession() or SparkSession._instantiatedSession
+        if session is not None:
+            conf.update(session.conf.getAll)
+        return conf
+    if "PYSPARK_GATEWAY_PORT" in os.environ:
+        SparkContext._ensure_initialized()  # connects to spark-submit's JVM, starts nothing
+        return dict(SparkConf().getAll())
+    return None
+
+
+def merge_settings(
+    profile: Mapping[str, str], overrides: Mapping[str, str], running: Mapping[str, str] | None
+) -> dict[str, str]:
+    """The profile, then the config's explicit `spark.conf` overrides.
+
+    On a running cluster (`running` given) the profile only fills keys the cluster left unset:
+    what the cluster was started with wins over the profile, the explicit overrides win over
+    both.
+    """
+    if running is None:
+        return {**profile, **overrides}
+    return {**{k: v for k, v in profile.items() if k not in running}, **overrides}
+
+
+def spark_settings(
+    cfg: Config, app_name: str, running: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """Everything the session is built with: profile, overrides, jars, warehouse, logging.
+
+    `running` is the conf of a Spark that is already up (see running_conf): then only the
+    profile keys it lacks are set, and the startup settings (master, jars, driver JVM options)
+    are left to it.
+    """
+    overrides = {
+        k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in cfg.spark.conf.items()
+    }
+    settings = merge_settings(read_profile(cfg.spark.profile), overrides, running)
     settings["spark.app.name"] = app_name
-    jars = [str(j) for j in required_jars(cfg)]
-    if settings.get("spark.jars"):
-        jars.append(settings["spark.jars"])
-    settings["spark.jars"] = ",".join(jars)
     warehouse = cfg.warehouse_path
     settings["spark.sql.warehouse.dir"] = str(warehouse)
-    log4j = conf_dir() / "spark" / "log4j2.properties"
-    java_opts = settings.get("spark.driver.extraJavaOptions", "")
-    java_opts = java_opts.replace("/tmp/curator-derby", str(warehouse / ".derby"))
-    settings["spark.driver.extraJavaOptions"] = (
-        f"{java_opts} -Dlog4j2.configurationFile=file:{log4j}".strip()
-    )
+    if running is None:
+        jars = [str(j) for j in required_jars(cfg)]
+        if settings.get("spark.jars"):
+            jars.append(settings["spark.jars"])
+        settings["spark.jars"] = ",".join(jars)
+        log4j = conf_dir() / "spark" / "log4j2.properties"
+        java_opts = settings.get("spark.driver.extraJavaOptions", "")
+        java_opts = java_opts.replace("/tmp/curator-derby", str(warehouse / ".derby"))
+        settings["spark.driver.extraJavaOptions"] = (
+            f"{java_opts} -Dlog4j2.configurationFile=file:{log4j}".strip()
+        )
+    else:
+        for key in STARTUP_KEYS:
+            settings.pop(key, None)
     # Credentials must reach Spark but no message: later redact(text) masks these values.
     remember_secrets(secret_values(settings))
     remember_secrets(v for k, v in os.environ.items() if is_secret_key(k))
@@ -74,32 +136,31 @@ def spark_settings(cfg: Config, app_name: str) -> dict[str, str]:
 
 
 def build_session(cfg: Config, app_name: str = "curator") -> SparkSession:
-    """The session for one job; reuses spark-submit's JVM when launched by spark-submit."""
-    under_submit = "PYSPARK_GATEWAY_PORT" in os.environ
-    settings = spark_settings(cfg, app_name)
+    """The session for one job.
+
+    Launched by spark-submit, or with a Spark already running (Databricks, a notebook), it
+    joins that Spark and keeps its settings; the profile only fills what they leave unset.
+    """
+    running = running_conf()
+    settings = spark_settings(cfg, app_name, running)
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     cfg.warehouse_path.mkdir(parents=True, exist_ok=True)
     builder = SparkSession.builder
-    if under_submit:
-        # spark-submit already fixed master, jars and static settings; keep them.
-        for key in (
-            "spark.master",
-            "spark.jars",
-            "spark.driver.extraJavaOptions",
-            "spark.driver.memory",
-        ):
-            settings.pop(key, None)
     for key, value in settings.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
-    if "DeltaSparkSessionExtension" not in (spark.conf.get("spark.sql.extensions", "") or ""):
+    extensions = spark.conf.get("spark.sql.extensions", "") or ""
+    # Databricks runtimes have Delta built in, without the open-source session extension.
+    if "DeltaSparkSessionExtension" not in extensions and not os.environ.get(
+        "DATABRICKS_RUNTIME_VERSION"
+    ):
         raise ConfigError(
             "spark.sql.extensions lacks io.delta.sql.DeltaSparkSessionExtension; pass "
             "--properties-file conf/spark/<profile>.conf to spark-submit"
         )
-    from spark_jobs.tables import register_tables
+    from spark_jobs.catalog import register_tables
 
     register_tables(spark, cfg)
     return spark

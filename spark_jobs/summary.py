@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 import uuid
@@ -41,6 +40,18 @@ class Summary:
         self.seconds = round(time.perf_counter() - self._t0, 3)
         return self
 
+    def skip(self, reason: str) -> Summary:
+        """Finish as a job that had nothing to do by configuration (not an error): the reason
+        goes to `extra["skipped"]`, shown in the summary and in `curator run`'s stage line."""
+        self.extra["skipped"] = reason
+        return self.finish()
+
+    @property
+    def skip_reason(self) -> str | None:
+        """Why the job skipped its work (see `skip`), None when it ran."""
+        reason = self.extra.get("skipped")
+        return reason if isinstance(reason, str) else None
+
     @property
     def throughput(self) -> float:
         return round(self.rows_in / self.seconds, 2) if self.seconds > 0 else 0.0
@@ -73,5 +84,3 @@ class Summary:
             t.add_row(f"table {name}", f"{n:,} rows")
         console.print(t)
 
-    def json_line(self) -> str:
-        return json.dumps(self.to_dict(), default=str, sort_keys=True)

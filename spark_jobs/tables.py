@@ -57,10 +57,10 @@ QUARANTINE = TableDef(
 SCORES = TableDef(
     "scores",
     "sample_id STRING NOT NULL, model STRING NOT NULL, embedding ARRAY<FLOAT>, "
-    "embedding_dim INT, aesthetic_score DOUBLE, nsfw_score DOUBLE, error STRING, "
-    "scored_at TIMESTAMP, run_id STRING",
+    "embedding_dim INT, error STRING, scored_at TIMESTAMP, run_id STRING",  # + one per head
     ("sample_id", "model"),
-    "one row per image per model: L2-normalised embedding, head scores, or the decode error",
+    "one row per image per model: L2-normalised embedding, head scores, or the decode error; "
+    "one DOUBLE column per configured head (added by embed/classify)",
 )
 PHASHES = TableDef(
     "phashes",
@@ -170,27 +170,6 @@ def is_delta(path: str | Path) -> bool:
 
 def _register_sql(cfg: Config, name: str, path: str) -> str:
     return f"CREATE TABLE IF NOT EXISTS {table_name(cfg, name)} USING delta LOCATION '{path}'"
-
-
-def register_tables(spark: SparkSession, cfg: Config) -> None:
-    """Create the database and register every Delta table found in the warehouse by location.
-
-    Also writes `<warehouse>/catalog.sql`, an init file for `spark-sql -i`.
-    """
-    spark.sql(f"CREATE DATABASE IF NOT EXISTS {cfg.database} LOCATION '{db_dir(cfg)}'")
-    statements = [f"CREATE DATABASE IF NOT EXISTS {cfg.database} LOCATION '{db_dir(cfg)}';"]
-    base = db_dir(cfg)
-    found = sorted(p.name for p in base.iterdir() if is_delta(p)) if base.is_dir() else []
-    for name in found:
-        stmt = (
-            f"CREATE TABLE IF NOT EXISTS {cfg.database}.{name} USING delta LOCATION '{base / name}'"
-        )
-        spark.sql(stmt)
-        statements.append(stmt + ";")
-    from spark_jobs.views import register_views
-
-    statements.extend(register_views(spark, cfg))
-    (cfg.warehouse_path / "catalog.sql").write_text("\n".join(statements) + "\n", encoding="utf-8")
 
 
 def ensure_table(spark: SparkSession, cfg: Config, tdef: TableDef) -> DeltaTable:

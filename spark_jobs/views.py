@@ -8,12 +8,11 @@ statements go into `<warehouse>/catalog.sql` for `spark-sql -i`.
 
 from __future__ import annotations
 
-import sys
-
-from pyspark.errors import AnalysisException
 from pyspark.sql import SparkSession
 
-from spark_jobs.config import Config
+from curator_udfs.model_ids import model_id
+from curator_udfs.specs import head_columns
+from spark_jobs.config import Config, ConfigError, embed_spec
 from spark_jobs.tables import AsOf, read_table, sql_list, table_exists, table_ref
 
 SCORED_VIEW = "scored"
@@ -28,35 +27,27 @@ IMAGE_COLUMNS: tuple[str, ...] = (
     "image_bytes", "image_sha256", "caption", "meta", "warnings", "ingested_at",
 )  # fmt: skip
 SCORE_COLUMNS: tuple[str, ...] = (
-    "model", "embedding_dim", "aesthetic_score", "nsfw_score", "score_error", "scored_at",
+    "model", "embedding_dim", "score_error", "scored_at",
 )  # fmt: skip
 
 
 def scored_model_id(cfg: Config) -> str:
-    """The `model` value the embed job writes for this config (what `scored` selects).
-
-    Same rule as curator_udfs.embed_batches.spec_model_id for timm models (the model name,
-    `+random` appended for random init), computed without importing torch; a custom embedder
-    class is asked for its own id.
-    """
-    e = cfg.embed
-    if e.embedder_class:
-        from curator_udfs.embed_batches import EmbedSpec, spec_model_id
-
-        return spec_model_id(
-            EmbedSpec(
-                model_name=e.model,
-                pretrained=e.pretrained,
-                weights=e.weights,
-                embedder_class_path=e.embedder_class,
-            )
-        )
-    return f"{e.model}+random" if not e.pretrained and not e.weights else e.model
+    """The `model` value the embed job writes for this config (what `scored` selects)."""
+    return model_id(embed_spec(cfg))
 
 
 def head_score_columns(cfg: Config) -> list[str]:
-    """Score columns of the configured heads (`output_column`, else `<name>_score`)."""
-    return [h.output_column or f"{h.name}_score" for h in cfg.classifiers]
+    """Score columns of the configured heads, in order."""
+    try:
+        return head_columns(embed_spec(cfg))
+    except ValueError as exc:
+        raise ConfigError(f"config key `classifiers`: {exc}") from None
+
+
+def head_column(cfg: Config, name: str, default: str) -> str:
+    """The score column of the configured head called `name` (`default` if none is)."""
+    spec = embed_spec(cfg)
+    return next((h.column for h in spec.heads if h.name == name), default)
 
 
 def known_scored_columns(cfg: Config) -> list[str]:
@@ -94,25 +85,3 @@ def scored_select(
         f"JOIN {table_ref(cfg, 'scores', as_of, spark)} s ON s.sample_id = i.sample_id "
         f"WHERE s.model = {model_lit}"
     )
-
-
-def register_views(spark: SparkSession, cfg: Config) -> list[str]:
-    """Create the views whose tables exist; return their statements for catalog.sql."""
-    statements: list[str] = []
-    select = scored_select(spark, cfg)
-    if select is not None:
-        stmt = f"CREATE OR REPLACE VIEW {cfg.database}.{SCORED_VIEW} AS {select}"
-        spark.sql(stmt)
-        statements.append(stmt + ";")
-    from spark_jobs.lineage import FATES_VIEW, fates_select
-
-    try:
-        fates = fates_select(spark, cfg)
-        if fates is not None:
-            stmt = f"CREATE OR REPLACE VIEW {cfg.database}.{FATES_VIEW} AS {fates}"
-            spark.sql(stmt)
-            statements.append(stmt + ";")
-    except AnalysisException as exc:  # lineage must never stop a job: say so, go on
-        first = str(exc).strip().splitlines()[0][:300]
-        print(f"curator: the `fates` view is not available here: {first}", file=sys.stderr)
-    return statements

@@ -9,27 +9,16 @@ version of the tables (Delta time travel).
 
 from __future__ import annotations
 
-import json
-import sys
-from typing import Annotated, Any
+from typing import Any
 
-import typer
 from pyspark.sql import SparkSession
 
-from spark_jobs.cli_options import ConfigOpt, JsonOpt, SetOpt, WarehouseOpt
 from spark_jobs.config import Config, ConfigError
 from spark_jobs.lineage import FilterRecord, fates_select, filter_record
 from spark_jobs.sql_output import plain
-from spark_jobs.tables import AsOf, resolve_as_of, sql_list, table_exists, table_ref
+from spark_jobs.tables import AsOf, sql_list, table_exists, table_ref
 from spark_jobs.views import head_score_columns, scored_select
 
-AsOfOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--as-of",
-        help="a version of `curated` (integer) or a timestamp: read the tables as they were then",
-    ),
-]
 _IMAGE_FIELDS = ("image_format", "width", "height", "image_bytes", "image_sha256", "caption",
                  "warnings", "ingested_at")  # fmt: skip
 _GROUP_LIMIT = 10
@@ -76,15 +65,13 @@ def _duplicates_of(
     spark: SparkSession, cfg: Config, sample_id: str, rec: FilterRecord, as_of: AsOf | None
 ) -> dict[str, Any] | None:
     """The samples this one was kept over (duplicate_of = it), under the recorded rule."""
-    from spark_jobs.filter import rule_condition
-
-    if not table_exists(spark, cfg, "duplicates", as_of=as_of) or not rec.dedup.get("methods"):
+    if not table_exists(spark, cfg, "duplicates", as_of=as_of) or not rec.dedup.methods:
         return None
     dups = table_ref(cfg, "duplicates", as_of, spark)
     df = spark.sql(
         f"SELECT sample_id, method, eps, similarity FROM {dups} "
         f"WHERE duplicate_of = {sql_list([sample_id])} AND sample_id <> duplicate_of "
-        f"AND {rule_condition(rec.dedup)} ORDER BY similarity DESC, sample_id"
+        f"AND {rec.dedup.condition()} ORDER BY similarity DESC, sample_id"
     )
     rows = df.collect()
     if not rows:
@@ -120,11 +107,7 @@ def explain(
     ).collect()
     scored = scored_select(spark, cfg, as_of, model=rec.model)
     scored_cols = spark.sql(f"SELECT * FROM ({scored}) LIMIT 0").columns if scored else []
-    heads = [
-        h
-        for h in dict.fromkeys(["aesthetic_score", "nsfw_score", *head_score_columns(cfg)])
-        if h in scored_cols
-    ]
+    heads = [h for h in head_score_columns(cfg) if h in scored_cols]
     images = table_ref(cfg, "images", as_of, spark)
     stories = []
     for r in rows:
@@ -164,7 +147,7 @@ def explain(
         story["filter_rule"] = {
             "curated_version": rec.version,
             "predicates": rec.predicates,
-            "dedup": rec.dedup,
+            "dedup": rec.dedup.to_dict(),
             "recorded": rec.recorded,
         }
         if r["duplicate_of"] is not None:
@@ -242,34 +225,3 @@ def render(story: dict[str, Any]) -> str:
         e = story["export"]
         lines.append(f"  exported   {e['output']}/{e['shard']} position {e['position']}")
     return "\n".join(lines)
-
-
-def register(app: Any) -> None:
-    """Add `curator why` to the CLI."""
-
-    def why_cmd(
-        ident: Annotated[str, typer.Argument(help="a sample_id or a key (all shards)")],
-        config: ConfigOpt = None,
-        set_: SetOpt = None,
-        warehouse: WarehouseOpt = None,
-        as_json: JsonOpt = False,
-        as_of: AsOfOpt = None,
-    ) -> None:
-        """Say what happened to a sample and why: shard, scores, predicates, duplicates, export."""
-        from spark_jobs.cli import query_command
-
-        def call(spark: SparkSession, cfg: Config) -> list[dict[str, Any]]:
-            return explain(spark, cfg, ident, resolve_as_of(spark, cfg, as_of))
-
-        stories = query_command("why", config, set_, warehouse, call)
-        if not stories:
-            print(f"no sample has sample_id or key {ident!r}", file=sys.stderr)
-            if as_json:
-                print("[]")
-            raise typer.Exit(1)
-        if as_json:
-            print(json.dumps(stories if len(stories) > 1 else stories[0], default=str))
-        else:
-            print("\n\n".join(render(s) for s in stories))
-
-    app.command("why")(why_cmd)

@@ -6,7 +6,9 @@ import os
 import sys
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -58,3 +60,54 @@ def shared_models_dir() -> Path:
     candidates += [Path(__file__).resolve().parents[2] / "shared" / "models"]
     candidates += [Path("/work/shared/models")]
     return next((c for c in candidates if c.is_dir()), candidates[0])
+
+
+@dataclass(frozen=True)
+class PipelineRun:
+    """What the shared `pipeline_run` fixture made: its config, inputs and stage summaries."""
+
+    cfg: Any  # spark_jobs.config.Config
+    shards: Path
+    output: Path
+    summaries: dict[str, Any]  # stage name -> Summary
+    samples: int  # samples in the sample shards (the truncated shard's not counted)
+    exact_pairs: int  # byte-identical copies planted in the sample shards
+
+
+@pytest.fixture(scope="session")
+def pipeline_run(spark, tmp_path_factory: pytest.TempPathFactory) -> PipelineRun:  # type: ignore[no-untyped-def]
+    """Every stage once (`pipeline.run`) on small sample shards with the tiny random model.
+
+    All ten tables get rows: dedup writes `duplicate_pairs` too, and a truncated shard puts
+    one sample in `quarantine`. Shared by the tests that only read its tables: do not write
+    to its warehouse (make your own with `make_cfg`).
+    """
+    from curator_udfs.sample_shards import write_sample_shards
+    from spark_jobs import pipeline
+    from spark_jobs.config import load_config
+    from tests import badshards
+    from tests.tiny import TINY
+
+    base = tmp_path_factory.mktemp("pipeline_run")
+    shards, output = base / "shards", base / "curated"
+    report = write_sample_shards(shards, shards=2, per_shard=20, seed=1)
+    badshards.write_truncated_tar(shards / "truncated.tar", complete=3)
+    cfg = load_config(
+        sets=[
+            f"database=pipeline_run_{uuid.uuid4().hex[:8]}",
+            "spark.conf={spark.master: 'local[2]'}",
+            *TINY,
+            "filter.predicates=['width >= 64']",
+            "dedup.write_pairs=true",
+        ],
+        warehouse=str(base / "warehouse"),
+    )
+    result = pipeline.run(spark, cfg, inputs=[str(shards)], output=str(output))
+    return PipelineRun(
+        cfg=cfg,
+        shards=shards,
+        output=output,
+        summaries={s.job: s for s in result.summaries},
+        samples=report.samples,
+        exact_pairs=report.exact_pairs,
+    )

@@ -12,11 +12,16 @@ import numpy as np
 import pytest
 import torch
 
-from curator_udfs import AestheticClassifier, NsfwClassifier, TimmImageEmbedder
 from curator_udfs.sample_shards import write_sample_shards
 from spark_jobs import dedup
 from spark_jobs import filter as filter_job
-from spark_jobs.api import Dataset, SemanticDeduplicator
+from spark_jobs.api import (
+    AestheticClassifier,
+    Dataset,
+    NsfwClassifier,
+    SemanticDeduplicator,
+    TimmImageEmbedder,
+)
 from spark_jobs.tables import read_table
 from tests.tiny import TINY as BASE_TINY
 

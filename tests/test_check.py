@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from spark_jobs import check, ingest
-from spark_jobs.tables import read_table, register_tables, table_path
+from spark_jobs.catalog import register_tables
+from spark_jobs.tables import read_table, table_path
 from tests import badshards
 
 

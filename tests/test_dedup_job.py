@@ -27,8 +27,9 @@ from curator_udfs.resolve import resolve_duplicates
 from curator_udfs.sample_shards import write_sample_shards
 from curator_udfs.similarity import pairs_above
 from spark_jobs import dedup, ingest
+from spark_jobs.catalog import register_tables
 from spark_jobs.config import Config, load_config
-from spark_jobs.tables import read_table, register_tables, table_path
+from spark_jobs.tables import read_table, table_path
 from tests import badshards
 
 SCORES_DDL = (

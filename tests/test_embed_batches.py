@@ -14,15 +14,13 @@ from PIL import Image
 
 from curator_udfs import model_cache
 from curator_udfs.embed_batches import (
-    EmbedSpec,
-    HeadSpec,
     classify_output_schema,
     embed_output_schema,
-    head_columns,
     make_classify_fn,
     make_embed_fn,
-    spec_model_id,
 )
+from curator_udfs.model_ids import model_id as spec_model_id
+from curator_udfs.specs import EmbedSpec, HeadSpec, head_columns
 from tests.conftest import shared_models_dir
 
 MODELS = shared_models_dir()
@@ -56,7 +54,7 @@ def images_frame() -> pd.DataFrame:
 
 def tiny_spec(**overrides: object) -> EmbedSpec:
     base: dict[str, object] = {
-        "model_name": "test_vit",
+        "model": "test_vit",
         "pretrained": False,
         "batch_size": 2,
         "num_threads_per_worker": 2,
@@ -148,7 +146,7 @@ def test_real_head_on_tiny_model_fails_with_dimension_message() -> None:
 
 def test_custom_embedder_and_custom_head_by_class_path() -> None:
     spec = EmbedSpec(
-        embedder_class_path="tests.test_embedders:MeanColor",
+        embedder_class="tests.test_embedders:MeanColor",
         normalize=False,
         heads=[
             {

@@ -18,8 +18,9 @@ from PIL import Image
 from curator_udfs.classifiers import ClassifierHead
 from curator_udfs.sample_shards import write_sample_shards
 from spark_jobs import classify, embed, ingest
+from spark_jobs.catalog import register_tables
 from spark_jobs.config import ConfigError
-from spark_jobs.tables import read_table, register_tables
+from spark_jobs.tables import read_table
 from tests.tiny import TINY
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -166,13 +167,9 @@ def test_config_errors_name_the_key(make_cfg, aesthetic_768: Path) -> None:
 
 
 def test_cli_dimension_mismatch_exits_2(tmp_path: Path, aesthetic_768: Path) -> None:
-    import typer
     from typer.testing import CliRunner
 
-    # Only this module's command, so a broken command of another stage cannot mask it.
-    app = typer.Typer()
-    embed.register(app)
-    classify.register(app)
+    from spark_jobs.cli import app
 
     aesthetic = aesthetic_768
     args = ["embed", "--warehouse", str(tmp_path / "wh")]
@@ -184,7 +181,7 @@ def test_cli_dimension_mismatch_exits_2(tmp_path: Path, aesthetic_768: Path) -> 
 
 
 def test_python_api_keeps_columns(spark) -> None:
-    from curator_udfs.embedders import TimmImageEmbedder
+    from spark_jobs.api import TimmImageEmbedder
 
     buf = io.BytesIO()
     Image.new("RGB", (50, 40), (200, 10, 10)).save(buf, "PNG")

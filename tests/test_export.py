@@ -13,8 +13,9 @@ import webdataset as wds
 from curator_udfs.wds_writer import plan_shards, sanitize_key
 from spark_jobs import export, ingest
 from spark_jobs import filter as filter_job
+from spark_jobs.catalog import register_tables
 from spark_jobs.config import Config
-from spark_jobs.tables import read_table, register_tables
+from spark_jobs.tables import read_table
 from tests.test_filter import cfg_like, ingest_and_score
 
 

@@ -14,8 +14,10 @@ from typer.testing import CliRunner
 from curator_udfs.sample_shards import write_sample_shards
 from spark_jobs import filter as filter_job
 from spark_jobs import ingest
+from spark_jobs.catalog import register_tables
 from spark_jobs.config import Config, ConfigError
-from spark_jobs.tables import read_table, register_tables, table_path
+from spark_jobs.dup_rule import DuplicateRule
+from spark_jobs.tables import read_table, table_path
 from spark_jobs.views import scored_model_id
 
 SCORES_DDL = (
@@ -44,8 +46,10 @@ def ingest_and_score(spark, cfg: Config, shards_dir: Path, *, shards: int = 2, p
     return images
 
 
-def fake_images_and_scores(spark, cfg: Config, n: int) -> dict:
-    """An `images` table written directly (no ingest: faster) plus `scores` like embed's."""
+def fake_images_and_scores(spark, cfg: Config, n: int, *, model: str | None = None,
+                           other_model: bool = True) -> dict:  # fmt: skip
+    """An `images` table written directly (no ingest: faster) plus `scores` like embed's
+    (rows of `model`, default the configured one, and a few of "other-model")."""
     from spark_jobs.tables import IMAGES
 
     at = datetime(2024, 1, 1, tzinfo=UTC)
@@ -59,19 +63,20 @@ def fake_images_and_scores(spark, cfg: Config, n: int) -> dict:
                      at, "ingest-test"))  # fmt: skip
     spark.createDataFrame(rows, IMAGES.schema).write.format("delta").save(table_path(cfg, "images"))
     images = {r.sample_id: r for r in read_table(spark, cfg, "images").drop("image").collect()}
-    _write_scores(spark, cfg, sorted(images))
+    _write_scores(spark, cfg, sorted(images), model, other_model=other_model)
     return images
 
 
-def _write_scores(spark, cfg: Config, ids: list[str], model: str | None = None) -> None:
+def _write_scores(spark, cfg: Config, ids: list[str], model: str | None = None, *,
+                  other_model: bool = True) -> None:  # fmt: skip
     at = datetime(2024, 1, 1, tzinfo=UTC)
     rows = [
         (sid, model or scored_model_id(cfg), [0.5, 0.5, 0.5, 0.5], 4, *fake_scores(sid), None,
          at, "embed-test")
         for sid in ids
     ]  # fmt: skip
-    # a second model's rows must not leak into `scored`
-    rows += [(sid, "other-model", [1.0], 1, 9.9, 0.0, None, at, "x") for sid in ids[:3]]
+    if other_model:  # a second model's rows must not leak into `scored`
+        rows += [(sid, "other-model", [1.0], 1, 9.9, 0.0, None, at, "x") for sid in ids[:3]]
     spark.createDataFrame(rows, SCORES_DDL).write.format("delta").save(table_path(cfg, "scores"))
     register_tables(spark, cfg)
 
@@ -133,6 +138,7 @@ def test_filter_writes_curated_counts_and_reruns(spark, scored_wh) -> None:
     assert "image" not in curated.columns and "embedding" not in curated.columns
     assert {"aesthetic_score", "nsfw_score", "width", "caption", "model"} <= set(curated.columns)
     assert {r.model for r in curated.select("model").collect()} == {scored_model_id(cfg)}
+    assert summary.extra["model"] == scored_model_id(cfg) and "model_note" not in summary.extra
     removed = {p: sum(not c(s) for s in ids) for p, c in zip(PREDICATES, checks, strict=False)}
     assert summary.extra["removed_by_predicate"] == removed
     assert summary.extra["removed_as_duplicates"] == 2
@@ -143,6 +149,13 @@ def test_filter_writes_curated_counts_and_reruns(spark, scored_wh) -> None:
     assert {p: stats[p].removed for p in PREDICATES} == removed
     dup_row = next(r for r in stats.values() if r.kind == "duplicates")
     assert dup_row.removed == 2 and "eps 0.05" in dup_row.predicate
+    # the rule is recorded once, in the curated commit, as the dict lineage has always read
+    last = spark.sql(f"DESCRIBE HISTORY delta.`{table_path(cfg, 'curated')}` LIMIT 1").first()
+    meta = json.loads(last["userMetadata"])
+    assert meta["dedup"] == {"exclude": True, "methods": ["exact", "perceptual", "semantic"],
+                             "eps": 0.05}  # fmt: skip
+    assert DuplicateRule.from_json(meta["dedup"]) == DuplicateRule.from_config(cfg)
+    assert meta["model"] == scored_model_id(cfg)
 
     again = filter_job.run(spark, cfg)  # rerun: same rows, curated replaced (not appended)
     assert again.rows_written == len(expected) and curated.count() == len(expected)
@@ -187,8 +200,36 @@ def test_spark_analyzer_checks_what_sqlglot_cannot(spark, scored_wh) -> None:
     with pytest.raises(ConfigError, match="non-deterministic"):  # if sqlglot were bypassed
         filter_job.analyze_predicate(scored, ValidPredicate("rand() < 2", ()))
     bad_model = cfg_like(cfg, "embed.model=some_other_model")
-    with pytest.raises(ConfigError, match="no rows for model 'some_other_model'"):
+    with pytest.raises(ConfigError, match="no rows for model 'some_other_model'") as err:
         filter_job.run(spark, bad_model)
+    # two models in scores, neither configured: no guess; the message names both and the key
+    assert "`embed.model`" in str(err.value) and "'other-model'" in str(err.value)
+    assert repr(scored_model_id(cfg)) in str(err.value)
+
+
+def test_filter_falls_back_to_the_only_model_in_scores(spark, make_cfg) -> None:
+    """The configured model has no scores but exactly one model does: that one is used, the
+    summary says so, and lineage reads the same model's scores (spark_jobs.model_choice)."""
+    from spark_jobs.lineage import fates_select, filter_record
+
+    cfg = make_cfg(f"filter.predicates={json.dumps(PREDICATES[:1])}")
+    images = fake_images_and_scores(spark, cfg, 12, model="only-model", other_model=False)
+    assert scored_model_id(cfg) != "only-model"
+    summary = filter_job.run(spark, cfg)
+    expected = {s for s in images if fake_scores(s)[0] >= 3}
+    assert 0 < len(expected) < len(images)
+    curated = read_table(spark, cfg, "curated")
+    assert {r.sample_id for r in curated.select("sample_id").collect()} == expected
+    assert {r.model for r in curated.select("model").collect()} == {"only-model"}
+    assert summary.extra["model"] == "only-model" and summary.rows_written == len(expected)
+    note = summary.extra["model_note"]
+    assert "'only-model'" in note and repr(scored_model_id(cfg)) in note
+    assert filter_record(spark, cfg).model == "only-model"  # recorded with the rule
+    select = fates_select(spark, cfg)
+    assert select is not None
+    fates = {r.sample_id: r.fate for r in spark.sql(select).collect()}
+    assert {s for s, f in fates.items() if f == "curated"} == expected
+    assert {f for s, f in fates.items() if s not in expected} == {"filtered"}
 
 
 def test_cli_filter_explain_and_optimize(spark, scored_wh) -> None:

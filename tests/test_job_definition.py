@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from spark_jobs import pipeline
+from spark_jobs.cli import app
 from spark_jobs.config import ConfigError, load_config
 from spark_jobs.session import read_profile
 
@@ -42,7 +43,7 @@ def test_every_file_exists_and_every_parameter_list_parses(job: dict) -> None:
         spt = task["spark_python_task"]
         assert (ROOT / spt["python_file"]).is_file(), spt["python_file"]
         stage = pipeline.task_stage(task)
-        params = pipeline.parse_task_params(stage, spt["parameters"])
+        params = pipeline.parse_task_params(stage, spt["parameters"], app)
         assert params["config"] is not None, f"{stage}: every task names its --config"
         config = ROOT / params["config"]
         assert config.is_file(), config
@@ -145,4 +146,4 @@ def test_stage_selection() -> None:
 
 def test_bad_task_parameters_are_messages() -> None:
     with pytest.raises(ConfigError, match="no-such-flag"):
-        pipeline.parse_task_params("ingest", ["--no-such-flag"])
+        pipeline.parse_task_params("ingest", ["--no-such-flag"], app)

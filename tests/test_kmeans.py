@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from curator_udfs.kmeans import (
@@ -10,8 +11,11 @@ from curator_udfs.kmeans import (
     KMeansBackend,
     SklearnKMeans,
     assign,
+    assign_ids,
+    fit_sample,
     l2_normalise,
     select_backend,
+    stack_embeddings,
 )
 
 CPU_BACKENDS = [SklearnKMeans, FaissKMeans]
@@ -95,3 +99,37 @@ def test_assign_chunking_matches_unchunked() -> None:
     chunked = assign(x, c, second_margin=0.1, chunk_size=77)
     for f, ch in zip(full, chunked, strict=True):
         np.testing.assert_array_equal(f, ch)
+
+
+def test_stack_embeddings_from_lists_and_arrays() -> None:
+    x = stack_embeddings([[1, 2, 3], np.array([4.0, 5.0, 6.0]), (7, 8, 9)])
+    assert x.dtype == np.float32 and x.shape == (3, 3)
+    np.testing.assert_array_equal(x[:, 0], [1, 4, 7])
+    with pytest.raises(ValueError):
+        stack_embeddings([[1, 2], [1, 2, 3]])  # ragged: not one matrix
+
+
+def test_fit_sample_sorts_by_sample_id_first() -> None:
+    x = _blobs(n=120, k=4, seed=2)
+    sample = pd.DataFrame({"sample_id": [f"s{i:03d}" for i in range(len(x))], "embedding": list(x)})
+    centroids, name = fit_sample(sample, 4, backend="faiss", seed=5, max_iter=10)
+    assert name == "faiss" and centroids.shape == (4, 32)
+    np.testing.assert_allclose(np.linalg.norm(centroids, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_array_equal(centroids, FaissKMeans().fit(x, 4, seed=5, max_iter=10))
+    shuffled = sample.sample(frac=1.0, random_state=0)  # collected in another order
+    again, _ = fit_sample(shuffled, 4, backend="faiss", seed=5, max_iter=10)
+    np.testing.assert_array_equal(again, centroids)
+    _, name = fit_sample(sample, 4, backend="sklearn", seed=5, max_iter=10)
+    assert name == "sklearn"
+
+
+def test_assign_ids_lists_nearest_and_second_near_a_border() -> None:
+    c = l2_normalise(np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1]], dtype=np.float32))
+    emb = pd.Series([[1.0, 0.0, 0.0], [1.0, 0.98, 0.0], [0.0, 0.2, 1.0]])
+    assert assign_ids(emb, c).tolist() == [[0], [0], [2]]
+    assert assign_ids(emb, c, second_margin=0.05).tolist() == [[0], [0, 1], [2]]
+    out = assign_ids(emb, c, second_margin=2.0)
+    assert out.tolist() == [[0, 1], [0, 1], [2, 1]]
+    assert all(type(i) is int for ids in out for i in ids)  # plain ints for Arrow
+    empty = assign_ids(pd.Series([], dtype=object), c, second_margin=0.05)
+    assert empty.empty and empty.dtype == object

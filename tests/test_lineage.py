@@ -21,9 +21,11 @@ from curator_udfs.predicates import PredicateError, apply_what_if
 from curator_udfs.sample_shards import write_sample_shards
 from spark_jobs import costs, dedup, embed, export, ingest, why
 from spark_jobs import filter as filter_job
+from spark_jobs.catalog import register_tables
 from spark_jobs.config import Config, ConfigError, load_config
+from spark_jobs.dup_rule import DuplicateRule
 from spark_jobs.lineage import FATES, fates_select, filter_record
-from spark_jobs.tables import read_table, register_tables, resolve_as_of
+from spark_jobs.tables import read_table, resolve_as_of
 from tests.badshards import jpeg_bytes, sample, undecodable_bytes, write_tar
 
 PREDICATES = ["width / height BETWEEN 0.5 AND 2", "caption IS NOT NULL"]
@@ -129,8 +131,9 @@ def test_every_sample_has_exactly_one_fate_consistent_with_the_tables(spark, wh)
     expect_filtered = {r.sample_id for r in failing.collect()} - errors
     assert by_fate["filtered"] == expect_filtered and expect_filtered
     # duplicate: passed every predicate, listed in duplicates under the filter's rule
-    dups = read_table(spark, cfg, "duplicates").where(filter_job.rule_condition(
-        filter_job.dedup_rule(cfg)))  # fmt: skip
+    rule = filter_record(spark, cfg).dedup
+    assert rule == DuplicateRule.from_config(cfg) and rule.active  # the recorded rule, parsed
+    dups = read_table(spark, cfg, "duplicates").where(rule.condition())
     assert by_fate["duplicate"] and by_fate["duplicate"] <= {r.sample_id for r in dups.collect()}
     assert not by_fate.get("pending")
 
@@ -263,3 +266,30 @@ def test_apply_what_if_edits() -> None:
         apply_what_if(cur, ["bogus > 1"], cols)
     with pytest.raises(PredicateError, match="OLD => NEW"):
         apply_what_if(["width > 1", "width < 900"], ["width > 2"], cols)
+
+
+def test_filter_record_parses_older_and_unreadable_rule_records(spark, make_cfg) -> None:
+    """Curated commits keep the dict older filter runs wrote; lineage reads history, so each
+    one must parse into the same DuplicateRule, and a record it cannot read never fails."""
+    from spark_jobs.tables import table_path
+
+    cfg = make_cfg("dedup.eps=[0.2]")
+    path = table_path(cfg, "curated")
+    legacy = {
+        "job": "filter", "run_id": "filter-old", "model": "m0", "predicates": ["width >= 1"],
+        "dedup": {"exclude": True, "methods": ["exact", "semantic"], "eps": 0.05},
+    }  # fmt: skip
+    newer = {**legacy, "run_id": "filter-new", "dedup": {"version": 99, "methods": ["exact"]}}
+    for meta in (legacy, newer):
+        spark.createDataFrame([("a",)], "sample_id STRING").write.format("delta").mode(
+            "overwrite"
+        ).option("userMetadata", json.dumps(meta)).save(path)
+    old = filter_record(spark, cfg, resolve_as_of(spark, cfg, "0"))
+    assert old.recorded and old.run_id == "filter-old" and old.model == "m0"
+    assert old.dedup == DuplicateRule(True, ("exact", "semantic"), 0.05)
+    assert old.dedup.condition() == (
+        "method IN ('exact', 'semantic') AND (eps IS NULL OR abs(eps - 0.05) < 1e-9)"
+    )
+    latest = filter_record(spark, cfg)  # a format this code does not know: the config's rule
+    assert latest.version == 1 and not latest.recorded
+    assert latest.dedup == DuplicateRule.from_config(cfg) and latest.dedup.eps == 0.2

@@ -1,4 +1,4 @@
-"""phash64: robust to re-encoding and resizing, far apart for distinct images; banding."""
+"""phash64: robust to re-encoding and resizing, far apart for distinct images; banding; batches."""
 
 from __future__ import annotations
 
@@ -6,10 +6,20 @@ import io
 import random
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 
-from curator_udfs.phash import bands, hamming, phash64, to_signed64, to_unsigned64
+from curator_udfs import phash as phash_module
+from curator_udfs.phash import (
+    band_layout,
+    bands,
+    hamming,
+    hash_images,
+    phash64,
+    to_signed64,
+    to_unsigned64,
+)
 
 
 def _scene(seed: int, size: tuple[int, int] = (320, 240)) -> Image.Image:
@@ -101,3 +111,63 @@ def test_bands_shape_and_pigeonhole() -> None:
     a = 0
     b = sum(1 << (16 * k) for k in range(4))
     assert hamming(a, b) == 4 and all(x != y for x, y in zip(bands(a), bands(b), strict=True))
+
+
+@pytest.mark.parametrize("n_bands", [1, 2, 4, 5, 7, 9, 63, 64])
+def test_band_layout_covers_64_bits_and_matches_bands(n_bands: int) -> None:
+    layout = band_layout(n_bands)
+    assert len(layout) == n_bands and layout[0][0] == 0
+    widths = [w for _, w in layout]
+    assert sum(widths) == 64 and max(widths) - min(widths) <= 1
+    assert widths == sorted(widths, reverse=True)  # the wider bands come first
+    for (shift, width), (nxt, _) in zip(layout, layout[1:], strict=False):
+        assert nxt == shift + width  # contiguous, no overlap
+    rng = random.Random(n_bands)
+    for _ in range(50):
+        h = to_signed64(rng.getrandbits(64))
+        u = to_unsigned64(h)
+        assert bands(h, n_bands) == [(u >> s) & ((1 << w) - 1) for s, w in layout]
+
+
+def test_band_layout_rejects_out_of_range() -> None:
+    assert band_layout(4) == [(0, 16), (16, 16), (32, 16), (48, 16)]
+    assert band_layout(5) == [(0, 13), (13, 13), (26, 13), (39, 13), (52, 12)]
+    for bad in (0, 65, -1):
+        with pytest.raises(ValueError, match="n_bands"):
+            band_layout(bad)
+
+
+def test_hash_images_hashes_and_reports_bad_images() -> None:
+    good = _encode(_scene(1), quality=90)
+    frames = [
+        pd.DataFrame(
+            {"sample_id": ["g", "none", "junk"], "image": [good, None, b"not an image"]},
+            index=[10, 11, 12],
+        ),
+        pd.DataFrame({"sample_id": ["g2"], "image": [bytearray(good)]}),
+    ]
+    out = list(hash_images(iter(frames)))
+    assert len(out) == 2
+    first, second = out
+    assert list(first.columns) == ["sample_id", "phash", "error"]
+    assert first["sample_id"].tolist() == ["g", "none", "junk"]
+    assert first.index.tolist() == [10, 11, 12]  # aligned with the input rows
+    assert str(first["phash"].dtype) == "Int64"
+    assert first["phash"].iloc[0] == phash64(good) and first["error"].iloc[0] is None
+    assert first["phash"].isna().tolist() == [False, True, True]
+    assert first["error"].iloc[1] == "no image bytes"
+    assert first["error"].iloc[2].startswith("cannot decode image for phash")
+    assert second["phash"].tolist() == [phash64(good)]  # bytearray (Arrow binary) works
+
+
+def test_hash_images_cuts_long_errors_and_keeps_empty_batches(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def fail(data: bytes) -> int:
+        raise ValueError("x" * 2000)
+
+    monkeypatch.setattr(phash_module, "phash64", fail)
+    (out,) = hash_images([pd.DataFrame({"sample_id": ["a"], "image": [b"1"]})])
+    assert out["error"].tolist() == ["x" * 500]
+    (empty,) = hash_images([pd.DataFrame({"sample_id": [], "image": []})])
+    assert empty.empty and list(empty.columns) == ["sample_id", "phash", "error"]

@@ -171,7 +171,7 @@ def _scores_and_duplicates(spark, cfg) -> None:  # type: ignore[no-untyped-def]
 def test_report_in_headless_chromium(spark, make_cfg: Callable, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     from curator_udfs.sample_shards import write_sample_shards
     from spark_jobs import ingest, report
-    from spark_jobs.tables import register_tables
+    from spark_jobs.catalog import register_tables
     from tests import badshards
 
     shards = tmp_path / "shards"

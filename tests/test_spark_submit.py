@@ -8,7 +8,8 @@ from pathlib import Path
 
 from curator_udfs.sample_shards import write_sample_shards
 from spark_jobs import ingest
-from spark_jobs.tables import read_table, register_tables
+from spark_jobs.catalog import register_tables
+from spark_jobs.tables import read_table
 from tests import badshards
 from tests.tiny import TINY as BASE_TINY
 from tests.tiny import spark_submit

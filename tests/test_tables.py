@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from spark_jobs.tables import is_delta, register_tables, table_path
+from spark_jobs.catalog import register_tables
+from spark_jobs.tables import is_delta, table_path
 
 
 def test_a_log_without_a_commit_is_not_a_table(spark, make_cfg, tmp_path: Path) -> None:

@@ -39,3 +39,40 @@ def test_jars_are_present_and_rapids_lists_this_spark() -> None:
         assert any(n.startswith(shim + "/") for n in z.namelist()), (
             f"RAPIDS {vs['rapids']} lacks {shim}"
         )
+
+
+def _project() -> dict:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+
+
+def test_python_311_and_312_are_supported() -> None:
+    """Databricks Runtime 17 runs 3.12; `make check-py312` resolves every pin for it."""
+    from packaging.specifiers import SpecifierSet
+
+    spec = SpecifierSet(_project()["requires-python"])
+    assert {"3.11.7", "3.12.3"} <= set(spec.filter(["3.10.14", "3.11.7", "3.12.3", "3.13.0"]))
+    assert "3.13.0" not in spec and "3.10.14" not in spec
+
+
+def test_extras_gpu_and_dev() -> None:
+    from packaging.requirements import Requirement
+
+    extras = _project()["optional-dependencies"]
+    assert [Requirement(r).name for r in extras["gpu"]] == ["cuml-cu12"]
+    dev = {Requirement(r).name: Requirement(r) for r in extras["dev"]}
+    assert {"import-linter", "databricks-sdk", "deltalake", "duckdb"} <= set(dev)
+    # the delta extension wheel carries the binary of one DuckDB version: pinned together
+    assert str(dev["duckdb"].specifier) == str(dev["duckdb-extension-delta"].specifier)
+    assert str(dev["duckdb"].specifier).startswith("==")
+    pins = dict(
+        line.strip().lower().replace("_", "-").split("==")
+        for line in (ROOT / "conf" / "constraints.txt").read_text().splitlines()
+        if "==" in line
+    )
+    assert pins["duckdb"] == pins["duckdb-extension-delta"] == version("duckdb")
+
+
+def test_versions_yaml_names_the_python_range_and_the_gpu_extra() -> None:
+    vs = versions()
+    assert vs["python"] == _project()["requires-python"]
+    assert any(r.startswith(vs["cuml"]) for r in _project()["optional-dependencies"]["gpu"])

@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import pytest
 
 from spark_jobs import redact as r
-from spark_jobs.config import dump_config, load_config
+from spark_jobs.config import load_config
 from spark_jobs.summary import Summary
 
 
 @pytest.fixture(autouse=True)
 def _clean() -> Iterator[None]:
-    r.forget_secrets()
+    r._known.clear()  # the values remembered so far
     yield
-    r.forget_secrets()
+    r._known.clear()  # the values remembered so far
 
 
 @pytest.mark.parametrize(
@@ -79,7 +80,7 @@ def test_remembered_values_masked_anywhere_longest_first_short_ones_ignored() ->
     r.remember_secrets(["wJalrXUtnFEMI/K7MDENG", "wJalrXUtn", "true", "local"])
     text = "failed reading s3a://b/x with wJalrXUtnFEMI/K7MDENG (wJalrXUtn) at local true"
     assert r.redact(text) == f"failed reading s3a://b/x with {r.MASK} ({r.MASK}) at local true"
-    r.forget_secrets()
+    r._known.clear()  # the values remembered so far
     assert "wJalrXUtn" in r.redact(text)
 
 
@@ -92,7 +93,7 @@ def test_load_config_remembers_spark_conf_secrets_and_dump_masks_them() -> None:
     secret = "AKIAEXAMPLEACCESS0001"
     cfg = load_config(sets=[f"spark.conf.spark.hadoop.fs.s3a.access.key={secret}"])
     assert cfg.spark.conf["spark.hadoop.fs.s3a.access.key"] == secret  # Spark still gets it
-    assert secret not in dump_config(cfg)
+    assert secret not in json.dumps(r.redact(cfg.model_dump(mode="json")))
     assert r.redact(f"error talking to S3 as {secret}") == f"error talking to S3 as {r.MASK}"
 
 
@@ -101,6 +102,7 @@ def test_summary_json_and_render_mask_secrets(capsys: pytest.CaptureFixture[str]
     s = Summary(job="x", run_id="x-1")
     s.extra["note"] = "used SECRETVALUE-123456 and password=abc"
     s.finish().render()
-    assert "SECRETVALUE" not in s.json_line() and "abc" not in s.json_line()
+    line = json.dumps(s.to_dict(), default=str)  # what --json prints
+    assert "SECRETVALUE" not in line and "abc" not in line
     printed = capsys.readouterr().out
     assert "SECRETVALUE" not in printed and r.MASK in printed

@@ -1,0 +1,1 @@
+"""conf/ installed as the package `curator_conf`: read it with importlib.resources (paths.py)."""

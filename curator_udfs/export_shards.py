@@ -1,0 +1,130 @@
+"""The export job's shard plan and shard writing: curated rows → WebDataset shards on disk.
+
+The driver plans from sizes alone (:func:`sample_tar_estimate` feeds
+:func:`curator_udfs.wds_writer.plan_shards`; :func:`task_of_shard` gives each task a contiguous
+range of shards; :func:`shard_positions` says where each sample lands). Each task then calls
+:func:`write_shard_range` on its rows, sorted by (task, shard, sample_id), and writes every
+shard with :class:`curator_udfs.wds_writer.ShardWriter` (to `NNNNN.tar.tmp`, then renamed).
+Once all shards are written the driver calls :func:`remove_leftovers`, so only this export's
+shards remain. Rows are plain mappings of column name to value (a Spark ``Row.asDict()``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from curator_udfs.wds_writer import ShardWriter, image_extension, sample_tar_bytes, shard_name
+
+__all__ = [
+    "JSON_OVERHEAD",
+    "NOT_IN_JSON",
+    "remove_leftovers",
+    "sample_members",
+    "sample_tar_estimate",
+    "shard_positions",
+    "task_of_shard",
+    "write_shard_range",
+]
+
+# Columns left out of a sample's `.json`: the bytes and caption have members of their own, meta
+# is added parsed, the rest is bookkeeping of the curated table or of the export plan.
+NOT_IN_JSON = ("image", "run_id", "curated_at", "caption", "meta", "_shard", "_task")
+JSON_OVERHEAD = 600  # bytes a `.json` holds beyond `meta`: the other columns, roughly
+
+ShardKey = tuple[int, int, str]  # (task, shard, sample_id)
+
+
+def sample_tar_estimate(image_bytes: int, caption_bytes: int, meta_bytes: int) -> int:
+    """Bytes one sample is planned to take in a shard (a target, not an exact bound).
+
+    The `.json` member is estimated as meta + :data:`JSON_OVERHEAD`, since its exact size is
+    only known once the row is serialised on an executor.
+    """
+    return sample_tar_bytes([image_bytes, caption_bytes, meta_bytes + JSON_OVERHEAD])
+
+
+def task_of_shard(shard: int, n_shards: int, n_tasks: int) -> int:
+    """The task that writes `shard`: contiguous, near-equal ranges of shards per task."""
+    return shard * n_tasks // max(n_shards, 1)
+
+
+def shard_positions(shard_of: Sequence[int]) -> list[int]:
+    """0-based position of each sample in its shard, samples in the order they are written."""
+    seen: dict[int, int] = {}
+    out = []
+    for s in shard_of:
+        out.append(seen.get(s, 0))
+        seen[s] = seen.get(s, 0) + 1
+    return out
+
+
+def sample_members(row: Mapping[str, Any]) -> dict[str, bytes]:
+    """The members of one exported sample: image bytes, `.txt` caption, `.json` metadata.
+
+    The image extension comes from the detected format (else the original extension); the
+    `.json` holds every column but :data:`NOT_IN_JSON`, plus `meta` parsed from JSON when it
+    is a JSON string (kept as the original string otherwise).
+    """
+    members = {image_extension(row.get("image_format"), row.get("image_ext")): bytes(row["image"])}
+    if row.get("caption") is not None:
+        members["txt"] = str(row["caption"]).encode("utf-8")
+    meta: Any = row.get("meta")
+    if isinstance(meta, str):
+        try:
+            meta = json.loads(meta)
+        except ValueError:
+            pass  # kept as the original string
+    doc = {k: v for k, v in row.items() if k not in NOT_IN_JSON}
+    doc["meta"] = meta
+    members["json"] = json.dumps(doc, sort_keys=True, default=str, ensure_ascii=False).encode()
+    return members
+
+
+def write_shard_range(
+    rows: Iterable[tuple[ShardKey, Mapping[str, Any]]],
+    out_dir: str | Path,
+    fail_at_shard: int | None = None,
+) -> Iterator[dict[str, Any]]:
+    """Write the shards of one task from rows sorted by (task, shard, sample_id).
+
+    Yields one dict per finished shard (the fields of :class:`~curator_udfs.wds_writer.ShardInfo`).
+    On any error the shard being written is dropped (its `.tmp` removed), so only complete
+    shards ever have a final name. `fail_at_shard` is a test hook: raise after the first
+    sample of that shard, as a crash would.
+    """
+    writer: ShardWriter | None = None
+    current: int | None = None
+    try:
+        for (_task, shard, sid), row in rows:
+            if shard != current:
+                if writer is not None:
+                    yield vars(writer.close())
+                writer, current = ShardWriter(Path(out_dir) / shard_name(shard)), shard
+            assert writer is not None
+            writer.add(sid, sample_members(row))
+            if fail_at_shard is not None and shard == fail_at_shard:
+                raise RuntimeError(f"injected failure while writing shard {shard} (test hook)")
+        if writer is not None:
+            yield vars(writer.close())
+            writer = None
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
+
+
+def remove_leftovers(out: Path, keep: set[str]) -> list[str]:
+    """Delete `*.tmp` files and numbered shards (`NNNNN.tar`) not in `keep`; return their names.
+
+    Other files (a README, notes) are left alone: only what an export writes is removed.
+    """
+    removed = []
+    for p in sorted(out.iterdir()):
+        stale_shard = p.suffix == ".tar" and p.name not in keep and p.stem.isdigit()
+        if p.is_file() and (p.name.endswith(".tmp") or stale_shard):
+            p.unlink()
+            removed.append(p.name)
+    return removed

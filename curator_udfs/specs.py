@@ -1,0 +1,91 @@
+"""The small frozen specs the driver builds once and ships to executors (embed and classify).
+
+Plain dataclasses: picklable, hashable (the per-worker model cache is keyed by them), cheap to
+ship. They are built from the pipeline configuration by ``spark_jobs/config.py`` and from
+loaded objects by the notebook API; nothing here knows config files or Spark. Importing this
+module does not import torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["DEFAULT_MODEL", "EmbedSpec", "HeadSpec", "head_columns", "timm_model_id"]
+
+DEFAULT_MODEL = "vit_large_patch14_clip_quickgelu_224.openai"
+
+
+def timm_model_id(model: str, pretrained: bool, weights: str | None) -> str:
+    """The `model` column value of a timm model: its name, `+random` for random init (so test
+    scores never mix with real ones)."""
+    return f"{model}+random" if not pretrained and not weights else model
+
+
+@dataclass(frozen=True)
+class HeadSpec:
+    """One classifier head: registered name (or class path), weights, output column."""
+
+    name: str
+    weights: str | None = None
+    class_path: str | None = None
+    output_column: str | None = None
+    random_init: bool = False
+    input_dim: int | None = None
+
+    @classmethod
+    def coerce(cls, value: HeadSpec | Mapping[str, Any]) -> HeadSpec:
+        """Accept a HeadSpec or a mapping like ``{name: aesthetic, weights: null}``."""
+        if isinstance(value, HeadSpec):
+            return value
+        if isinstance(value, Mapping):
+            known = {f.name for f in dataclasses.fields(cls)}
+            unknown = set(value) - known
+            if unknown:
+                raise ValueError(
+                    f"classifiers: unknown key(s) {sorted(unknown)} in {dict(value)}; "
+                    f"allowed: {sorted(known)}"
+                )
+            return cls(**dict(value))
+        raise TypeError(f"classifiers: expected a mapping or HeadSpec, got {value!r}")
+
+    @property
+    def column(self) -> str:
+        """The output column this head fills (its `output_column`, else the class default)."""
+        if self.output_column:
+            return self.output_column
+        from .classifiers import head_class
+
+        return head_class(self.name, self.class_path).default_output_column
+
+
+@dataclass(frozen=True)
+class EmbedSpec:
+    """Everything an executor needs to build the embedder and heads."""
+
+    model: str = DEFAULT_MODEL
+    pretrained: bool = True
+    weights: str | None = None
+    batch_size: int = 256
+    num_threads_per_worker: int = 4
+    normalize: bool = True
+    autocast: bool = True
+    heads: tuple[HeadSpec, ...] = ()
+    embedder_class: str | None = None
+
+    def __post_init__(self) -> None:
+        # Lists or mappings become a tuple of HeadSpec: hashable for the cache key.
+        object.__setattr__(self, "heads", tuple(HeadSpec.coerce(h) for h in self.heads))
+
+
+def head_columns(spec: EmbedSpec) -> list[str]:
+    """Output column per head, in order; two heads writing one column is an error."""
+    columns = [h.column for h in spec.heads]
+    duplicates = sorted({c for c in columns if columns.count(c) > 1})
+    if duplicates:
+        raise ValueError(
+            f"classifiers: several heads write {duplicates}; give each an output_column"
+        )
+    return columns

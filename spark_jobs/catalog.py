@@ -1,0 +1,57 @@
+"""The session catalog: every Delta table of the warehouse by name, and the views over them.
+
+Registered by location whenever a session starts (no embedded metastore that admits one
+process at a time); the same statements go to `<warehouse>/catalog.sql` for `spark-sql -i`.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from pyspark.errors import AnalysisException
+from pyspark.sql import SparkSession
+
+from spark_jobs.config import Config
+from spark_jobs.lineage import FATES_VIEW, fates_select
+from spark_jobs.model_choice import view_model
+from spark_jobs.tables import db_dir, is_delta
+from spark_jobs.views import SCORED_VIEW, scored_select
+
+
+def register_tables(spark: SparkSession, cfg: Config) -> None:
+    """Create the database and register every Delta table found in the warehouse by location.
+
+    Also writes `<warehouse>/catalog.sql`, an init file for `spark-sql -i`.
+    """
+    spark.sql(f"CREATE DATABASE IF NOT EXISTS {cfg.database} LOCATION '{db_dir(cfg)}'")
+    statements = [f"CREATE DATABASE IF NOT EXISTS {cfg.database} LOCATION '{db_dir(cfg)}';"]
+    base = db_dir(cfg)
+    found = sorted(p.name for p in base.iterdir() if is_delta(p)) if base.is_dir() else []
+    for name in found:
+        stmt = (
+            f"CREATE TABLE IF NOT EXISTS {cfg.database}.{name} USING delta LOCATION '{base / name}'"
+        )
+        spark.sql(stmt)
+        statements.append(stmt + ";")
+    statements.extend(register_views(spark, cfg))
+    (cfg.warehouse_path / "catalog.sql").write_text("\n".join(statements) + "\n", encoding="utf-8")
+
+
+def register_views(spark: SparkSession, cfg: Config) -> list[str]:
+    """Create the views whose tables exist; return their statements for catalog.sql."""
+    statements: list[str] = []
+    select = scored_select(spark, cfg, model=view_model(spark, cfg))
+    if select is not None:
+        stmt = f"CREATE OR REPLACE VIEW {cfg.database}.{SCORED_VIEW} AS {select}"
+        spark.sql(stmt)
+        statements.append(stmt + ";")
+    try:
+        fates = fates_select(spark, cfg)
+        if fates is not None:
+            stmt = f"CREATE OR REPLACE VIEW {cfg.database}.{FATES_VIEW} AS {fates}"
+            spark.sql(stmt)
+            statements.append(stmt + ";")
+    except AnalysisException as exc:  # lineage must never stop a job: say so, go on
+        first = str(exc).strip().splitlines()[0][:300]
+        print(f"curator: the `fates` view is not available here: {first}", file=sys.stderr)
+    return statements

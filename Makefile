@@ -10,7 +10,10 @@ PYTHON  := $(BIN)/python
 SPARK   := $(shell sed -n 's/^spark: *\([0-9.]*\).*/\1/p' conf/versions.yaml)
 DELTA   := $(shell sed -n 's/^delta: *\([0-9.]*\).*/\1/p' conf/versions.yaml)
 RAPIDS  := $(shell sed -n 's/^rapids: *\([0-9.]*\).*/\1/p' conf/versions.yaml)
-JARS    := jars/delta-spark_2.13-$(DELTA).jar jars/delta-storage-$(DELTA).jar
+HADOOP  := $(shell sed -n 's/^hadoop: *\([0-9.]*\).*/\1/p' conf/versions.yaml)
+AWS_SDK := $(shell sed -n 's/^aws_sdk: *\([0-9.]*\).*/\1/p' conf/versions.yaml)
+JARS    := jars/delta-spark_2.13-$(DELTA).jar jars/delta-storage-$(DELTA).jar \
+           jars/hadoop-aws-$(HADOOP).jar jars/bundle-$(AWS_SDK).jar
 RAPIDS_JAR := jars/rapids-4-spark_2.13-$(RAPIDS).jar
 DEMO_DIR := demo
 
@@ -84,8 +87,9 @@ check-py312: install
 	$(BIN)/pip $(PY312_PIP) -q --python-version 3.12 --only-binary=:all: \
 	  --find-links $(PY312_DIR)/local -c conf/constraints.txt "$$(ls $(PY312_DIR)/local/image_curator-*.whl)[dev]"
 	$(PYTHON) -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["gpu"]))' > $(PY312_DIR)/gpu.txt
-	for v in 3.11 3.12; do $(BIN)/pip download -q --no-deps --only-binary=:all: --python-version $$v \
-	  --dest $(PY312_DIR)/gpu -r $(PY312_DIR)/gpu.txt || exit 1; done
+	for v in 3.11 3.12; do $(BIN)/pip install -q --dry-run --ignore-installed --no-deps \
+	  --only-binary=:all: --python-version $$v --target $(PY312_DIR)/gpu -r $(PY312_DIR)/gpu.txt \
+	  || exit 1; done
 	@echo "check-py312: image-curator[dev] and its pins resolve for CPython 3.12; [gpu] has 3.11/3.12 wheels"
 
 demo: install jars
@@ -97,8 +101,10 @@ demo: install jars
 	$(BIN)/curator report --config conf/demo.yaml --out $(DEMO_DIR)/report
 	@echo "report: $(abspath $(DEMO_DIR))/report/index.html"
 
+# Two workers on the two cores: a module's tests, the fault suite and the users of one shared
+# pipeline run stay on one worker each (tests/conftest.py), so nothing is built twice.
 test: setup chromium
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -m "not slow" -n 2 --dist loadgroup
 
 test-faults: setup
 	$(BIN)/python -m pytest -q -m slow

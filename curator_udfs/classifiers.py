@@ -19,7 +19,6 @@ Override per head class via ``HUB_WEIGHTS`` or pass a local file/directory.
 
 from __future__ import annotations
 
-import importlib
 import inspect
 from pathlib import Path
 from typing import ClassVar
@@ -27,6 +26,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from .class_path import import_class
 from .weights import WeightsError, hub_file, load_state_dict
 
 __all__ = [
@@ -257,24 +257,10 @@ def registered_heads() -> list[str]:
 def head_class(name: str, class_path: str | None = None) -> type[ClassifierHead]:
     """Resolve a head class from ``"package.module:ClassName"`` or the registry."""
     if class_path:
-        module_name, sep, attr = class_path.partition(":")
-        if not sep or not module_name or not attr:
-            raise ValueError(
-                f"classifiers[{name}].class_path {class_path!r} must look like "
-                "'package.module:ClassName'"
-            )
-        try:
-            obj = getattr(importlib.import_module(module_name), attr)
-        except (ImportError, AttributeError) as exc:
-            raise ValueError(
-                f"classifiers[{name}].class_path {class_path!r} cannot be imported ({exc}); "
-                "make the module importable on the driver and executors (e.g. --py-files)"
-            ) from exc
-        if not (inspect.isclass(obj) and issubclass(obj, ClassifierHead)):
-            raise ValueError(
-                f"classifiers[{name}].class_path {class_path!r} is not a ClassifierHead subclass"
-            )
-        return obj
+        cls: type[ClassifierHead] = import_class(
+            class_path, ClassifierHead, f"classifiers[{name}].class_path"
+        )
+        return cls
     try:
         return _REGISTRY[name]
     except KeyError:

@@ -14,7 +14,6 @@ heads only. Spec objects are small frozen dataclasses: picklable, hashable, chea
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import inspect
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
@@ -24,6 +23,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from .class_path import import_class
 from .classifiers import ClassifierHead, build_head
 from .device import current_device
 from .embedders import ImageEmbedder, TimmImageEmbedder
@@ -201,21 +201,3 @@ def _is_missing(value: object) -> bool:
         return bool(pd.isna(value))  # NaN / pd.NA scalars; arrays raise and are not missing
     except (TypeError, ValueError):
         return False
-
-
-def import_class(path: str, base: type, key: str) -> Any:
-    """`package.module:ClassName`, imported and checked to subclass `base`; ValueError with
-    the fix otherwise (`key` names the setting in the message)."""
-    module_name, sep, attr = path.partition(":")
-    if not sep or not module_name or not attr:
-        raise ValueError(f"{key} {path!r} must look like 'package.module:ClassName'")
-    try:
-        obj = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
-        raise ValueError(
-            f"{key} {path!r} cannot be imported ({exc}); make the module importable on the "
-            "driver and executors (e.g. --py-files)"
-        ) from exc
-    if not (inspect.isclass(obj) and issubclass(obj, base)):
-        raise ValueError(f"{key} {path!r} is not a subclass of {base.__name__}")
-    return obj

@@ -4,9 +4,10 @@ The driver plans from sizes alone (:func:`sample_tar_estimate` feeds
 :func:`curator_udfs.wds_writer.plan_shards`; :func:`task_of_shard` gives each task a contiguous
 range of shards; :func:`shard_positions` says where each sample lands). Each task then calls
 :func:`write_shard_range` on its rows, sorted by (task, shard, sample_id), and writes every
-shard with :class:`curator_udfs.wds_writer.ShardWriter` (to `NNNNN.tar.tmp`, then renamed).
-Once all shards are written the driver calls :func:`remove_leftovers`, so only this export's
-shards remain. Rows are plain mappings of column name to value (a Spark ``Row.asDict()``).
+shard with :class:`curator_udfs.wds_writer.ShardWriter` (to `NNNNN.tar.tmp`, then renamed;
+on object storage one PUT to the final key). Once all shards are written the driver calls
+:func:`remove_leftovers`, so only this export's shards remain. Rows are plain mappings of
+column name to value (a Spark ``Row.asDict()``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from curator_udfs.shard_listing import is_object_store, url_to_fs
 from curator_udfs.wds_writer import ShardWriter, image_extension, sample_tar_bytes, shard_name
 
 __all__ = [
@@ -102,7 +104,7 @@ def write_shard_range(
             if shard != current:
                 if writer is not None:
                     yield vars(writer.close())
-                writer, current = ShardWriter(Path(out_dir) / shard_name(shard)), shard
+                writer, current = ShardWriter(_join(out_dir, shard_name(shard))), shard
             assert writer is not None
             writer.add(sid, sample_members(row))
             if fail_at_shard is not None and shard == fail_at_shard:
@@ -116,11 +118,38 @@ def write_shard_range(
         raise
 
 
-def remove_leftovers(out: Path, keep: set[str]) -> list[str]:
+def _join(out_dir: str | Path, name: str) -> str | Path:
+    """`out_dir/name`: a Path for a local directory, a string for an object-store prefix."""
+    if is_object_store(str(out_dir)):
+        return f"{str(out_dir).rstrip('/')}/{name}"
+    return Path(out_dir) / name
+
+
+def _is_leftover(name: str, keep: set[str]) -> bool:
+    stale_shard = name.endswith(".tar") and name not in keep and name[: -len(".tar")].isdigit()
+    return name.endswith(".tmp") or stale_shard
+
+
+def remove_leftovers(out: str | Path, keep: set[str]) -> list[str]:
     """Delete `*.tmp` files and numbered shards (`NNNNN.tar`) not in `keep`; return their names.
 
     Other files (a README, notes) are left alone: only what an export writes is removed.
+    `out` may be an `s3://`/`s3a://` prefix (the objects directly below it).
     """
+    if is_object_store(str(out)):
+        fs, prefix = url_to_fs(str(out))
+        try:
+            entries = fs.ls(prefix, detail=True)
+        except FileNotFoundError:
+            return []
+        names = sorted(
+            str(e["name"]).rsplit("/", 1)[-1] for e in entries if e.get("type") != "directory"
+        )
+        stale = [n for n in names if _is_leftover(n, keep)]
+        for n in stale:
+            fs.rm_file(f"{prefix.rstrip('/')}/{n}")
+        return stale
+    out = Path(out)
     removed = []
     for p in sorted(out.iterdir()):
         stale_shard = p.suffix == ".tar" and p.name not in keep and p.stem.isdigit()

@@ -2,11 +2,18 @@
 
 Ingest runs this on the driver; each ShardFile becomes one row (one Spark task) with a stable
 uri, so that the shards table can tell which shards are already ingested.
+
+Object storage (`s3://`, `s3a://`) goes through s3fs, configured from the standard AWS
+environment of the process (:func:`s3_storage_options`): the driver's for listing, each
+Python worker's for reading and writing (the session copies the driver's AWS variables into
+the workers' environment). :func:`url_to_fs` is the one way this package opens a filesystem.
 """
 
 from __future__ import annotations
 
 import glob as _glob
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -16,9 +23,66 @@ from fsspec.implementations.local import LocalFileSystem
 
 from curator_udfs.ids import normalize_shard_uri
 
-__all__ = ["ShardFile", "list_shards", "SHARD_SUFFIXES", "is_shard_name"]
+__all__ = [
+    "ShardFile",
+    "list_shards",
+    "SHARD_SUFFIXES",
+    "is_shard_name",
+    "OBJECT_STORE_PROTOCOLS",
+    "is_object_store",
+    "s3_storage_options",
+    "storage_options",
+    "url_to_fs",
+]
 
 SHARD_SUFFIXES: tuple[str, ...] = (".tar", ".tar.gz", ".tgz")
+OBJECT_STORE_PROTOCOLS: tuple[str, ...] = ("s3", "s3a")
+
+
+def is_object_store(url: str) -> bool:
+    """True for an `s3://` or `s3a://` uri (any case)."""
+    scheme, sep, _ = str(url).partition("://")
+    return bool(sep) and scheme.lower() in OBJECT_STORE_PROTOCOLS
+
+
+def s3_storage_options(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """s3fs options from the standard AWS environment (`os.environ` by default).
+
+    `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`/`AWS_SESSION_TOKEN` become key/secret/token,
+    `AWS_ENDPOINT_URL_S3` (else `AWS_ENDPOINT_URL`) the endpoint, with path-style addressing
+    (S3-compatible servers rarely resolve `bucket.host`), `AWS_REGION` (else
+    `AWS_DEFAULT_REGION`) the region. Unset variables are left to botocore's own chain
+    (profiles, instance roles). Listings are never cached: Spark writes the same keys.
+    """
+    env = os.environ if environ is None else environ
+    opts: dict[str, Any] = {"use_listings_cache": False}
+    if env.get("AWS_ACCESS_KEY_ID") and env.get("AWS_SECRET_ACCESS_KEY"):
+        opts["key"] = env["AWS_ACCESS_KEY_ID"]
+        opts["secret"] = env["AWS_SECRET_ACCESS_KEY"]
+        if env.get("AWS_SESSION_TOKEN"):
+            opts["token"] = env["AWS_SESSION_TOKEN"]
+    client: dict[str, Any] = {}
+    endpoint = env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL")
+    if endpoint:
+        opts["endpoint_url"] = endpoint
+        opts["config_kwargs"] = {"s3": {"addressing_style": "path"}}
+    region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
+    if region:
+        client["region_name"] = region
+    if client:
+        opts["client_kwargs"] = client
+    return opts
+
+
+def storage_options(url: str, environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The fsspec options for `url`: :func:`s3_storage_options` for s3/s3a, else none."""
+    return s3_storage_options(environ) if is_object_store(url) else {}
+
+
+def url_to_fs(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
+    """`fsspec.core.url_to_fs` with this process's object-store options for s3/s3a uris."""
+    fs, path = fsspec.core.url_to_fs(url, **storage_options(url))
+    return fs, path
 
 
 @dataclass(frozen=True)
@@ -77,7 +141,7 @@ def _shards_below(fs: fsspec.AbstractFileSystem, root: str) -> list[ShardFile]:
 
 def _expand(pattern: str) -> list[ShardFile]:
     """Shards named by one pattern (dir, glob, file or uri); [] when it matches nothing."""
-    fs, path = fsspec.core.url_to_fs(pattern)
+    fs, path = url_to_fs(pattern)
     if _glob.has_magic(path):
         found: list[ShardFile] = []
         for match, info in fs.glob(path, detail=True).items():

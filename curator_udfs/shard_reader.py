@@ -27,6 +27,7 @@ from curator_udfs.image_probe import (
 )
 from curator_udfs.sample_text import MAX_JSON_DEPTH as MAX_JSON_DEPTH  # its old home
 from curator_udfs.sample_text import decode_caption, parse_meta
+from curator_udfs.shard_listing import storage_options
 
 __all__ = [
     "IngestLimits",
@@ -232,7 +233,7 @@ class ShardReader:
 
     def _read_shard(self) -> Iterator[IngestedSample | QuarantinedItem]:
         try:
-            raw = fsspec.open(self.shard_uri, "rb").open()
+            raw = fsspec.open(self.shard_uri, "rb", **storage_options(self.shard_uri)).open()
         except Exception as exc:  # noqa: BLE001 - any filesystem failure fails this shard only
             yield self._shard_failed("failed", "read_error", f"cannot open: {_describe(exc)}")
             return

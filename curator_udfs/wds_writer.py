@@ -1,10 +1,12 @@
 """Write WebDataset tar shards: deterministic bytes, safe member names, write-then-rename.
 
 A shard is written to `<name>.tmp` and renamed with `os.replace` once complete and synced, so
-a crash never leaves a partial shard under a final name. Member names come from a sanitised
-key (ASCII letters, digits, `_` and `-` only: no `/`, no `..`, no dots that would split the
-key), never from a path of the input. Tar headers are fixed (mtime, mode, owner) so the same
-samples give byte-identical shards.
+a crash never leaves a partial shard under a final name. On object storage (`s3://`,
+`s3a://`), where a rename is a copy, the shard is spooled to a local temporary file and
+uploaded in one PUT to its final key: an object appears whole or not at all. Member names
+come from a sanitised key (ASCII letters, digits, `_` and `-` only: no `/`, no `..`, no dots
+that would split the key), never from a path of the input. Tar headers are fixed (mtime,
+mode, owner) so the same samples give byte-identical shards.
 """
 
 from __future__ import annotations
@@ -14,9 +16,12 @@ import io
 import os
 import re
 import tarfile
+import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from curator_udfs.shard_listing import is_object_store, url_to_fs
 
 __all__ = [
     "EXPORT_MTIME",
@@ -42,6 +47,9 @@ FORMAT_EXTENSIONS = {
 _EXT_OK = {"jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff"}
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 MAX_KEY_CHARS = 80  # ustar names are <= 100 bytes: key + "." + extension
+# put_file uses a single PutObject below 2 * chunksize (and S3's 5 GiB PUT limit; a larger
+# shard goes as a multipart upload, which is just as invisible until it completes).
+_ONE_PUT_CHUNK = 4 * 2**30
 
 
 def shard_name(n: int) -> str:
@@ -158,13 +166,21 @@ class _HashingFile(io.RawIOBase):
 class ShardWriter:
     """Write one shard: `add()` samples, then `close()` renames `<final>.tmp` to `<final>`.
 
-    Use as a context manager: on an exception the temporary file is removed and nothing
-    appears under the final name.
+    For an `s3://`/`s3a://` path, `close()` instead uploads the locally spooled shard in one
+    PUT to the final key (nothing is written under any other key). Use as a context manager:
+    on an exception the temporary file is removed and nothing appears under the final name.
     """
 
     def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self.tmp_path = self.path.with_name(self.path.name + ".tmp")
+        self.remote: str | None = str(path) if is_object_store(str(path)) else None
+        if self.remote is not None:
+            fd, spool = tempfile.mkstemp(prefix="curator-shard-", suffix=".tar")
+            os.close(fd)
+            self.path = Path(self.remote.rsplit("/", 1)[-1])  # .name is the shard's name
+            self.tmp_path = Path(spool)
+        else:
+            self.path = Path(path)
+            self.tmp_path = self.path.with_name(self.path.name + ".tmp")
         self._raw = _HashingFile(self.tmp_path)
         self._tar = tarfile.open(fileobj=self._raw, mode="w", format=tarfile.USTAR_FORMAT)  # noqa: SIM115
         self._keys: set[str] = set()
@@ -212,7 +228,14 @@ class ShardWriter:
         """Finish the tar, fsync, rename to the final name; return what was written."""
         self._tar.close()
         self._raw.sync_close()
-        os.replace(self.tmp_path, self.path)
+        if self.remote is not None:
+            try:
+                fs, key = url_to_fs(self.remote)
+                fs.put_file(str(self.tmp_path), key, chunksize=_ONE_PUT_CHUNK)
+            finally:
+                self.tmp_path.unlink(missing_ok=True)
+        else:
+            os.replace(self.tmp_path, self.path)
         return ShardInfo(
             name=self.path.name,
             samples=self.samples,

@@ -7,13 +7,16 @@ process at a time); the same statements go to `<warehouse>/catalog.sql` for `spa
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from pyspark.errors import AnalysisException
 from pyspark.sql import SparkSession
 
+from curator_udfs.shard_listing import url_to_fs
 from spark_jobs.config import Config
 from spark_jobs.lineage import FATES_VIEW, fates_select
 from spark_jobs.model_choice import view_model
+from spark_jobs.paths import StoreURI
 from spark_jobs.tables import db_dir, is_delta
 from spark_jobs.views import SCORED_VIEW, scored_select
 
@@ -26,15 +29,31 @@ def register_tables(spark: SparkSession, cfg: Config) -> None:
     spark.sql(f"CREATE DATABASE IF NOT EXISTS {cfg.database} LOCATION '{db_dir(cfg)}'")
     statements = [f"CREATE DATABASE IF NOT EXISTS {cfg.database} LOCATION '{db_dir(cfg)}';"]
     base = db_dir(cfg)
-    found = sorted(p.name for p in base.iterdir() if is_delta(p)) if base.is_dir() else []
-    for name in found:
+    for name in sorted(n for n in _children(base) if is_delta(base / n)):
         stmt = (
             f"CREATE TABLE IF NOT EXISTS {cfg.database}.{name} USING delta LOCATION '{base / name}'"
         )
         spark.sql(stmt)
         statements.append(stmt + ";")
     statements.extend(register_views(spark, cfg))
-    (cfg.warehouse_path / "catalog.sql").write_text("\n".join(statements) + "\n", encoding="utf-8")
+    text = "\n".join(statements) + "\n"
+    warehouse = cfg.warehouse_path
+    if isinstance(warehouse, Path):
+        (warehouse / "catalog.sql").write_text(text, encoding="utf-8")
+    else:  # object storage: one PUT (locations only, never a credential)
+        fs, key = url_to_fs(str(warehouse / "catalog.sql"))
+        fs.pipe_file(key, text.encode("utf-8"))
+
+
+def _children(base: Path | StoreURI) -> list[str]:
+    """Names of the entries directly below a local directory or an object-store prefix."""
+    if isinstance(base, Path):
+        return [p.name for p in base.iterdir()] if base.is_dir() else []
+    fs, key = url_to_fs(str(base))
+    try:
+        return [str(p).rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(key, detail=False)]
+    except FileNotFoundError:
+        return []
 
 
 def register_views(spark: SparkSession, cfg: Config) -> list[str]:

@@ -5,14 +5,17 @@ Every error names the key and what would fix it, and is raised before Spark star
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from curator_udfs.shard_reader import IngestLimits
 from curator_udfs.specs import EmbedSpec, HeadSpec
+from spark_jobs.paths import StoreURI, is_uri, resolve_config_path
 from spark_jobs.redact import MASK, is_secret_key, redact, remember_secrets, secret_values
 
 
@@ -34,6 +37,11 @@ class SparkCfg(_Section):
     )
     with_rapids_jar: bool = Field(
         default=False, description="put the RAPIDS jar on the classpath (explain-only reports)"
+    )
+    with_object_store_jars: bool = Field(
+        default=False,
+        description="put hadoop-aws and the AWS SDK on the classpath even when the warehouse is "
+        "local (they are added by themselves for an s3:// or s3a:// warehouse)",
     )
 
 
@@ -263,9 +271,11 @@ class Config(_Section):
     tables: TablesCfg = Field(default_factory=TablesCfg)
 
     @property
-    def warehouse_path(self) -> Path:
-        """The warehouse as an absolute local path."""
+    def warehouse_path(self) -> Path | StoreURI:
+        """The warehouse: an absolute local path, or an object-store URI (`s3a://bucket/wh`)."""
         w = self.warehouse.removeprefix("file://")
+        if is_uri(w):
+            return StoreURI(w)
         return Path(w).expanduser().resolve()
 
 
@@ -380,7 +390,7 @@ def load_config(
     """Embedded defaults, then the YAML file, then each `--set`, then `--warehouse`."""
     tree: dict[str, Any] = {}
     if path is not None:
-        p = Path(path)
+        p = resolve_config_path(path)  # else the packaged conf/ (a wheel on a cluster)
         if not p.is_file():
             raise ConfigError(
                 f"--config {path}: no such file; pass a YAML file such as conf/curation.yaml"
@@ -408,27 +418,23 @@ def load_config(
 
 
 # ---- config → executor specs (the only place where config fields become spec fields) ----------
+_S = TypeVar("_S")
+
+
+def _spec(cls: type[_S], section: BaseModel, **extra: Any) -> _S:
+    """`cls` (a frozen dataclass) from the config section's fields of the same names: a spec
+    field is a config key under its own name, never renamed on the way down."""
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    values = {k: getattr(section, k) for k in type(section).model_fields if k in names}
+    return cls(**values, **extra)
+
+
+def ingest_limits(cfg: Config) -> IngestLimits:
+    """The size caps ingest tasks apply to untrusted input (`ingest.*`)."""
+    return _spec(IngestLimits, cfg.ingest)
+
+
 def embed_spec(cfg: Config) -> EmbedSpec:
     """What executors need from `embed.*` and `classifiers` (nothing is loaded or checked)."""
-    e = cfg.embed
-    return EmbedSpec(
-        model=e.model,
-        pretrained=e.pretrained,
-        weights=e.weights,
-        batch_size=e.batch_size,
-        num_threads_per_worker=e.num_threads_per_worker,
-        normalize=e.normalize,
-        autocast=e.autocast,
-        heads=tuple(
-            HeadSpec(
-                name=h.name,
-                weights=h.weights,
-                class_path=h.class_path,
-                output_column=h.output_column,
-                random_init=h.random_init,
-            )
-            for h in cfg.classifiers
-        ),
-        embedder_class=e.embedder_class,
-    )
-
+    heads = tuple(_spec(HeadSpec, h) for h in cfg.classifiers)
+    return _spec(EmbedSpec, cfg.embed, heads=heads)

@@ -105,7 +105,7 @@ def check_heads(spec: EmbedSpec, dim: int | None) -> list[str]:
 def validate(cfg: Config) -> EmbedSpec:
     """The spec, checked as far as the driver can without Spark or weights (the preflight of
     embed and classify: the CLI and the pipeline call it once, before the session starts)."""
-    from curator_udfs.embed_batches import import_class
+    from curator_udfs.class_path import import_class
     from curator_udfs.embedders import ImageEmbedder
 
     spec = embed_spec(cfg)

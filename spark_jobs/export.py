@@ -16,7 +16,9 @@ the `fates` view) reads. `export_frame` writes any DataFrame the same way (the P
 
 The plan is computed on the driver from (sample_id, size) pairs: fine up to tens of millions
 of samples per export. Executors write to `export.output` directly, so on a cluster it must
-be a path every executor sees (a shared or mounted file system).
+be a path every executor sees (a shared or mounted file system) or an object-store prefix
+(`s3://bucket/out`, `s3a://...`). There, with no rename, each shard is uploaded in one PUT to
+its final key, leftovers are deleted, and the manifest is PUT last: see write_manifest.
 """
 
 from __future__ import annotations
@@ -36,8 +38,10 @@ from curator_udfs.export_shards import (
     task_of_shard,
     write_shard_range,
 )
+from curator_udfs.shard_listing import is_object_store, url_to_fs
 from curator_udfs.wds_writer import plan_shards, shard_name
 from spark_jobs.config import Config, ConfigError
+from spark_jobs.paths import StoreURI
 from spark_jobs.summary import Summary, new_run_id
 from spark_jobs.tables import EXPORTED, ensure_table, is_delta, read_table, table_path
 
@@ -48,14 +52,52 @@ if TYPE_CHECKING:
 MANIFEST = "manifest.json"
 
 
-def output_dir(cfg: Config, output: str | None = None) -> Path:
-    """`--output` or `export.output`, as an absolute local path."""
+def output_dir(cfg: Config, output: str | None = None) -> Path | StoreURI:
+    """`--output` or `export.output`: an absolute local path, or an `s3://`/`s3a://` prefix."""
     raw = (output or cfg.export.output).removeprefix("file://")
+    if is_object_store(raw):
+        if not raw.split("://", 1)[1].strip("/"):
+            raise ConfigError(f"config key `export.output`: {raw!r} names no bucket")
+        return StoreURI(raw)
     if "://" in raw:
         raise ConfigError(
-            f"config key `export.output`: {raw!r}: only local or mounted paths are supported"
+            f"config key `export.output`: {raw!r}: use a local or mounted path, or an "
+            "s3:// or s3a:// URI"
         )
     return Path(raw).expanduser().resolve()
+
+
+def write_manifest(out: Path | StoreURI, manifest: dict[str, Any]) -> None:
+    """Write `manifest.json`, the commit point of an export: it is written last.
+
+    An export first deletes the manifest, then writes its shards (locally write-then-rename;
+    on object storage one PUT per shard to its final key), deletes leftovers of earlier
+    exports, and only then writes the manifest (locally `.tmp` + rename, on object storage one
+    PUT). So a reader that finds no `manifest.json` knows the export is incomplete (still
+    running, or crashed: rerun it, which rewrites the same shard names with the same bytes and
+    no duplicates); with a manifest, the directory holds exactly the shards it lists.
+    """
+    text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
+    if isinstance(out, Path):
+        tmp = out / (MANIFEST + ".tmp")
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(out / MANIFEST)
+        return
+    fs, key = url_to_fs(str(out / MANIFEST))
+    fs.pipe_file(key, text.encode("utf-8"))
+
+
+def _start_export(out: Path | StoreURI) -> None:
+    """Create the directory (local) and delete the manifest: no commit point until the end."""
+    if isinstance(out, Path):
+        out.mkdir(parents=True, exist_ok=True)
+        (out / MANIFEST).unlink(missing_ok=True)
+        return
+    fs, key = url_to_fs(str(out / MANIFEST))
+    try:
+        fs.rm_file(key)
+    except FileNotFoundError:
+        pass
 
 
 def _sizes(df: DataFrame) -> list[Any]:
@@ -101,8 +143,7 @@ def export_frame(
     if "sample_id" not in df.columns:
         raise ConfigError(f"export: the frame has no sample_id column (columns: {df.columns})")
     out = output_dir(cfg, output)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / MANIFEST).unlink(missing_ok=True)  # no manifest until this export is complete
+    _start_export(out)  # no manifest until this export is complete
 
     sizes = _sizes(df)
     est = [sample_tar_estimate(r["img"], r["txt"], r["meta"]) for r in sizes]
@@ -150,9 +191,7 @@ def export_frame(
         "bytes": sum(s["bytes"] for s in shards),
         "shards": shards,
     }
-    tmp = out / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    tmp.replace(out / MANIFEST)
+    write_manifest(out, manifest)
     summary.rows_in = len(sizes)
     summary.rows_written = manifest["samples"]
     summary.skipped = summary.rows_in - summary.rows_written
@@ -171,7 +210,7 @@ def _record_positions(
     cfg: Config,
     sizes: list[Any],
     shard_of: list[int],
-    out: Path,
+    out: Path | StoreURI,
     version: int | None,
     run_id: str,
 ) -> None:

@@ -16,13 +16,13 @@ from pyspark.sql import functions as F
 
 from curator_udfs.ingest_batches import INGEST_ROW_DDL, ingest_shard_rows
 from curator_udfs.shard_listing import ShardFile, list_shards
-from curator_udfs.shard_reader import IngestLimits
-from spark_jobs.config import Config, ConfigError, InputCfg
+from spark_jobs.config import Config, ConfigError, InputCfg, ingest_limits
 from spark_jobs.summary import Summary, new_run_id
 from spark_jobs.tables import (
     IMAGES,
     QUARANTINE,
     SHARDS,
+    conform,
     ensure_table,
     merge_insert_new,
     merge_upsert,
@@ -49,12 +49,7 @@ def ingest_batch(
     spark: SparkSession, cfg: Config, batch: list[ShardFile], run_id: str, summary: Summary
 ) -> None:
     """Read one batch of shards (one task each) and commit it to the three tables."""
-    limits = IngestLimits(
-        max_image_pixels=cfg.ingest.max_image_pixels,
-        max_image_bytes=cfg.ingest.max_image_bytes,
-        max_caption_bytes=cfg.ingest.max_caption_bytes,
-        max_json_bytes=cfg.ingest.max_json_bytes,
-    )
+    limits = ingest_limits(cfg)
     at = datetime.now(UTC)
     shard_rows = [(f.uri, f.size, f.mtime) for f in batch]
     rdd = spark.sparkContext.parallelize(shard_rows, len(shard_rows))
@@ -65,46 +60,15 @@ def ingest_batch(
     rows = rows.persist(StorageLevel.MEMORY_AND_DISK)
     try:
         scope = f"t.shard_uri IN ({sql_list([f.uri for f in batch])})"
-        images = rows.where("kind = 'image'").select(
-            "sample_id",
-            "key",
-            "shard_uri",
-            "image",
-            "image_format",
-            "image_ext",
-            "width",
-            "height",
-            "image_bytes",
-            "image_sha256",
-            "caption",
-            "meta",
-            "warnings",
-            F.col("at").alias("ingested_at"),
-            "run_id",
+        # one row type for the three tables; `at` is each table's own timestamp column
+        images = conform(
+            rows.where("kind = 'image'").withColumnRenamed("at", "ingested_at"), IMAGES
         )
-        quarantine = rows.where("kind = 'quarantine'").select(
-            "shard_uri",
-            "ordinal",
-            "key",
-            "member",
-            "reason",
-            "detail",
-            "size",
-            F.col("at").alias("quarantined_at"),
-            "run_id",
+        quarantine = conform(
+            rows.where("kind = 'quarantine'").withColumnRenamed("at", "quarantined_at"), QUARANTINE
         )
-        shards = rows.where("kind = 'shard'").select(
-            "shard_uri",
-            "size",
-            "mtime",
-            "samples",
-            "images",
-            "quarantined",
-            "bytes_read",
-            "status",
-            "error",
-            F.col("at").alias("ingested_at"),
-            "run_id",
+        shards = conform(
+            rows.where("kind = 'shard'").withColumnRenamed("at", "ingested_at"), SHARDS
         )
         agg = rows.groupBy("kind").agg(
             F.count(F.lit(1)).alias("n"),

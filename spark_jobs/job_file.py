@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from spark_jobs.config import Config, ConfigError, load_config
+from spark_jobs.paths import resolve_config_path
 
 # Parameters every `curator <stage>` command takes; the others are keywords of the stage's run().
 SHARED_PARAMS = frozenset({"config", "set_", "warehouse", "as_json"})
@@ -144,7 +145,9 @@ def job_steps(
         params = parse_task_params(stage, task["spark_python_task"].get("parameters", []), app)
         config = params.get("config")
         if config is not None and not Path(config).is_absolute() and not Path(config).is_file():
-            config = root / config
+            # relative to the project the job file sits in, else the packaged conf/
+            local = root / config
+            config = local if local.is_file() else resolve_config_path(config)
         cfg = load_config(
             config,
             [*(params.get("set_") or []), *(sets or [])],

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import tempfile
 from functools import lru_cache
 from importlib import resources
@@ -101,6 +102,30 @@ def resolve_config_path(path: str | Path) -> Path:
         if packaged.is_file():
             return packaged
     return p
+
+
+def is_uri(location: str) -> bool:
+    """True for a URI with a scheme other than `file` (`s3a://bucket/wh`, `s3://b/x`)."""
+    scheme, sep, _ = str(location).partition("://")
+    return bool(sep and re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]+", scheme)) and scheme != "file"
+
+
+class StoreURI(str):
+    """An object-store location that joins like a Path (`uri / "x"`) and stays a plain URI.
+
+    Spark and fsspec take it as a string; `Path` would collapse `s3a://` into `s3a:/`.
+    """
+
+    def __new__(cls, uri: str) -> StoreURI:
+        return super().__new__(cls, str(uri).rstrip("/"))
+
+    def __truediv__(self, part: str) -> StoreURI:
+        return StoreURI(f"{self}/{str(part).strip('/')}")
+
+    @property
+    def name(self) -> str:
+        """The last path segment, as `Path.name`."""
+        return self.rsplit("/", 1)[-1]
 
 
 def jars_dir() -> Path:

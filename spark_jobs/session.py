@@ -38,9 +38,12 @@ def read_profile(profile: str) -> dict[str, str]:
 
 
 def required_jars(cfg: Config) -> list[Path]:
-    """Delta's jars, plus the RAPIDS jar for the GPU profile or explain-only reports."""
+    """Delta's jars, plus hadoop-aws and its AWS SDK for a warehouse on object storage, and
+    the RAPIDS jar for the GPU profile or explain-only reports."""
     vs = versions()
     coords = list(vs["jars"])
+    if cfg.spark.with_object_store_jars or str(cfg.warehouse).startswith(("s3://", "s3a://")):
+        coords.extend(vs["object_store_jars"])
     if cfg.spark.with_rapids_jar or "gpu" in cfg.spark.profile:
         coords.append(vs["rapids_jar"])
     jars = [jar_file(c) for c in coords]
@@ -51,6 +54,93 @@ def required_jars(cfg: Config) -> list[Path]:
             "Maven Central into jars/), or set CURATOR_JARS_DIR to a folder that has them"
         )
     return jars
+
+
+S3A = "org.apache.hadoop.fs.s3a.S3AFileSystem"
+# The standard AWS variables the Python workers need too (s3fs reads them there).
+AWS_ENV_KEYS = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_S3",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+)
+
+
+def s3a_settings(environ: Mapping[str, str]) -> dict[str, str]:
+    """`spark.hadoop.fs.s3a.*` from the standard AWS environment, and `s3://` onto S3A.
+
+    Keys/secret/session token, the endpoint (`AWS_ENDPOINT_URL_S3`, else `AWS_ENDPOINT_URL`;
+    then path-style access, and no TLS for an `http://` endpoint) and the region (`AWS_REGION`,
+    else `AWS_DEFAULT_REGION`). What is unset is left to S3A's own credential chain (instance
+    roles, profiles). `s3://` URIs always use S3AFileSystem.
+    """
+    h = "spark.hadoop."
+    out = {
+        f"{h}fs.s3.impl": S3A,
+        f"{h}fs.AbstractFileSystem.s3.impl": "org.apache.hadoop.fs.s3a.S3A",
+    }
+    key, secret = environ.get("AWS_ACCESS_KEY_ID"), environ.get("AWS_SECRET_ACCESS_KEY")
+    if key and secret:
+        out[f"{h}fs.s3a.access.key"] = key
+        out[f"{h}fs.s3a.secret.key"] = secret
+        token = environ.get("AWS_SESSION_TOKEN")
+        if token:
+            out[f"{h}fs.s3a.session.token"] = token
+            out[f"{h}fs.s3a.aws.credentials.provider"] = (
+                "org.apache.hadoop.fs.s3a.TemporaryAWSCredentialsProvider"
+            )
+    endpoint = environ.get("AWS_ENDPOINT_URL_S3") or environ.get("AWS_ENDPOINT_URL")
+    if endpoint:
+        out[f"{h}fs.s3a.endpoint"] = endpoint
+        out[f"{h}fs.s3a.path.style.access"] = "true"
+        if endpoint.lower().startswith("http://"):
+            out[f"{h}fs.s3a.connection.ssl.enabled"] = "false"
+    region = environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION")
+    if region:
+        out[f"{h}fs.s3a.endpoint.region"] = region
+    return out
+
+
+def configure_object_storage(
+    spark: SparkSession,
+    environ: Mapping[str, str] | None = None,
+    keep: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """Apply s3a_settings to a running session; return the Hadoop keys set.
+
+    Spark reads `spark.hadoop.*` only when its context starts, so the keys go straight into
+    the context's Hadoop configuration (every later job ships it to the executors) and the
+    session's copy of it; call this before the first s3a:// access (Hadoop caches a
+    filesystem per bucket with the settings it was created with). The AWS
+    variables go into the Python workers' environment (for s3fs there). Keys in `keep` (what
+    a cluster was started with, or explicit `spark.conf` overrides) are left alone. Secret
+    values are remembered for redaction.
+    """
+    env = os.environ if environ is None else environ
+    keep = keep or {}
+    # the context's configuration, and the session's copy of it (made when the session's
+    # shared state started: the catalog creates database directories with that one)
+    confs = [
+        spark.sparkContext._jsc.hadoopConfiguration(),
+        spark._jsparkSession.sharedState().hadoopConf(),
+    ]
+    done: dict[str, str] = {}
+    for key, value in s3a_settings(env).items():
+        if key in keep:
+            continue
+        for conf in confs:
+            conf.set(key.removeprefix("spark.hadoop."), value)
+        done[key] = value
+    workers = spark.sparkContext.environment
+    for name in AWS_ENV_KEYS:
+        if env.get(name) and f"spark.executorEnv.{name}" not in keep:
+            workers[name] = env[name]
+    remember_secrets(secret_values(done))
+    remember_secrets(v for k, v in env.items() if is_secret_key(k))
+    return done
 
 
 # Settings fixed when the driver JVM starts: spark-submit (or the cluster) has set them already.
@@ -99,6 +189,11 @@ def merge_settings(
     return {**{k: v for k, v in profile.items() if k not in running}, **overrides}
 
 
+def cfg_overrides(cfg: Config) -> dict[str, str]:
+    """The config's explicit `spark.conf` settings, as strings."""
+    return {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in cfg.spark.conf.items()}
+
+
 def spark_settings(
     cfg: Config, app_name: str, running: Mapping[str, str] | None = None
 ) -> dict[str, str]:
@@ -108,10 +203,11 @@ def spark_settings(
     profile keys it lacks are set, and the startup settings (master, jars, driver JVM options)
     are left to it.
     """
-    overrides = {
-        k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in cfg.spark.conf.items()
-    }
+    overrides = cfg_overrides(cfg)
     settings = merge_settings(read_profile(cfg.spark.profile), overrides, running)
+    for key, value in s3a_settings(os.environ).items():  # below the cluster's and overrides
+        if key not in (running or {}) and key not in overrides:
+            settings.setdefault(key, value)
     settings["spark.app.name"] = app_name
     warehouse = cfg.warehouse_path
     settings["spark.sql.warehouse.dir"] = str(warehouse)
@@ -122,7 +218,8 @@ def spark_settings(
         settings["spark.jars"] = ",".join(jars)
         log4j = conf_dir() / "spark" / "log4j2.properties"
         java_opts = settings.get("spark.driver.extraJavaOptions", "")
-        java_opts = java_opts.replace("/tmp/curator-derby", str(warehouse / ".derby"))
+        if isinstance(warehouse, Path):  # Derby needs a local directory
+            java_opts = java_opts.replace("/tmp/curator-derby", str(warehouse / ".derby"))
         settings["spark.driver.extraJavaOptions"] = (
             f"{java_opts} -Dlog4j2.configurationFile=file:{log4j}".strip()
         )
@@ -145,12 +242,16 @@ def build_session(cfg: Config, app_name: str = "curator") -> SparkSession:
     settings = spark_settings(cfg, app_name, running)
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
-    cfg.warehouse_path.mkdir(parents=True, exist_ok=True)
+    warehouse = cfg.warehouse_path
+    if isinstance(warehouse, Path):  # on object storage, prefixes need no creating
+        warehouse.mkdir(parents=True, exist_ok=True)
     builder = SparkSession.builder
     for key, value in settings.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
+    # a context that was already up ignores spark.hadoop.*: set the S3A keys on it directly
+    configure_object_storage(spark, os.environ, keep={**(running or {}), **cfg_overrides(cfg)})
     extensions = spark.conf.get("spark.sql.extensions", "") or ""
     # Databricks runtimes have Delta built in, without the open-source session extension.
     if "DeltaSparkSessionExtension" not in extensions and not os.environ.get(

@@ -16,7 +16,9 @@ from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from curator_udfs.shard_listing import url_to_fs
 from spark_jobs.config import Config, ConfigError
+from spark_jobs.paths import StoreURI, is_uri
 
 
 @dataclass(frozen=True)
@@ -132,7 +134,8 @@ def replace_where(
     )
 
 
-def db_dir(cfg: Config) -> Path:
+def db_dir(cfg: Config) -> Path | StoreURI:
+    """`<warehouse>/<database>.db`: a local path, or a URI for a warehouse on object storage."""
     return cfg.warehouse_path / f"{cfg.database}.db"
 
 
@@ -159,13 +162,20 @@ def is_delta(path: str | Path) -> bool:
     A writer killed before its first commit leaves an empty (or temp-file-only) `_delta_log`:
     that is no table yet, and registering it would fail every later session.
     """
+    def commit(name: str) -> bool:
+        return name.split(".", 1)[0].isdigit() and name.endswith((".json", ".parquet"))
+
+    if is_uri(str(path)):  # object storage: one listing of the log's prefix
+        fs, log_key = url_to_fs(f"{str(path).rstrip('/')}/_delta_log")
+        try:
+            names = [str(p).rsplit("/", 1)[-1] for p in fs.ls(log_key, detail=False)]
+        except FileNotFoundError:
+            return False
+        return any(commit(n) for n in names)
     log = Path(path) / "_delta_log"
     if not log.is_dir():
         return False
-    return any(
-        p.name.split(".", 1)[0].isdigit() and p.name.endswith((".json", ".parquet"))
-        for p in log.iterdir()
-    )
+    return any(commit(p.name) for p in log.iterdir())
 
 
 def _register_sql(cfg: Config, name: str, path: str) -> str:

@@ -27,6 +27,7 @@ def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
         sets=[
             "spark.conf={spark.master: 'local[2]', spark.sql.shuffle.partitions: 4}",
             "spark.with_rapids_jar=true",
+            "spark.with_object_store_jars=true",  # tests/test_object_storage.py: s3a warehouses
         ],
         warehouse=str(base / "warehouse"),
     )
@@ -85,6 +86,7 @@ def pipeline_run(spark, tmp_path_factory: pytest.TempPathFactory) -> PipelineRun
     from curator_udfs.sample_shards import write_sample_shards
     from spark_jobs import pipeline
     from spark_jobs.config import load_config
+    from spark_jobs.progress import Progress
     from tests import badshards
     from tests.tiny import TINY
 
@@ -102,7 +104,9 @@ def pipeline_run(spark, tmp_path_factory: pytest.TempPathFactory) -> PipelineRun
         ],
         warehouse=str(base / "warehouse"),
     )
-    result = pipeline.run(spark, cfg, inputs=[str(shards)], output=str(output))
+    # progress lines without polling Spark for row totals (fewer Spark jobs)
+    quiet = Progress(len(pipeline.STAGES), rich=False)
+    result = pipeline.run(spark, cfg, inputs=[str(shards)], output=str(output), progress=quiet)
     return PipelineRun(
         cfg=cfg,
         shards=shards,
@@ -111,3 +115,27 @@ def pipeline_run(spark, tmp_path_factory: pytest.TempPathFactory) -> PipelineRun
         samples=report.samples,
         exact_pairs=report.exact_pairs,
     )
+
+
+# Expensive session fixtures: every test module that uses one runs on the same xdist worker,
+# so each is built once per run, not once per worker.
+_SHARED_FIXTURES = ("pipeline_run", "cluster")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """With `pytest -n N --dist loadgroup` (make test): a module's tests stay on one worker
+    (module fixtures are built once), the fault suite shares one worker (its reference run),
+    and the users of one expensive session fixture share one worker too."""
+    by_module: dict[Path, str] = {}
+    for item in items:
+        path = Path(str(item.path))
+        if "faults" in path.parts:
+            by_module[path] = "faults"
+            continue
+        used = [f for f in _SHARED_FIXTURES if f in getattr(item, "fixturenames", ())]
+        if used:
+            by_module[path] = used[0]
+        else:
+            by_module.setdefault(path, path.name)
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(by_module[Path(str(item.path))]))

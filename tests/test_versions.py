@@ -23,8 +23,23 @@ def test_pyproject_and_pom_agree_with_versions_yaml() -> None:
     assert f"delta-spark=={vs['delta']}" in deps
     pom = (ROOT / "conf" / "pom.xml").read_text()
     assert re.search(rf"<delta.version>{re.escape(vs['delta'])}</delta.version>", pom)
-    assert all(c.endswith(":" + vs["delta"]) for c in vs["jars"])
+    assert all(c.endswith(":" + vs["delta"]) for c in vs["jars"] if c.startswith("io.delta:"))
     assert vs["rapids_jar"].endswith(":" + vs["rapids"])
+    # object storage: hadoop-aws at pyspark's Hadoop, the AWS SDK v2 bundle hadoop-aws names
+    assert f"org.apache.hadoop:hadoop-aws:{vs['hadoop']}" in vs["object_store_jars"]
+    assert f"software.amazon.awssdk:bundle:{vs['aws_sdk']}" in vs["object_store_jars"]
+    assert re.search(rf"<hadoop.version>{re.escape(vs['hadoop'])}</hadoop.version>", pom)
+    assert re.search(rf"<aws.sdk.version>{re.escape(vs['aws_sdk'])}</aws.sdk.version>", pom)
+
+
+def test_hadoop_aws_matches_the_hadoop_pyspark_ships() -> None:
+    """S3A must be built for the Hadoop on Spark's classpath (mixing versions fails at load)."""
+    from pathlib import Path
+
+    import pyspark
+
+    jars = Path(pyspark.__file__).parent / "jars"
+    assert (jars / f"hadoop-client-api-{versions()['hadoop']}.jar").is_file()
 
 
 def test_jars_are_present_and_rapids_lists_this_spark() -> None:
@@ -32,7 +47,7 @@ def test_jars_are_present_and_rapids_lists_this_spark() -> None:
     import zipfile
 
     vs = versions()
-    for coord in [*vs["jars"], vs["rapids_jar"]]:
+    for coord in [*vs["jars"], *vs["object_store_jars"], vs["rapids_jar"]]:
         assert jar_file(coord).is_file(), f"{coord}: run `make jars rapids-jar`"
     shim = "spark" + vs["spark"].replace(".", "")
     with zipfile.ZipFile(jar_file(vs["rapids_jar"])) as z:

@@ -66,9 +66,13 @@ cluster-bundle: install jars rapids-jar
 	rm -rf build && $(PYTHON) -m zipfile -e dist/image_curator-*.whl dist/.zip
 	cd dist/.zip && $(abspath $(PYTHON)) -m zipfile -c ../image_curator.zip spark_jobs curator_udfs curator_conf
 	rm -rf dist/.zip
-	ls jars/*.jar > dist/jars.txt
-	@echo "spark-submit --properties-file conf/spark/gpu-cluster.conf --py-files dist/image_curator.zip"
-	@echo "  --jars $$(paste -sd, dist/jars.txt) spark_jobs/<job>.py --config conf/curation.yaml"
+	$(PYTHON) -c 'from spark_jobs.paths import jar_file, versions; v = versions(); \
+	  w = lambda f, cs: open(f, "w").write("".join(f"{jar_file(c)}\n" for c in cs)); \
+	  w("dist/jars.txt", v["jars"]); w("dist/object-store-jars.txt", v["object_store_jars"]); \
+	  w("dist/gpu-jars.txt", [v["rapids_jar"]])'
+	@echo "spark-submit --py-files dist/image_curator.zip --jars \$$(paste -sd, dist/jars.txt)"
+	@echo "  spark_jobs/<job>.py --config conf/curation.yaml   # + dist/object-store-jars.txt for an"
+	@echo "  s3a:// warehouse, + dist/gpu-jars.txt with --properties-file conf/spark/gpu-cluster.conf"
 
 # Python 3.12 (Databricks Runtime 17): the wheel and every pin (the dev extra too) must resolve
 # to CPython 3.12 wheels for this platform. pyspark ships only an sdist: its wheel (pure Python,

@@ -266,12 +266,12 @@ class Cluster:
         return get_json(f"{self.webui}/json")
 
     def jars(self) -> str:
-        """`$(paste -sd, dist/jars.txt)` (paths relative to the checkout), without the RAPIDS
-        jar: this is a CPU cluster (local profile), and every executor would copy its 1 GB from
-        the driver at each start (22 s per executor here), for nothing."""
+        """`$(paste -sd, dist/jars.txt)`: Delta's jars only (the RAPIDS and AWS SDK jars are in
+        gpu-jars.txt / object-store-jars.txt; every executor would copy their 1.5 GB from the
+        driver at each start, for nothing on a CPU cluster with a local warehouse)."""
         lines = (self.dist / "jars.txt").read_text().split()
-        keep = [line for line in lines if "rapids-4-spark" not in line]
-        return ",".join(str((self.dist.parent / line).resolve()) for line in keep)
+        assert not any("rapids-4-spark" in line or "bundle-" in line for line in lines)
+        return ",".join(str((self.dist.parent / line).resolve()) for line in lines)
 
     def executors(
         self, worker: Worker, app_id: str | None = None, executor_id: str | None = None

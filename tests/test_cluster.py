@@ -88,7 +88,7 @@ def table(run: Run, name: str) -> Any:
 
 def stage(cluster: Cluster, run: Run, job: str, *extra: str, **kw: Any) -> Any:  # noqa: F811
     with step(f"spark-submit {job}"):
-        sub = cluster.submit(f"{job}.py", *extra, *run.args(), cwd=run.base, **kw)
+        sub = cluster.submit(f"{job}.py", *run.args(), *extra, cwd=run.base, **kw)  # extra wins
     run.summaries[job] = sub.summary
     # the summary is the last stdout line and valid JSON on its own
     json.dumps(sub.summary)
@@ -173,5 +173,6 @@ def test_pipeline_classify_to_export(cluster: Cluster, run: Run) -> None:  # noq
 
 
 def test_check(cluster: Cluster, run: Run) -> None:  # noqa: F811
-    s = stage(cluster, run, "check").summary
+    # --config as a job file names it: no conf/ here, so the copy inside the zip is read
+    s = stage(cluster, run, "check", "--config", "conf/curation.yaml").summary
     assert s["job"] == "check" and s["skipped"] == 0 and s["rows_in"] > 0, s

@@ -53,12 +53,17 @@ class HeadSpec:
 
     @property
     def column(self) -> str:
-        """The output column this head fills (its `output_column`, else the class default)."""
+        """The output column this head fills: its `output_column`, else its class's default;
+        a head whose class is not known here (registered on the executors only) by the
+        `<name>_score` convention every built-in head follows."""
         if self.output_column:
             return self.output_column
         from .classifiers import head_class
 
-        return head_class(self.name, self.class_path).default_output_column
+        try:
+            return head_class(self.name, self.class_path).default_output_column
+        except ValueError:
+            return f"{self.name}_score"
 
 
 @dataclass(frozen=True)

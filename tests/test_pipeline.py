@@ -226,12 +226,13 @@ def test_plan_checks_before_spark(tmp_path: Path) -> None:
         "missing shards": {"inputs": [str(tmp_path / "none")], "stages": "ingest"},
         "--job with --config": {"job": tmp_path / "job.json", "config": tmp_path / "c.yaml"},
         "no job file": {"job": tmp_path / "job.json"},
-        "remote output": {"output": "s3://bucket/out", "stages": "export"},
+        "unsupported output": {"output": "gs://bucket/out", "stages": "export"},
+        "output without a bucket": {"output": "s3://", "stages": "export"},
     }
     for what, kw in bad.items():
         config = kw.pop("config", None)
         try:
-            pipeline.plan(config, list(TINY), wh, **kw)  # type: ignore[arg-type]
+            pipeline.plan(config, list(TINY), wh, app=app, **kw)  # type: ignore[arg-type]
         except ConfigError:
             continue
         raise AssertionError(f"{what}: no ConfigError")

@@ -105,10 +105,9 @@ demo: install jars
 	$(BIN)/curator report --config conf/demo.yaml --out $(DEMO_DIR)/report
 	@echo "report: $(abspath $(DEMO_DIR))/report/index.html"
 
-# Two workers on the two cores: a module's tests, the fault suite and the users of one shared
-# pipeline run stay on one worker each (tests/conftest.py), so nothing is built twice.
+# Two workers on the two cores, one test module at a time each (module fixtures built once).
 test: setup chromium
-	$(BIN)/python -m pytest -q -m "not slow" -n 2 --dist loadgroup
+	$(BIN)/python -m pytest -q -m "not slow" -n 2 --dist loadfile
 
 test-faults: setup
 	$(BIN)/python -m pytest -q -m slow

@@ -53,17 +53,13 @@ class HeadSpec:
 
     @property
     def column(self) -> str:
-        """The output column this head fills: its `output_column`, else its class's default;
-        a head whose class is not known here (registered on the executors only) by the
-        `<name>_score` convention every built-in head follows."""
+        """The output column this head fills: its `output_column`, else its class's default
+        (ValueError for a head that is neither registered nor importable)."""
         if self.output_column:
             return self.output_column
         from .classifiers import head_class
 
-        try:
-            return head_class(self.name, self.class_path).default_output_column
-        except ValueError:
-            return f"{self.name}_score"
+        return head_class(self.name, self.class_path).default_output_column
 
 
 @dataclass(frozen=True)

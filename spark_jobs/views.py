@@ -11,7 +11,6 @@ from __future__ import annotations
 from pyspark.sql import SparkSession
 
 from curator_udfs.model_ids import model_id
-from curator_udfs.specs import head_columns
 from spark_jobs.config import Config, ConfigError, embed_spec
 from spark_jobs.tables import AsOf, read_table, sql_list, table_exists, table_ref
 
@@ -37,11 +36,22 @@ def scored_model_id(cfg: Config) -> str:
 
 
 def head_score_columns(cfg: Config) -> list[str]:
-    """Score columns of the configured heads, in order."""
-    try:
-        return head_columns(embed_spec(cfg))
-    except ValueError as exc:
-        raise ConfigError(f"config key `classifiers`: {exc}") from None
+    """Score columns of the configured heads, in order. A head whose class the driver cannot
+    resolve (registered on the executors only) is named by the `<name>_score` convention every
+    built-in head follows; embed's preflight refuses such a head before anything runs."""
+    spec = embed_spec(cfg)
+    columns = []
+    for h in spec.heads:
+        try:
+            columns.append(h.column)
+        except ValueError:
+            columns.append(f"{h.name}_score")
+    twice = sorted({c for c in columns if columns.count(c) > 1})
+    if twice:
+        raise ConfigError(
+            f"config key `classifiers`: several heads write {twice}; give each an output_column"
+        )
+    return columns
 
 
 def head_column(cfg: Config, name: str, default: str) -> str:

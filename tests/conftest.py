@@ -115,27 +115,3 @@ def pipeline_run(spark, tmp_path_factory: pytest.TempPathFactory) -> PipelineRun
         samples=report.samples,
         exact_pairs=report.exact_pairs,
     )
-
-
-# Expensive session fixtures: every test module that uses one runs on the same xdist worker,
-# so each is built once per run, not once per worker.
-_SHARED_FIXTURES = ("pipeline_run", "cluster")
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """With `pytest -n N --dist loadgroup` (make test): a module's tests stay on one worker
-    (module fixtures are built once), the fault suite shares one worker (its reference run),
-    and the users of one expensive session fixture share one worker too."""
-    by_module: dict[Path, str] = {}
-    for item in items:
-        path = Path(str(item.path))
-        if "faults" in path.parts:
-            by_module[path] = "faults"
-            continue
-        used = [f for f in _SHARED_FIXTURES if f in getattr(item, "fixturenames", ())]
-        if used:
-            by_module[path] = used[0]
-        else:
-            by_module.setdefault(path, path.name)
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group(by_module[Path(str(item.path))]))

@@ -31,12 +31,9 @@ from .model_cache import get_or_create
 from .specs import EmbedSpec, HeadSpec, head_columns
 
 __all__ = [
-    "EmbedSpec",
-    "HeadSpec",
     "build_embedder",
     "classify_output_schema",
     "embed_output_schema",
-    "head_columns",
     "make_classify_fn",
     "make_embed_fn",
 ]

@@ -82,7 +82,7 @@ def test_every_python_file_exists(job: dict[str, Any]) -> None:
 
 
 def _command_name(python_file: str) -> str:
-    """The `curator` command a job script runs: `main_for(<stem>)`, pipeline.py runs `run`."""
+    """The `curator` command a job script runs: `cli.main(<stem>)`, pipeline.py runs `run`."""
     stem = Path(python_file).stem
     return "run" if stem == "pipeline" else stem
 

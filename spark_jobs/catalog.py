@@ -13,12 +13,14 @@ from pyspark.errors import AnalysisException
 from pyspark.sql import SparkSession
 
 from curator_udfs.shard_listing import url_to_fs
-from spark_jobs.config import Config
+from spark_jobs.config import Config, ConfigError
 from spark_jobs.lineage import FATES_VIEW, fates_select
 from spark_jobs.model_choice import view_model
 from spark_jobs.paths import StoreURI
 from spark_jobs.tables import db_dir, is_delta
 from spark_jobs.views import SCORED_VIEW, scored_select
+
+SESSION_CATALOG = "spark_catalog"  # Spark's built-in catalog: schemas there take a LOCATION
 
 
 def register_tables(spark: SparkSession, cfg: Config) -> None:
@@ -26,8 +28,19 @@ def register_tables(spark: SparkSession, cfg: Config) -> None:
 
     Also writes `<warehouse>/catalog.sql`, an init file for `spark-sql -i`.
     """
-    spark.sql(f"CREATE DATABASE IF NOT EXISTS {cfg.database} LOCATION '{db_dir(cfg)}'")
-    statements = [f"CREATE DATABASE IF NOT EXISTS {cfg.database} LOCATION '{db_dir(cfg)}';"]
+    create = create_schema_statement(cfg)
+    try:
+        spark.sql(create)
+    except AnalysisException as exc:
+        if "CATALOG_NOT_FOUND" not in str(exc) and "REQUIRES_SINGLE_PART_NAMESPACE" not in str(exc):
+            raise
+        catalog = cfg.database.split(".")[0]
+        raise ConfigError(
+            f"config key `database`: {cfg.database!r} names catalog {catalog!r}, which this "
+            f"session does not have; create it (Unity Catalog: CREATE CATALOG {catalog}), "
+            f"configure spark.sql.catalog.{catalog}, or use a plain schema name"
+        ) from None
+    statements = [create + ";"]
     base = db_dir(cfg)
     for name in sorted(n for n in _children(base) if is_delta(base / n)):
         stmt = (
@@ -43,6 +56,19 @@ def register_tables(spark: SparkSession, cfg: Config) -> None:
     else:  # object storage: one PUT (locations only, never a credential)
         fs, key = url_to_fs(str(warehouse / "catalog.sql"))
         fs.pipe_file(key, text.encode("utf-8"))
+
+
+def create_schema_statement(cfg: Config) -> str:
+    """`CREATE SCHEMA` for `database`, with the warehouse's directory as its location.
+
+    Unity Catalog takes no LOCATION for a schema (it has its own managed storage, which holds
+    nothing of ours: every table is registered by its location in the warehouse), so a
+    `catalog.schema` other than the session catalog's gets none.
+    """
+    catalog, _, _schema = cfg.database.rpartition(".")
+    if catalog and catalog != SESSION_CATALOG:
+        return f"CREATE SCHEMA IF NOT EXISTS {cfg.database}"
+    return f"CREATE SCHEMA IF NOT EXISTS {cfg.database} LOCATION '{db_dir(cfg)}'"
 
 
 def _children(base: Path | StoreURI) -> list[str]:

@@ -185,9 +185,16 @@ def _check_sql(cfg: Config, options: Options) -> Options:
     return options
 
 
-def _zorder_columns(cfg: Config, options: Options) -> Options:
-    zorder = options.pop("zorder")
-    return {"columns": [c.strip() for c in zorder.split(",") if c.strip()] if zorder else None}
+def _layout_columns(cfg: Config, options: Options) -> Options:
+    def columns(flag: str) -> list[str] | None:
+        given = options.pop(flag)
+        return [c.strip() for c in given.split(",") if c.strip()] if given else None
+
+    zorder, cluster_by = columns("zorder"), columns("cluster_by")
+    if zorder and cluster_by:
+        raise ConfigError("--zorder and --cluster-by: give one (a clustered table is not "
+                          "Z-ordered)")  # fmt: skip
+    return {"zorder": zorder, "cluster_by": cluster_by}
 
 
 _AS_OF = Opt("as_of", str | None, None, "--as-of", "a version of `curated` (integer) or a "
@@ -212,10 +219,13 @@ COMMANDS: tuple[Command, ...] = (
     Command("export", STAGE, "Write the curated table as WebDataset shards plus "
             "manifest.json.", (Opt("output", str | None, None, "--output",
                                    "directory for the shards (export.output)"),)),
-    Command("optimize", "filter:optimize", "OPTIMIZE the scores table with ZORDER BY the head "
-            "score columns.", (Opt("zorder", str | None, None, "--zorder", "comma-separated "
-                                   "columns to Z-order by (default: the head scores)"),),
-            preflight="cli:_zorder_columns"),
+    Command("optimize", "optimize:run", "OPTIMIZE the scores table: ZORDER BY the head "
+            "score columns, or liquid clustering.", (
+                Opt("zorder", str | None, None, "--zorder", "comma-separated columns to Z-order "
+                    "by (default: the head scores)"),
+                Opt("cluster_by", str | None, None, "--cluster-by", "comma-separated columns: "
+                    "liquid clustering instead of Z-order (ALTER TABLE ... CLUSTER BY)")),
+            preflight="cli:_layout_columns"),
     Command("check", "check:run", "Verify that nothing was lost or duplicated across the tables "
             "(exit 1 if not)."),
     Command("report", "report:run", "Write a static HTML report: funnel, score histograms, "

@@ -254,8 +254,9 @@ class Config(_Section):
     )
     database: str = Field(
         default="curator",
-        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
-        description="tables are database.images, ...",
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$",
+        description="a schema name (`curator`) or a Unity Catalog `catalog.schema`; tables are "
+        "database.images, ...",
     )
     spark: SparkCfg = Field(default_factory=SparkCfg)
     input: InputCfg = Field(default_factory=InputCfg)

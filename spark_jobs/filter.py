@@ -35,7 +35,7 @@ from spark_jobs.dup_rule import DuplicateRule
 from spark_jobs.model_choice import model_choice
 from spark_jobs.summary import Summary, new_run_id
 from spark_jobs.tables import FILTER_STATS, is_delta, read_table, table_name, table_path
-from spark_jobs.views import head_score_columns, known_scored_columns, scored_select
+from spark_jobs.views import known_scored_columns, scored_select
 
 _BANNED_EXPRESSIONS = ("UDF", "Subquery", "ListQuery", "Exists", "LambdaFunction")
 
@@ -249,31 +249,6 @@ def run(spark: SparkSession, cfg: Config, *, explain: bool = False) -> Summary:
     summary.finish()
     summary.tables["curated"] = written
     return summary
-
-
-def optimize(spark: SparkSession, cfg: Config, columns: list[str] | None = None) -> Summary:
-    """`OPTIMIZE scores ZORDER BY` the head score columns (or `columns`): selective queries
-    over scores skip files."""
-    from delta.tables import DeltaTable
-
-    summary = Summary(job="optimize", run_id=new_run_id("optimize"), unit="files")
-    path = table_path(cfg, "scores")
-    if not is_delta(path):
-        raise ConfigError(f"no scores table at {path}; run `curator embed` first")
-    cols = list(columns or head_score_columns(cfg))
-    if not cols:
-        raise ConfigError("--zorder: no columns given and no classifier heads configured")
-    have = set(read_table(spark, cfg, "scores").columns)
-    missing = [c for c in cols if c not in have]
-    if missing:
-        raise ConfigError(f"--zorder: the scores table has no column(s) {missing}")
-    metrics = DeltaTable.forPath(spark, path).optimize().executeZOrderBy(*cols).first()
-    m = metrics["metrics"].asDict() if metrics else {}
-    summary.rows_in = int(m.get("numFilesRemoved", 0) or 0)
-    summary.rows_written = int(m.get("numFilesAdded", 0) or 0)
-    summary.skipped = summary.rows_in - summary.rows_written
-    summary.extra.update(zorder_by=", ".join(cols))
-    return summary.finish()
 
 
 if __name__ == "__main__":  # spark-submit spark_jobs/filter.py ARGS

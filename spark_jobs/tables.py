@@ -135,8 +135,10 @@ def replace_where(
 
 
 def db_dir(cfg: Config) -> Path | StoreURI:
-    """`<warehouse>/<database>.db`: a local path, or a URI for a warehouse on object storage."""
-    return cfg.warehouse_path / f"{cfg.database}.db"
+    """`<warehouse>/<database>.db` (`<warehouse>/<catalog>/<schema>.db` for a Unity Catalog
+    `catalog.schema`): a local path, or a URI for a warehouse on object storage."""
+    catalog, _, schema = cfg.database.rpartition(".")
+    return (cfg.warehouse_path / catalog if catalog else cfg.warehouse_path) / f"{schema}.db"
 
 
 def physical_name(cfg: Config, logical: str) -> str:

@@ -96,7 +96,8 @@ def pipeline_run(spark, tmp_path_factory: pytest.TempPathFactory) -> PipelineRun
     badshards.write_truncated_tar(shards / "truncated.tar", complete=3)
     cfg = load_config(
         sets=[
-            f"database=pipeline_run_{uuid.uuid4().hex[:8]}",
+            # a Unity Catalog style `catalog.schema` (the session catalog: no UC here)
+            f"database=spark_catalog.pipeline_run_{uuid.uuid4().hex[:8]}",
             "spark.conf={spark.master: 'local[2]'}",
             *TINY,
             "filter.predicates=['width >= 64']",

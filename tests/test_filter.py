@@ -255,3 +255,55 @@ def test_cli_filter_explain_and_optimize(spark, scored_wh) -> None:
     assert out["job"] == "optimize" and out["extra"]["zorder_by"] == "aesthetic_score, nsfw_score"
     history = spark.sql(f"DESCRIBE HISTORY delta.`{table_path(cfg, 'scores')}` LIMIT 1").first()
     assert history["operation"] == "OPTIMIZE"
+
+
+def test_optimize_cluster_by_liquid_clustering(spark, make_cfg) -> None:
+    """`optimize --cluster-by`: a liquid-clustered scores table that open readers still read;
+    later runs cluster incrementally; Z-order and clustering never mix."""
+    from deltalake import DeltaTable
+
+    from spark_jobs.cli import app
+    from spark_jobs.optimize import clustering_columns
+    from tests.test_open_readers import delta_extension
+
+    cfg = make_cfg()
+    fake_images_and_scores(spark, cfg, 24)
+    path = table_path(cfg, "scores")
+    common = ["--warehouse", str(cfg.warehouse_path), "--set", f"database={cfg.database}",
+              "--set", "spark.conf={spark.master: 'local[2]'}"]  # fmt: skip
+    runner = CliRunner()
+
+    def optimize(*flags: str) -> tuple[int, str]:
+        res = runner.invoke(app, ["optimize", *common, *flags, "--json"])
+        return res.exit_code, res.output
+
+    code, out = optimize("--zorder", "aesthetic_score", "--cluster-by", "nsfw_score")
+    assert code == 2 and "give one" in out
+    code, out = optimize("--cluster-by", "aesthetic_score,no_such_column")
+    assert code == 2 and "no column(s) ['no_such_column']" in out
+    code, out = optimize("--cluster-by", "aesthetic_score, nsfw_score")
+    assert code == 0, out
+    first = json.loads(out.strip().splitlines()[-1])["extra"]
+    assert first["cluster_by"] == "aesthetic_score, nsfw_score" and first["reclustered"]
+    assert clustering_columns(spark, path) == ["aesthetic_score", "nsfw_score"]
+    detail = spark.sql(f"DESCRIBE DETAIL delta.`{path}`").first()
+    assert detail["minReaderVersion"] == 1 and "clustering" in detail["tableFeatures"]
+    n = read_table(spark, cfg, "scores").count()
+    assert DeltaTable(path).to_pyarrow_table().num_rows == n  # readers stay at version 1
+    import duckdb
+
+    con = duckdb.connect(config={"autoinstall_known_extensions": False})
+    con.execute(f"LOAD '{delta_extension()}'")
+    assert con.execute(f"SELECT count(*) FROM delta_scan('{path}')").fetchone() == (n,)
+
+    code, out = optimize()  # no flag on a clustered table: incremental clustering
+    assert code == 0, out
+    again = json.loads(out.strip().splitlines()[-1])["extra"]
+    assert again["cluster_by"] == "aesthetic_score, nsfw_score" and not again["reclustered"]
+    assert "zorder_by" not in again
+    code, out = optimize("--zorder", "aesthetic_score")
+    assert code == 2 and "liquid-clustered by (aesthetic_score, nsfw_score)" in out
+    code, out = optimize("--cluster-by", "nsfw_score")  # new keys: ALTER + OPTIMIZE FULL
+    assert code == 0 and json.loads(out.strip().splitlines()[-1])["extra"]["reclustered"]
+    assert clustering_columns(spark, path) == ["nsfw_score"]
+    assert read_table(spark, cfg, "scores").count() == n

@@ -147,3 +147,22 @@ def test_value_normalisation() -> None:
     assert _value([1.5, [2]]) == (1.5, (2,))
     assert _comparable({"a": "string", "t": "timestamp", "d": "date"}) == ["a"]
     assert isinstance(datetime.now(), date)  # timestamps are left out, not compared
+
+
+def test_a_catalog_schema_database_names_every_table(spark, pipeline_run: PipelineRun) -> None:  # type: ignore[no-untyped-def]
+    """The run's database is `spark_catalog.<schema>` (a Unity Catalog style two-part name):
+    tables and views answer to three-part names; the directories sit under the catalog."""
+    from spark_jobs.tables import db_dir, table_name
+
+    cfg = pipeline_run.cfg
+    catalog, schema = cfg.database.split(".")
+    assert catalog == "spark_catalog"
+    assert db_dir(cfg) == cfg.warehouse_path / "spark_catalog" / f"{schema}.db"
+    listed = {r["tableName"] for r in spark.sql(f"SHOW TABLES IN {cfg.database}").collect()}
+    assert {"images", "scores", "curated", "scored", "fates"} <= listed
+    n = spark.table(table_name(cfg, "images")).count()
+    assert n == pipeline_run.samples + 3
+    assert spark.sql(f"SELECT count(*) AS n FROM {cfg.database}.scored").first()["n"] > 0
+    assert f"CREATE SCHEMA IF NOT EXISTS {cfg.database} LOCATION" in (
+        cfg.warehouse_path / "catalog.sql"
+    ).read_text()

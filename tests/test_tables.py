@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from spark_jobs.catalog import register_tables
 from spark_jobs.tables import is_delta, table_path
 
@@ -23,3 +25,18 @@ def test_a_log_without_a_commit_is_not_a_table(spark, make_cfg, tmp_path: Path) 
     assert spark.table(f"{cfg.database}.shards").count() == 3
     spark.range(2).write.format("delta").mode("overwrite").save(str(half))  # the rerun's write
     assert is_delta(half) and spark.read.format("delta").load(str(half)).count() == 2
+
+
+def test_database_may_be_catalog_dot_schema(spark, make_cfg) -> None:
+    from spark_jobs.catalog import create_schema_statement
+    from spark_jobs.config import ConfigError
+
+    uc = make_cfg(database="main.curation")  # Unity Catalog: no LOCATION for a schema
+    assert create_schema_statement(uc) == "CREATE SCHEMA IF NOT EXISTS main.curation"
+    assert table_path(uc, "images").endswith("/main/curation.db/images")
+    with pytest.raises(ConfigError, match=r"config key `database`: 'main.curation' names "
+                       r"catalog 'main'.*spark.sql.catalog.main"):  # fmt: skip
+        register_tables(spark, uc)  # no catalog `main` in this session: a message, exit 2
+    for bad in ("a.b.c", "a-b", ".x", "x."):
+        with pytest.raises(ConfigError, match=r"config key `database`:.*catalog.schema"):
+            make_cfg(database=bad)

@@ -308,6 +308,9 @@ def sample_shards(
 
 def main(job: str) -> None:
     """Entry point of `spark-submit spark_jobs/<job>.py ARGS`: the same CLI, job fixed."""
+    from spark_jobs.submit_streams import adopt_submit_streams
+
+    adopt_submit_streams()  # messages to stderr, Spark's start-up logging at WARN
     try:
         app([job, *sys.argv[1:]], prog_name=f"spark_jobs/{job}.py", standalone_mode=True)
     except SystemExit as exc:

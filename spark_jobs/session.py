@@ -249,6 +249,10 @@ def build_session(cfg: Config, app_name: str = "curator") -> SparkSession:
     for key, value in settings.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
+    if "PYSPARK_GATEWAY_PORT" in os.environ and not os.environ.get("DATABRICKS_RUNTIME_VERSION"):
+        from spark_jobs.submit_streams import adopt_log_config
+
+        adopt_log_config(spark.sparkContext._jvm)  # spark-submit started the JVM without ours
     spark.sparkContext.setLogLevel("WARN")
     # a context that was already up ignores spark.hadoop.*: set the S3A keys on it directly
     configure_object_storage(spark, os.environ, keep={**(running or {}), **cfg_overrides(cfg)})

@@ -188,16 +188,15 @@ def ensure_table(spark: SparkSession, cfg: Config, tdef: TableDef) -> DeltaTable
     """Create the table if it does not exist (at its warehouse location) and return it."""
     path = table_path(cfg, tdef.logical)
     if not is_delta(path):
+        # by location, then by name in SQL: Delta's builder takes no three-part `catalog.schema.t`
         (
             DeltaTable.createIfNotExists(spark)
-            .tableName(table_name(cfg, tdef.logical))
             .location(path)
             .addColumns(spark.createDataFrame([], tdef.schema).schema)
             .comment(tdef.comment)
             .execute()
         )
-    else:
-        spark.sql(_register_sql(cfg, tdef.logical, path))
+    spark.sql(_register_sql(cfg, tdef.logical, path))
     return DeltaTable.forPath(spark, path)
 
 

@@ -22,13 +22,13 @@ TINY: tuple[str, ...] = (
 )
 
 
-def spark_submit(script: str, *args: str, cwd: Path) -> dict | list:
-    """Run `spark-submit spark_jobs/<script> ... --json` like the README shows; its summary."""
+def spark_submit_process(script: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """`spark-submit spark_jobs/<script> ARGS` like the README shows (local[2], Delta's jars)."""
     from spark_jobs.paths import jar_file, versions
 
     jars = ",".join(str(jar_file(c)) for c in versions()["jars"])
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
-    proc = subprocess.run(
+    return subprocess.run(
         [
             str(BIN / "spark-submit"),
             "--properties-file",
@@ -39,7 +39,6 @@ def spark_submit(script: str, *args: str, cwd: Path) -> dict | list:
             jars,
             str(ROOT / "spark_jobs" / script),
             *args,
-            "--json",
         ],
         capture_output=True,
         text=True,
@@ -47,5 +46,10 @@ def spark_submit(script: str, *args: str, cwd: Path) -> dict | list:
         env=env,
         cwd=cwd,
     )
+
+
+def spark_submit(script: str, *args: str, cwd: Path) -> dict | list:
+    """`spark_submit_process(... --json)` that must succeed; its summary (stdout's last line)."""
+    proc = spark_submit_process(script, *args, "--json", cwd=cwd)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])

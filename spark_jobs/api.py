@@ -13,8 +13,9 @@ A `Dataset` is a Spark DataFrame (`ds.df`) with the warehouse config it belongs 
 known about its columns (which model made the embedding, which head columns it has). Every
 step is the jobs' own code on a frame instead of a table: ingest is `spark_jobs.ingest.run`,
 embedding and heads are the executor-side batch functions of the embed and classify jobs
-(`spark_jobs.dataset_ops`), predicates are validated like `filter.predicates`, semantic dedup is
-`spark_jobs.dedup.semantic_pairs` + `semantic_rows`, export is `spark_jobs.export.export_frame`.
+(`spark_jobs.dataset_ops`), predicates are validated like `filter.predicates`, semantic dedup
+is `spark_jobs.dedup_semantic.semantic_pairs` + `semantic_rows`, export is
+`spark_jobs.export.export_frame`.
 
 Embedding runs eagerly and caches its result (Spark MEMORY_AND_DISK), so later steps do not run
 the model again; the other steps are lazy Spark plans. Only these calls write to the warehouse:
@@ -145,7 +146,7 @@ class SemanticDeduplicator:
 
     def __call__(self, ds: Dataset) -> Dataset:
         """`ds` without its semantic duplicates; the removed rows are in `.duplicates`."""
-        from spark_jobs.dedup import semantic_pairs, semantic_rows
+        from spark_jobs.dedup_semantic import semantic_pairs, semantic_rows
         from spark_jobs.tables import DUPLICATES, conform
 
         if not isinstance(ds, Dataset):
@@ -180,13 +181,13 @@ class SemanticDeduplicator:
             aesthetic.alias("aesthetic_score"),
         )
         summary = Summary(job="semantic_dedup", run_id=new_run_id("api"), unit="samples")
-        pairs = semantic_pairs(ds.spark, cfg, emb, summary)
+        sp = semantic_pairs(ds.spark, cfg, emb, ranked, summary)
         removed: dict[str, int] = {}
         try:
-            rows = semantic_rows(pairs, ranked, cfg, summary, removed)  # checkpointed
-            n_pairs, n_rows = pairs.count(), rows.count()
+            rows = semantic_rows(sp, ranked, cfg, summary, removed)  # checkpointed
+            n_pairs, n_rows = sp.all_pairs().count(), rows.count()
         finally:
-            pairs.unpersist()
+            sp.unpersist()
         dups = conform(rows.withColumn("run_id", F.lit(summary.run_id)), DUPLICATES)
         kept = df.join(dups.select("sample_id"), "sample_id", "left_anti")
         summary.rows_in = int(summary.extra.get("embeddings", 0))

@@ -7,12 +7,15 @@
   hashes cut into bands (never an all-pairs join), verified with `bit_count(a XOR b) <=
   phash_max_distance`; the groups expand into O(n) candidate edges that keep every sample's
   best-ranked partner (spark_jobs.dedup_perceptual), so 10^4 copies of one hash are 10^4 rows.
-- semantic: coarse k-means on a seeded sample of embeddings on the driver (cuML on a GPU,
-  faiss on CPU), centroids broadcast, every embedding assigned in a pandas UDF to its nearest
-  centroid and, when the margin is small, also to the second nearest (two rows); grouped by
-  coarse centroid, `applyInPandas(fine_cluster_pairs)` splits each group below
-  `max_cluster_size` and emits the pairs at the lowest threshold from a blocked similarity
-  join; then, per eps, pairs with similarity >= 1 - eps are resolved.
+- semantic (spark_jobs.dedup_semantic): unusable embeddings (NULL, empty, NaN, an embed
+  error) skipped and counted; identical embeddings grouped first (one representative each);
+  coarse k-means on a seeded sample of the representatives on the driver (cuML on a GPU, faiss
+  on CPU), centroids broadcast, every one assigned in a pandas UDF to its nearest centroid
+  and, when the margin is small, also to the second nearest (two rows); grouped by coarse
+  centroid, `applyInPandas(fine_cluster_pairs)` splits each group below `max_cluster_size`
+  and emits the pairs at the lowest threshold from a blocked similarity join; then, per eps,
+  pairs with similarity >= 1 - eps plus O(n) edges for the copies are resolved. An empty
+  `scores` table, one sample or one distinct vector: a note in the summary, no k-means.
 
 Resolution (spark_jobs.dedup_resolve) is Spark DataFrame operations over the persisted pairs;
 no pair goes to the driver: a sample is a duplicate if a better-ranked sample is similar to it;
@@ -41,30 +44,18 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
-from functools import partial
-from typing import Any, cast
 
-import numpy as np
-import pandas as pd
 from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
-from pyspark.sql.types import ArrayType, LongType
 
-from curator_udfs.kmeans import assign_ids, fit_sample
 from curator_udfs.phash import PHASH_SCHEMA, hash_images
 from curator_udfs.resolve import order_for
-from curator_udfs.semantic import fine_cluster_pairs
 from spark_jobs.catalog import register_tables
 from spark_jobs.config import Config, ConfigError
 from spark_jobs.dedup_perceptual import expand_pairs, pair_count, perceptual_candidates
-from spark_jobs.dedup_resolve import (
-    centroid_distances,
-    eps_pairs,
-    order_columns,
-    resolve,
-    unique_pairs,
-)
+from spark_jobs.dedup_resolve import order_columns, resolve
+from spark_jobs.dedup_semantic import embeddings, semantic_pairs, semantic_rows
 from spark_jobs.model_choice import ModelChoice, model_choice
 from spark_jobs.summary import Summary, new_run_id
 from spark_jobs.tables import (
@@ -173,132 +164,6 @@ def update_phashes(spark: SparkSession, cfg: Config, run_id: str) -> tuple[int, 
     return n, errors
 
 
-# ---- semantic ----------------------------------------------------------------------------------
-def embeddings(spark: SparkSession, cfg: Config, model: str) -> DataFrame:
-    """`sample_id, embedding` of the model's rows that have an embedding."""
-    return (
-        read_table(spark, cfg, "scores")
-        .where((F.col("model") == model) & F.col("error").isNull() & F.col("embedding").isNotNull())
-        .select("sample_id", "embedding")
-    )
-
-
-def coarse_centroids(emb: DataFrame, cfg: Config, n: int) -> tuple[np.ndarray, str, int, int]:
-    """Fit the coarse k-means on a seeded sample; return (centroids, backend, k, sample rows).
-
-    The sample is the `sample_size` rows with the smallest xxhash64(sample_id, seed): the
-    same rows whatever the partitioning, sorted by sample_id before fitting (determinism).
-    """
-    d = cfg.dedup
-    k = max(1, min(d.coarse_k or n // 5000, n))
-    # pyspark types toPandas() with an alias that does not resolve without pandas stubs
-    pdf = cast(
-        pd.DataFrame,
-        emb.orderBy(F.xxhash64("sample_id", F.lit(d.seed)), "sample_id")
-        .limit(d.sample_size)
-        .toPandas(),
-    )
-    centroids, backend = fit_sample(pdf, k, backend=d.backend, seed=d.seed, max_iter=20)
-    return centroids, backend, k, len(pdf)
-
-
-def coarse_assign_udf(centroids: Any, second_margin: float | None) -> Any:
-    """pandas UDF: embedding → [nearest] or [nearest, second nearest] coarse centroid ids."""
-
-    # pyspark's stubs lack the type-hint form pandas_udf(returnType) without functionType
-    @F.pandas_udf(ArrayType(LongType()))  # type: ignore[call-overload]
-    def coarse_ids(emb: pd.Series) -> pd.Series:
-        return assign_ids(emb, centroids.value, second_margin=second_margin)
-
-    return coarse_ids
-
-
-PAIRS_SCHEMA = "a STRING, b STRING, similarity DOUBLE, cluster STRING, dist_a DOUBLE, dist_b DOUBLE"
-
-
-def semantic_pairs(spark: SparkSession, cfg: Config, emb: DataFrame, summary: Summary) -> DataFrame:
-    """Coarse → assign → fine pairs over `emb` (sample_id, embedding; no nulls), any source.
-
-    Returns the unique pairs at the lowest threshold (a, b, similarity, cluster, dist_a,
-    dist_b), persisted: the caller unpersists. Shared by the job and the Python API.
-    """
-    d = cfg.dedup
-    n = emb.count()
-    summary.extra["embeddings"] = n
-    if n == 0:
-        return spark.createDataFrame([], PAIRS_SCHEMA).persist(StorageLevel.MEMORY_AND_DISK)
-    t0 = time.perf_counter()
-    centroids, backend, k, sampled = coarse_centroids(emb, cfg, n)
-    summary.extra.update(
-        kmeans_backend=backend,
-        coarse_k=int(centroids.shape[0]),
-        coarse_sample=sampled,
-        coarse_fit_seconds=round(time.perf_counter() - t0, 3),
-        second_margin=d.second_margin,
-    )
-    bc = spark.sparkContext.broadcast(centroids)
-    assigned = emb.select(
-        "sample_id",
-        "embedding",
-        F.explode(coarse_assign_udf(bc, d.second_margin)("embedding")).alias("coarse"),
-    )
-    fine_fn = partial(
-        fine_cluster_pairs,
-        thresholds=[1.0 - e for e in d.eps],
-        max_cluster_size=d.max_cluster_size,
-        seed=d.seed,
-        backend=d.backend,
-        block_size=d.block_size,
-        include_stats=True,
-    )
-    fine = assigned.groupBy("coarse").applyInPandas(fine_fn, FINE_SCHEMA)
-    fine = fine.persist(StorageLevel.MEMORY_AND_DISK)
-    try:
-        stats = fine.agg(
-            F.count("a").alias("pairs"),
-            F.count(F.when(F.col("a").isNull(), 1)).alias("clusters"),
-            F.max(F.when(F.col("a").isNull(), F.col("cluster_size"))).alias("largest"),
-        ).first()
-        assert stats is not None  # a global aggregate has exactly one row
-        found = fine.where(F.col("a").isNotNull()).drop("cluster_size")
-        pairs = unique_pairs(found).persist(StorageLevel.MEMORY_AND_DISK)
-        pairs.count()  # materialised before the fine frame goes
-    finally:
-        fine.unpersist()
-        bc.unpersist()
-    summary.extra.update(
-        fine_clusters=int(stats["clusters"] or 0),
-        largest_fine_cluster=int(stats["largest"] or 0),
-    )
-    return pairs
-
-
-def semantic_rows(
-    pairs: DataFrame,
-    ranked: DataFrame,
-    cfg: Config,
-    summary: Summary,
-    removed: dict[str, int] | None = None,
-) -> DataFrame:
-    """The `duplicates` rows (no run_id) of every `dedup.eps` from the unique pairs, each eps
-    resolved independently; counts per eps into `removed`, rounds into the summary."""
-    order = order_for("semantic", cfg.dedup.keep)
-    ranks = ranked
-    if order == "farthest_from_centroid":
-        ranks = ranked.join(centroid_distances(pairs), "sample_id", "left")
-    per_eps = eps_pairs(pairs.select("a", "b", "similarity", "cluster"), cfg.dedup.eps)
-    rows, rounds = resolve(per_eps, ranks, order)
-    summary.extra.setdefault("resolve_rounds", {})["semantic"] = rounds
-    if removed is not None:
-        counts = {
-            r["eps"]: int(r["n"])
-            for r in rows.groupBy("eps").agg(F.count("*").alias("n")).collect()
-        }
-        for e in cfg.dedup.eps:
-            removed[f"semantic eps={e:g}"] = counts.get(float(e), 0)
-    return rows.withColumn("method", F.lit("semantic"))
-
-
 def perceptual_rows(
     spark: SparkSession, cfg: Config, ranked: DataFrame, summary: Summary, run_col: Column
 ) -> tuple[int, int]:
@@ -343,7 +208,9 @@ def _check_inputs(spark: SparkSession, cfg: Config) -> ModelChoice:
             f"the warehouse {cfg.warehouse_path} has no `images` table; run `curator ingest` first"
         )
     choice = model_choice(spark, cfg)
-    if "semantic" in cfg.dedup.methods and choice.model is None:
+    scores = table_path(cfg, "scores")
+    empty = is_delta(scores) and not read_table(spark, cfg, "scores").take(1)
+    if "semantic" in cfg.dedup.methods and choice.model is None and not empty:
         raise ConfigError(
             "config key `dedup.methods`: semantic dedup needs embeddings in the `scores` table; "
             "run `curator embed` first, or --set 'dedup.methods=[exact, perceptual]'"
@@ -360,6 +227,8 @@ def run(spark: SparkSession, cfg: Config) -> Summary:
     model = choice.model
     if choice.note:
         summary.extra["model_note"] = choice.note
+    if model is None and "semantic" in methods:  # _check_inputs: the table is empty
+        summary.extra["scores_note"] = "the scores table is empty: no embeddings to compare"
     ranked = rank_frame(spark, cfg, model).persist(StorageLevel.MEMORY_AND_DISK)
     removed: dict[str, int] = {}
     pairs_found: dict[str, int] = {}
@@ -391,7 +260,6 @@ def run(spark: SparkSession, cfg: Config) -> Summary:
                     spark, cfg, ranked, summary, run_col
                 )
             else:
-                assert model is not None  # _check_inputs
                 pairs_found[method] = semantic_stage(spark, cfg, model, ranked, summary, removed)
             seconds[method] = round(time.perf_counter() - t0, 3)
         flagged = read_table(spark, cfg, "duplicates").where(F.col("method").isin(methods))
@@ -415,25 +283,24 @@ def run(spark: SparkSession, cfg: Config) -> Summary:
 def semantic_stage(
     spark: SparkSession,
     cfg: Config,
-    model: str,
+    model: str | None,
     ranked: DataFrame,
     summary: Summary,
     removed: dict[str, int],
 ) -> int:
     """The job's semantic method over `scores` rows of `model`: write; return pairs found."""
     run_col = F.lit(summary.run_id).alias("run_id")
-    pairs = semantic_pairs(spark, cfg, embeddings(spark, cfg, model), summary)
+    sp = semantic_pairs(spark, cfg, embeddings(spark, cfg, model), ranked, summary)
     try:
-        rows = semantic_rows(pairs, ranked, cfg, summary, removed)
+        rows = semantic_rows(sp, ranked, cfg, summary, removed)
         replace_method_rows(spark, cfg, DUPLICATES, rows.select("*", run_col), "semantic")
+        pairs = sp.all_pairs()
         if cfg.dedup.write_pairs:
-            out = pairs.select(
-                "a", "b", "similarity", "cluster", F.lit("semantic").alias("method"), run_col
-            )
+            out = pairs.select("*", F.lit("semantic").alias("method"), run_col)
             replace_method_rows(spark, cfg, DUPLICATE_PAIRS, out, "semantic")
         return pairs.count()
     finally:
-        pairs.unpersist()
+        sp.unpersist()
 
 
 if __name__ == "__main__":  # spark-submit spark_jobs/dedup.py ARGS

@@ -107,7 +107,7 @@ demo: install jars
 
 # Two workers on the two cores, one test module at a time each (module fixtures built once).
 test: setup chromium
-	$(BIN)/python -m pytest -q -m "not slow" -n 2 --dist loadfile
+	$(BIN)/python -m pytest -q -m "not slow" -n 2 --dist loadfile --no-loadscope-reorder
 
 test-faults: setup
 	$(BIN)/python -m pytest -q -m slow

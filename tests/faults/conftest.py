@@ -67,18 +67,33 @@ def write_corpus(d: Path) -> None:
 
 
 @pytest.fixture(scope="session")
-def reference(spark: Any, tmp_path_factory: pytest.TempPathFactory) -> Reference:
+def reference(spark: Any, tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Reference:
     """Run the whole pipeline once, uninterrupted, with object-store credentials set (the
-    security test checks none leaks); snapshot every table."""
-    base = tmp_path_factory.mktemp("reference")
+    security test checks none leaks); snapshot every table.
+
+    Under xdist the run is made once for all workers (in the run's shared temp directory,
+    under a file lock); each worker snapshots it with its own session.
+    """
+    from filelock import FileLock
+
+    if worker_id == "master":  # no xdist: this process's own temp directory
+        base = tmp_path_factory.mktemp("reference")
+    else:
+        base = tmp_path_factory.getbasetemp().parent / "reference"
+        base.mkdir(exist_ok=True)
     shards, wh, out = base / "shards", base / "wh", base / "out"
-    write_corpus(shards)
     ref = Reference(shards, wh, out, [], {}, [])
-    proc = harness.curator(
-        *ref.run_args(wh, out, "--json", *harness.set_args(*harness.SECRET_SETS, base=()))
-    )
-    ref.log = proc.stdout + proc.stderr
-    ref.summaries = harness.last_json(proc.stdout)
+    done, log = base / "stdout.txt", base / "log.txt"
+    with FileLock(str(base / ".lock")):
+        if not done.is_file():
+            write_corpus(shards)
+            proc = harness.curator(
+                *ref.run_args(wh, out, "--json", *harness.set_args(*harness.SECRET_SETS, base=()))
+            )
+            log.write_text(proc.stdout + proc.stderr)
+            done.write_text(proc.stdout)  # last: its presence means the run is complete
+    ref.log = log.read_text()
+    ref.summaries = harness.last_json(done.read_text())
     harness.assert_balanced(ref.summaries)
     ref.tables = harness.snapshot(spark, wh)
     ref.members = harness.shard_members(out)

@@ -153,6 +153,7 @@ def test_pipeline_classify_to_export(cluster: Cluster, run: Run) -> None:  # noq
         "dedup.methods=[exact, perceptual, semantic]",
         "--set",
         THIRD_HEAD,
+        timeout=480,  # four stages in one submit, beside the other worker's tests
     )
     by_job = {s["job"]: s for s in sub.summary}
     assert list(by_job) == ["classify", "dedup", "filter", "export"], list(by_job)

@@ -32,7 +32,7 @@ def register_tables(spark: SparkSession, cfg: Config) -> None:
     try:
         spark.sql(create)
     except AnalysisException as exc:
-        if "CATALOG_NOT_FOUND" not in str(exc) and "REQUIRES_SINGLE_PART_NAMESPACE" not in str(exc):
+        if exc.getCondition() not in ("CATALOG_NOT_FOUND", "REQUIRES_SINGLE_PART_NAMESPACE"):
             raise
         catalog = cfg.database.split(".")[0]
         raise ConfigError(

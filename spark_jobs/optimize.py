@@ -66,6 +66,12 @@ def run(
         cols = list(zorder or head_score_columns(cfg))
         if not cols:
             raise ConfigError("--zorder: no columns given and no classifier heads configured")
+        missing = [c for c in cols if c not in have]
+        if missing:
+            raise ConfigError(
+                f"--zorder: the scores table has no head column(s) {missing} yet; run "
+                "`curator classify` (or `curator embed`) first, or name columns with --zorder"
+            )
         metrics = spark.sql(f"OPTIMIZE {table} ZORDER BY ({', '.join(cols)})")
         summary.extra.update(zorder_by=", ".join(cols))
     m: dict[str, Any] = {}

@@ -253,7 +253,8 @@ def build_session(cfg: Config, app_name: str = "curator") -> SparkSession:
         from spark_jobs.submit_streams import adopt_log_config
 
         adopt_log_config(spark.sparkContext._jvm)  # spark-submit started the JVM without ours
-    spark.sparkContext.setLogLevel("WARN")
+    # the profile's (or a cluster's) spark.log.level, WARN when none is set
+    spark.sparkContext.setLogLevel(spark.sparkContext.getConf().get("spark.log.level", "WARN"))
     # a context that was already up ignores spark.hadoop.*: set the S3A keys on it directly
     configure_object_storage(spark, os.environ, keep={**(running or {}), **cfg_overrides(cfg)})
     extensions = spark.conf.get("spark.sql.extensions", "") or ""

@@ -249,6 +249,9 @@ def test_cli_filter_explain_and_optimize(spark, scored_wh) -> None:
     assert "*Exec <FilterExec> will run on GPU" in res.output, res.output
     bad = runner.invoke(app, ["filter", *common, "--set", "filter.predicates=['rand() < 0.5']"])
     assert bad.exit_code == 2 and "non-deterministic" in bad.output
+    renamed = "classifiers=[{name: aesthetic, output_column: aesthetic_v2}]"
+    none_yet = runner.invoke(app, ["optimize", *common, "--set", renamed])
+    assert none_yet.exit_code == 2 and "no head column(s) ['aesthetic_v2']" in none_yet.output
     opt = runner.invoke(app, ["optimize", *common, "--json"])
     assert opt.exit_code == 0, opt.output
     out = json.loads(opt.output.strip().splitlines()[-1])

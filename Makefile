@@ -102,6 +102,7 @@ demo: install jars
 	$(BIN)/curator run --config conf/demo.yaml
 	$(BIN)/curator sql --config conf/demo.yaml \
 	  "SELECT image_format, count(*) AS n, round(avg(width)) AS avg_width FROM curator.images GROUP BY image_format ORDER BY n DESC"
+	$(BIN)/curator dedup-recall --config conf/demo.yaml $(DEMO_DIR)/shards/_planted.json
 	$(BIN)/curator report --config conf/demo.yaml --out $(DEMO_DIR)/report
 	@echo "report: $(abspath $(DEMO_DIR))/report/index.html"
 

@@ -43,6 +43,7 @@ border-radius:4px;display:block;margin:0 auto;background:#eee}
 figure.kept img,figure.kept .ph{border-color:#59a14f}
 .badge{display:inline-block;background:#59a14f;color:#fff;border-radius:3px;padding:0 4px}
 code{font-size:12px;background:#f0f0f0;padding:1px 3px;border-radius:3px}
+section.warn{background:#fff4e5;border-left:4px solid #e8a23b}
 """
 
 
@@ -264,7 +265,7 @@ def scores_section(
         )
     preds = ", ".join(f"<code>{escape(p)}</code>" for p in predicates) or "none"
     body = f'<div class="charts">{"".join(charts)}</div><p>filter predicates: {preds}</p>'
-    return _section("scores", "Aesthetic and NSFW scores", body)
+    return _section("scores", "Scores and image signals", body)
 
 
 def clusters_section(sizes: dict[int, int] | None) -> str:
@@ -309,6 +310,33 @@ def groups_section(groups: Sequence[dict[str, Any]] | None) -> str:
     return _section("groups", "Duplicate groups", f'<div class="groups">{"".join(rows)}</div>')
 
 
+def warnings_section(warnings: Sequence[str] | None) -> str:
+    """Caveats shown above everything else (e.g. random weights: the scores are noise)."""
+    if not warnings:
+        return ""
+    items = "".join(f"<li>{escape(w)}</li>" for w in warnings)
+    return f'<section id="warnings" class="warn"><h2>Read this first</h2><ul>{items}</ul></section>'
+
+
+def low_clip_section(items: Sequence[dict[str, Any]] | None) -> str:
+    """Thumbnails of the lowest-CLIP-score pairs with their captions (what the filter removes)."""
+    if items is None:
+        return ""  # no clip_score column: the model has no text tower, or embed.text is off
+    if not items:
+        return _section("lowclip", "Lowest CLIP scores", "<p>no CLIP scores (no captions?)</p>")
+    figs = []
+    for it in items:
+        uri = it.get("thumb")
+        sid = escape(str(it.get("sample_id", "")))
+        img = f'<img src="{uri}" alt="{sid}">' if uri else '<div class="ph"></div>'
+        figs.append(
+            f'<figure class="dup">{img}<figcaption>clip {float(it["clip_score"]):.3f}<br>'
+            f"{escape(str(it.get('caption') or '')[:80])}</figcaption></figure>"
+        )
+    body = f'<div class="groups"><div class="group">{"".join(figs)}</div></div>'
+    return _section("lowclip", "Lowest CLIP scores (removed first by a clip_score filter)", body)
+
+
 def quarantine_section(reasons: Sequence[dict[str, Any]] | None) -> str:
     """Bars per quarantine reason and a few example members of each."""
     if reasons is None:
@@ -335,7 +363,8 @@ def quarantine_section(reasons: Sequence[dict[str, Any]] | None) -> str:
 def render_report(data: dict[str, Any]) -> str:
     """The whole page. Keys (each may be missing or None = not run yet):
 
-    title, subtitle: str; funnel: [{stage, count, breakdown: {reason: n}, note}];
+    title, subtitle: str; warnings: [str]; lowest_clip_scores: [{sample_id, thumb, caption,
+    clip_score}]; funnel: [{stage, count, breakdown: {reason: n}, note}];
     histograms: {column: {lo, hi, counts} | None}; predicates: [str];
     cluster_sizes: {size: n_clusters}; duplicate_groups: [{method, kept: {sample_id, thumb},
     duplicates: [{sample_id, thumb, similarity}]}]; quarantine: [{reason, count, examples:
@@ -343,8 +372,10 @@ def render_report(data: dict[str, Any]) -> str:
     """
     title = data.get("title") or "Curation report"
     sections = [
+        warnings_section(data.get("warnings")),
         funnel_section(data.get("funnel")),
         scores_section(data.get("histograms"), data.get("predicates") or []),
+        low_clip_section(data.get("lowest_clip_scores")),
         clusters_section(data.get("cluster_sizes")),
         groups_section(data.get("duplicate_groups")),
         quarantine_section(data.get("quarantine")),

@@ -178,6 +178,25 @@ def _show_costs(out: dict[str, Any], options: Options) -> None:
     print(json.dumps(out, default=str) if options["as_json"] else render(out))
 
 
+def _dedup_recall(spark: Any, cfg: Config, *, planted: Path, **_: Any) -> Any:
+    from spark_jobs.planted import score_against
+
+    return score_against(spark, cfg, planted)
+
+
+def _show_recall(scores: list[dict[str, Any]], options: Options) -> None:
+    from spark_jobs.planted import render
+
+    print(json.dumps(scores) if options["as_json"] else render(scores))
+
+
+def _planted_file(cfg: Config, options: Options) -> Options:
+    if not options["planted"].is_file():
+        raise ConfigError(f"{options['planted']}: no such file; `curator sample-shards` writes "
+                          "_planted.json next to the shards")  # fmt: skip
+    return options
+
+
 # ---- preflights that need the options ------------------------------------------------------------
 def _check_sql(cfg: Config, options: Options) -> Options:
     if options["fmt"] not in ("table", "json", "csv"):
@@ -237,6 +256,10 @@ COMMANDS: tuple[Command, ...] = (
             "result.", (Opt("query", str, None, None, "one SQL statement over the warehouse's "
                             "tables"), Opt("fmt", str, "table", "--format", "table | json | csv")),
             preflight="cli:_check_sql", show=_show_sql),
+    Command("dedup-recall", _dedup_recall, "Recall and precision of each dedup method against "
+            "planted duplicates (sample-shards' _planted.json).", (Opt("planted", Path, None, None,
+            "the _planted.json of the ingested sample shards"), _AS_JSON),
+            preflight="cli:_planted_file", show=_show_recall),
     Command("why", _why, "Say what happened to a sample and why: shard, scores, predicates, "
             "duplicates, export.", (Opt("ident", str, None, None, "a sample_id or a key (all "
                                         "shards)"), _AS_JSON, _AS_OF), show=_show_why),

@@ -145,6 +145,47 @@ def duplicate_groups(
     return out
 
 
+SIGNAL_COLUMNS = ("clip_score", "sharpness")  # histogrammed when the scores table has them
+
+
+def weight_warnings(cfg: Config) -> list[str]:
+    """What a reader must know before trusting the numbers: random weights mean noise."""
+    out = []
+    emb = cfg.embed
+    if emb.embedder_class is None and not emb.pretrained and emb.weights is None:
+        out.append(
+            f"random weights: the embedding model {emb.model} is random-init, so semantic "
+            "duplicates and CLIP scores are not meaningful"
+        )
+    random_heads = [h.name for h in cfg.classifiers if h.random_init]
+    if random_heads:
+        out.append(
+            f"random weights: the heads {', '.join(random_heads)} are random-init, so their "
+            "scores are not meaningful"
+        )
+    return out
+
+
+def lowest_clip_scores(images: DataFrame, scores: DataFrame, n: int = 8) -> list[dict[str, Any]]:
+    """The `n` pairs the CLIP-score filter removes first: thumbnail, caption, score."""
+    low = (
+        scores.where(F.col("clip_score").isNotNull() & ~F.isnan("clip_score"))
+        .select("sample_id", "clip_score")
+        .orderBy("clip_score", "sample_id")
+        .limit(n)
+    )
+    rows = low.join(images.select("sample_id", "image", "caption"), "sample_id").collect()
+    return [
+        {
+            "sample_id": r["sample_id"],
+            "thumb": thumbnail_data_uri(r["image"]),
+            "caption": redact(str(r["caption"] or ""))[:200],
+            "clip_score": float(r["clip_score"]),
+        }
+        for r in sorted(rows, key=lambda r: (r["clip_score"], r["sample_id"]))
+    ]
+
+
 def _filter_stats(spark: SparkSession, cfg: Config) -> list[Any] | None:
     stats = _table(spark, cfg, "filter_stats")
     if stats is None:
@@ -246,10 +287,16 @@ def collect_report_data(
             "note": f"{manifest['shard_count']} shards" if manifest else "",
         }
     )
+    columns = head_score_columns(cfg)
+    if scores is not None:
+        columns += [c for c in SIGNAL_COLUMNS if c in scores.columns]
     histograms = (
-        score_histograms(scores, head_score_columns(cfg))
-        if scores is not None
-        else dict.fromkeys(head_score_columns(cfg))
+        score_histograms(scores, columns) if scores is not None else dict.fromkeys(columns)
+    )
+    low_clip = (
+        lowest_clip_scores(images, scores)
+        if scores is not None and images is not None and "clip_score" in scores.columns
+        else None
     )
     return {
         "title": "Curation report",
@@ -257,8 +304,10 @@ def collect_report_data(
             f"warehouse {cfg.warehouse_path} · database {cfg.database} · "
             f"generated {datetime.now(UTC):%Y-%m-%d %H:%M} UTC"
         ),
+        "warnings": weight_warnings(cfg),
         "funnel": funnel,
         "histograms": histograms,
+        "lowest_clip_scores": low_clip,
         "predicates": [redact(p) for p in cfg.filter.predicates],
         "cluster_sizes": cluster_sizes(dups) if dups is not None else None,
         "duplicate_groups": (

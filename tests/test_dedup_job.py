@@ -321,3 +321,37 @@ def test_new_images_are_checked_against_old_kept(spark, base: dict, first: dict)
         return df[sel].reset_index(drop=True)
 
     pd.testing.assert_frame_equal(old(got), old(first["dups"]))
+
+
+def test_dedup_recall_scores_the_planted_copies(spark, base: dict, first: dict) -> None:
+    """`curator dedup-recall`: the duplicates table keyed back to the shards' keys, per method."""
+    from spark_jobs.planted import render, score_against
+
+    cfg = first["cfg"]
+    planted_file = base["root"] / "shards" / "_planted.json"
+    scores = {(s["method"], s["eps"]): s for s in score_against(spark, cfg, planted_file)}
+    assert set(scores) == {("exact", None), ("perceptual", None), *(("semantic", e) for e in EPS)}
+    exact = scores["exact", None]
+    assert exact["true_pairs"] == len(base["exact"]) and exact["recall"] == 1.0
+    assert exact["precision"] == 1.0
+    perceptual = scores["perceptual", None]  # re-encodes and resizes found, nothing false
+    assert perceptual["precision"] == 1.0 and perceptual["recalled_pairs"] >= len(
+        [k for *_, k in base["near"] if k in ("reencode", "resize")])  # fmt: skip
+    # the scores table's embeddings are synthetic (not of these images): semantic groups are
+    # not the planted images' copies, and the score says so rather than hiding it
+    assert all(scores["semantic", e]["true_pairs"] == perceptual["true_pairs"] for e in EPS)
+    table = render(list(scores.values()))
+    assert table.splitlines()[0].split() == ["method", "eps", "planted", "found", "correct",
+                                             "recall", "precision"]  # fmt: skip
+    assert "exact" in table and "1.000" in table
+    from typer.testing import CliRunner
+
+    from spark_jobs.cli import app
+
+    common = ["--warehouse", str(cfg.warehouse_path), *[a for s in (f"database={cfg.database}",
+              *BASE_SETS) for a in ("--set", s)]]  # fmt: skip
+    res = CliRunner().invoke(app, ["dedup-recall", str(planted_file), *common, "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output.strip().splitlines()[-1]) == list(scores.values())
+    missing = CliRunner().invoke(app, ["dedup-recall", str(base["root"] / "nope.json"), *common])
+    assert missing.exit_code == 2 and "sample-shards" in missing.output

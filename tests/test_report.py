@@ -88,6 +88,34 @@ def test_render_report_plain_data() -> None:
     assert "http://" not in html and "https://" not in html and "<script" not in html
 
 
+def test_warnings_and_lowest_clip_scores_render() -> None:
+    data = _data() | {
+        "warnings": ["random weights: the heads <a> are random-init"],
+        "lowest_clip_scores": [
+            {"sample_id": "cc", "thumb": rh.thumbnail_data_uri(_png((0, 200, 0))),
+             "caption": "a <b>cat</b>", "clip_score": 0.0123},
+        ],
+    }  # fmt: skip
+    html = rh.render_report(data)
+    assert html.index('id="warnings"') < html.index('id="funnel"')  # read before the numbers
+    assert "the heads &lt;a&gt; are random-init" in html
+    assert 'id="lowclip"' in html and "clip 0.012" in html and "a &lt;b&gt;cat&lt;/b&gt;" in html
+    assert 'id="lowclip"' not in rh.render_report(_data())  # no clip_score column: no section
+    assert 'id="warnings"' not in rh.render_report(_data())
+
+
+def test_weight_warnings_say_when_scores_are_noise(make_cfg) -> None:  # type: ignore[no-untyped-def]
+    from spark_jobs.report import weight_warnings
+
+    demo = make_cfg("embed.model=test_vit", "embed.pretrained=false",
+                    "classifiers=[{name: aesthetic, random_init: true}]")  # fmt: skip
+    assert [w.split(":")[0] for w in weight_warnings(demo)] == ["random weights"] * 2
+    assert "aesthetic" in weight_warnings(demo)[1]
+    dct = make_cfg("embed.embedder_class=curator_udfs.dct_embedder:DctImageEmbedder",
+                   "classifiers=[]")  # fmt: skip
+    assert weight_warnings(dct) == []  # the DCT descriptor has no weights to be random
+
+
 def test_every_section_says_not_run_yet() -> None:
     html = rh.render_report({})
     assert html.count("not run yet") == len(SECTIONS)

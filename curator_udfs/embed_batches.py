@@ -1,9 +1,12 @@
 """Executor-side batch functions for the embed and classify jobs (wrapped in ``mapInPandas``).
 
 ``make_embed_fn(spec)`` returns ``Iterator[DataFrame] -> Iterator[DataFrame]``: input frames
-have ``sample_id`` and ``image`` (encoded bytes); output frames have ``sample_id``,
-``embedding`` (float32 array, None when the image failed), one double column per head (NaN
-without an embedding) and ``error`` (None or the reason). The embedder and heads load once per
+have ``sample_id``, ``image`` (encoded bytes) and optionally ``caption``; output frames have
+``sample_id``, ``embedding`` (float32 array, None when the image failed), one double column per
+head (NaN without an embedding), the signal columns ``clip_score``, ``sharpness``,
+``colorfulness`` (nullable doubles) and ``grayscale`` (nullable boolean), and ``error`` (None or
+the reason). ``clip_score`` is filled when :func:`clip_score_plan` says so (a text tower and a
+non-blank caption), else NULL. The embedder and heads load once per
 Python worker (``model_cache``, keyed by spec and device) on :func:`current_device`, and the
 heads score each batch on that device right after the forward pass.
 
@@ -28,10 +31,11 @@ from .classifiers import ClassifierHead, build_head
 from .device import current_device
 from .embedders import ImageEmbedder, TimmImageEmbedder
 from .model_cache import get_or_create
-from .specs import EmbedSpec, HeadSpec, head_columns
+from .specs import SIGNAL_COLUMNS, EmbedSpec, HeadSpec, head_columns, open_clip_name
 
 __all__ = [
     "build_embedder",
+    "clip_score_plan",
     "classify_output_schema",
     "embed_output_schema",
     "make_classify_fn",
@@ -45,7 +49,8 @@ _CLASSIFY_CHUNK_ROWS = 65_536
 def embed_output_schema(spec: EmbedSpec) -> str:
     """DDL schema of :func:`make_embed_fn` frames (for ``mapInPandas``)."""
     cols = "".join(f", {c} double" for c in head_columns(spec))
-    return f"sample_id string, embedding array<float>{cols}, error string"
+    signals = "".join(f", {c} {t.lower()}" for c, t in SIGNAL_COLUMNS)
+    return f"sample_id string, embedding array<float>{cols}{signals}, error string"
 
 
 def classify_output_schema(spec: EmbedSpec) -> str:
@@ -55,13 +60,18 @@ def classify_output_schema(spec: EmbedSpec) -> str:
 
 
 def build_embedder(spec: EmbedSpec) -> ImageEmbedder:
-    """Instantiate (not load) the embedder: timm by default, or ``embedder_class``.
+    """Instantiate (not load) the embedder: timm by default, open_clip for ``open_clip:…``
+    model names, or ``embedder_class``.
 
     A custom class gets the common keyword arguments, plus ``model_name`` (the spec's
     ``model``: timm's own name for it), ``pretrained`` and ``weights`` when its ``__init__``
     names them.
     """
     cls: type[ImageEmbedder] = TimmImageEmbedder
+    if open_clip_name(spec.model) is not None:
+        from .open_clip_embedder import OpenClipEmbedder
+
+        cls = OpenClipEmbedder
     if spec.embedder_class:
         cls = import_class(spec.embedder_class, ImageEmbedder, "embed.embedder_class")
     kwargs: dict[str, Any] = {
@@ -80,9 +90,34 @@ def build_embedder(spec: EmbedSpec) -> ImageEmbedder:
     return cls(**kwargs)
 
 
+def clip_score_plan(spec: EmbedSpec) -> tuple[bool, str]:
+    """Whether the embed pass computes clip_score, and a one-line reason for the summary.
+
+    ``spec.text`` None = when the embedder has a text tower; True without one is a ValueError
+    (a configuration error: nothing could fill the column).
+    """
+    if spec.text is False:
+        return False, "NULL: embed.text is false"
+    embedder = build_embedder(spec)
+    if embedder.has_text_tower:
+        return True, f"image-caption cosine from {embedder.model_id}'s text tower"
+    what = (
+        f"embed.embedder_class {spec.embedder_class} has no text tower"
+        if spec.embedder_class
+        else f"{spec.model} is a timm image model without a text tower"
+    )
+    if spec.text:
+        raise ValueError(
+            f"embed.text: true, but {what}; use embed.model: open_clip:ARCH or "
+            "open_clip:ARCH/TAG (a CLIP model with both towers), or set embed.text to null/false"
+        )
+    return False, f"NULL: {what} (for clip_score use embed.model: open_clip:ARCH/TAG)"
+
+
 def make_embed_fn(spec: EmbedSpec) -> FrameFn:
     """Batch function for ``df.mapInPandas(fn, embed_output_schema(spec))``."""
     head_columns(spec)  # fail on the driver, before Spark runs anything
+    with_text, _reason = clip_score_plan(spec)
 
     def embed_partition(frames: Iterable[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         device = current_device()
@@ -90,7 +125,7 @@ def make_embed_fn(spec: EmbedSpec) -> FrameFn:
         embedder = get_or_create(key, lambda: build_embedder(spec).prepare(device))
         heads = _cached_heads(spec.heads, embedder.embedding_dim, device)
         for frame in frames:
-            yield _embed_frame(frame, embedder, heads)
+            yield _embed_frame(frame, embedder, heads, with_text)
 
     return embed_partition
 
@@ -144,11 +179,18 @@ def _require(frame: pd.DataFrame, columns: Sequence[str], fn: str) -> None:
 
 
 def _embed_frame(
-    frame: pd.DataFrame, embedder: ImageEmbedder, heads: Sequence[ClassifierHead]
+    frame: pd.DataFrame,
+    embedder: ImageEmbedder,
+    heads: Sequence[ClassifierHead],
+    with_text: bool = False,
 ) -> pd.DataFrame:
     _require(frame, ("sample_id", "image"), "embed")
     blobs = [None if _is_missing(b) else b for b in frame["image"].tolist()]
-    result = embedder.embed_and_score(blobs, heads)
+    if with_text:
+        captions = frame["caption"].tolist() if "caption" in frame.columns else [None] * len(blobs)
+        result = embedder.embed_and_score(blobs, heads, captions=captions)
+    else:
+        result = embedder.embed_and_score(blobs, heads)  # subclasses may not take captions
     out = pd.DataFrame({"sample_id": frame["sample_id"].astype(str).to_numpy()})
     out["embedding"] = pd.Series(
         [result.embeddings[i] if err is None else None for i, err in enumerate(result.errors)],
@@ -156,8 +198,21 @@ def _embed_frame(
     )
     for head in heads:
         out[head.output_column] = result.scores[head.output_column]
+    n = len(out)
+    signals = result.signals or [None] * n
+    clip = result.clip_scores if result.clip_scores is not None else np.full(n, np.nan)
+    out["clip_score"] = _nullable_float(clip)
+    out["sharpness"] = _nullable_float([s.sharpness if s else np.nan for s in signals])
+    out["colorfulness"] = _nullable_float([s.colorfulness if s else np.nan for s in signals])
+    out["grayscale"] = pd.array([s.grayscale if s else None for s in signals], dtype="boolean")
     out["error"] = pd.Series(result.errors, dtype=object)
     return out
+
+
+def _nullable_float(values: Sequence[float] | np.ndarray) -> pd.api.extensions.ExtensionArray:
+    """Doubles with NaN as missing (NULL in Spark, not NaN, which sorts above every number)."""
+    arr = np.asarray(values, dtype=np.float64)
+    return pd.array(np.where(np.isfinite(arr), arr, np.nan), dtype="Float64")
 
 
 def _classify_frame(

@@ -5,6 +5,11 @@ preprocessing, batching, ``inference_mode``, fp16 autocast and pinned-memory cop
 L2 normalisation, per-image error capture — so a subclass only supplies ``load``,
 ``preprocess``, ``forward``, ``embedding_dim`` and ``model_id``. :class:`TimmImageEmbedder` is
 the default: any timm model, with the preprocessing of its own pretrained config.
+
+Two by-products of the same pass: image signals (:mod:`.image_signals`) from each decoded
+image, and, for embedders with a text tower (``has_text_tower``, e.g. open_clip models), the
+``clip_score`` of each image with its caption: the cosine of the L2-normalised image embedding
+and the L2-normalised text embedding, computed on the same device in the same batch.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from PIL import Image
 
 from .decode import decode_rgb
 from .device import current_device
+from .image_signals import ImageSignals, image_signals
 from .specs import DEFAULT_MODEL, timm_model_id
 from .weights import WeightsError, hub_cache_dir, load_state_dict
 
@@ -32,9 +38,21 @@ __all__ = [
     "ImageEmbedder",
     "Scorer",
     "TimmImageEmbedder",
+    "clean_caption",
 ]
 
 RANDOM_INIT_SEED = 0
+# Captions are cut to this many characters before tokenising (the tokenizer then truncates to
+# its context length, 77 tokens for CLIP): BPE over a megabyte of scraped text would be slow.
+MAX_CAPTION_CHARS = 2000
+
+
+def clean_caption(value: object) -> str | None:
+    """A caption fit to tokenise, or None (missing, not text, or blank: clip_score NULL)."""
+    if not isinstance(value, str):
+        return None
+    text = value.strip()
+    return text[:MAX_CAPTION_CHARS] if text else None
 
 
 class Scorer(Protocol):
@@ -47,11 +65,15 @@ class Scorer(Protocol):
 
 @dataclass
 class EmbedResult:
-    """Embeddings ``(n, d)`` float32 (NaN rows on error), head scores ``(n,)``, error strings."""
+    """Embeddings ``(n, d)`` float32 (NaN rows on error), head scores ``(n,)``, error strings,
+    image signals per row (None on error) and clip scores ``(n,)`` (NaN where not computed;
+    None when no captions were given)."""
 
     embeddings: np.ndarray
     errors: list[str | None]
     scores: dict[str, np.ndarray] = field(default_factory=dict)
+    signals: list[ImageSignals | None] = field(default_factory=list)
+    clip_scores: np.ndarray | None = None
 
 
 class ImageEmbedder:
@@ -109,6 +131,15 @@ class ImageEmbedder:
         """Identifier stored in the ``model`` column of the scores table."""
         return f"{type(self).__module__}.{type(self).__qualname__}"
 
+    @property
+    def has_text_tower(self) -> bool:
+        """Whether :meth:`encode_text` works (known before loading); False for image models."""
+        return False
+
+    def encode_text(self, captions: list[str]) -> torch.Tensor:
+        """Captions -> text features ``(n, embedding_dim)`` on the device (text towers only)."""
+        raise NotImplementedError(f"{type(self).__name__} has no text tower")
+
     # ---- shared machinery -------------------------------------------------------------------
     def prepare(self, device: str) -> ImageEmbedder:
         """Load onto ``device`` and remember it (works whether or not ``load`` calls super)."""
@@ -126,13 +157,21 @@ class ImageEmbedder:
         return result.embeddings, result.errors
 
     def embed_and_score(
-        self, blobs: Sequence[bytes | None], heads: Sequence[Scorer] = ()
+        self,
+        blobs: Sequence[bytes | None],
+        heads: Sequence[Scorer] = (),
+        captions: Sequence[object] | None = None,
     ) -> EmbedResult:
-        """Like :meth:`embed_bytes`, also running ``heads`` on each batch on the same device.
+        """Like :meth:`embed_bytes`, also running ``heads`` on each batch on the same device,
+        and with ``captions`` (one per blob) the clip score of each image with its caption.
 
         Heads always receive L2-normalised embeddings (what the LAION heads were trained on),
-        whatever ``normalize_embeddings`` says about the stored embedding.
+        whatever ``normalize_embeddings`` says about the stored embedding. A missing or blank
+        caption gives a NaN clip score.
         """
+        if captions is not None and len(captions) != len(blobs):
+            raise ValueError(f"{len(captions)} captions for {len(blobs)} images")
+        texts = [clean_caption(c) for c in captions] if captions is not None else None
         if self.device is None:
             self.prepare(current_device())
         n = len(blobs)
@@ -140,6 +179,8 @@ class ImageEmbedder:
         embeddings = np.full((n, dim), np.nan, dtype=np.float32)
         scores = {h.output_column: np.full(n, np.nan, dtype=np.float64) for h in heads}
         errors: list[str | None] = [None] * n
+        signals: list[ImageSignals | None] = [None] * n
+        clip = np.full(n, np.nan, dtype=np.float64) if texts is not None else None
         chunks = [range(i, min(i + self.batch_size, n)) for i in range(0, n, self.batch_size)]
         pending = self._submit(blobs, chunks[0]) if chunks else []
         for k, rows in enumerate(chunks):
@@ -149,19 +190,25 @@ class ImageEmbedder:
             tensors: list[torch.Tensor] = []
             ok_rows: list[int] = []
             for i, fut in zip(rows, futures, strict=True):
-                tensor, error = fut.result()
+                tensor, error, signal = fut.result()
                 if error is not None:
                     errors[i] = error
                 else:
                     tensors.append(tensor)
                     ok_rows.append(i)
+                    signals[i] = signal
             if not tensors:
                 continue
-            emb, head_scores = self._run_batch(tensors, heads, dim)
+            batch_texts = [texts[i] for i in ok_rows] if texts is not None else None
+            emb, head_scores, batch_clip = self._run_batch(tensors, heads, dim, batch_texts)
             embeddings[ok_rows] = emb
             for col, values in head_scores.items():
                 scores[col][ok_rows] = values
-        return EmbedResult(embeddings=embeddings, errors=errors, scores=scores)
+            if clip is not None and batch_clip is not None:
+                clip[ok_rows] = batch_clip
+        return EmbedResult(
+            embeddings=embeddings, errors=errors, scores=scores, signals=signals, clip_scores=clip
+        )
 
     def close(self) -> None:
         """Stop the decoding threads (they are otherwise reused between calls)."""
@@ -181,27 +228,34 @@ class ImageEmbedder:
             )
         return [self._pool.submit(self._decode_one, blobs[i]) for i in rows]
 
-    def _decode_one(self, blob: bytes | None) -> tuple[torch.Tensor | None, str | None]:
-        """Decode + preprocess one image in a worker thread; failures become error strings."""
+    def _decode_one(
+        self, blob: bytes | None
+    ) -> tuple[torch.Tensor | None, str | None, ImageSignals | None]:
+        """Decode + preprocess one image in a worker thread, and take its image signals from
+        the decoded pixels; failures become error strings."""
         if blob is None:
-            return None, "decode: no image bytes (image is null)"
+            return None, "decode: no image bytes (image is null)", None
         try:
             image = decode_rgb(bytes(blob))
         except ValueError as exc:
-            return None, str(exc)
+            return None, str(exc), None
         except Exception as exc:  # noqa: BLE001 - any decoder failure is per-image bad data
-            return None, f"decode: {type(exc).__name__}: {exc}"
+            return None, f"decode: {type(exc).__name__}: {exc}", None
         try:
             tensor = self.preprocess([image])
         except Exception as exc:  # noqa: BLE001 - e.g. a degenerate size a transform rejects
-            return None, f"preprocess: {type(exc).__name__}: {exc}"
+            return None, f"preprocess: {type(exc).__name__}: {exc}", None
         if tensor.ndim == 4:
             tensor = tensor[0]
-        return tensor, None
+        return tensor, None, image_signals(image)
 
     def _run_batch(
-        self, tensors: list[torch.Tensor], heads: Sequence[Scorer], dim: int
-    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        self,
+        tensors: list[torch.Tensor],
+        heads: Sequence[Scorer],
+        dim: int,
+        texts: list[str | None] | None = None,
+    ) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray | None]:
         try:
             batch = torch.stack(tensors)
         except RuntimeError as exc:
@@ -236,7 +290,22 @@ class ImageEmbedder:
                 head_in = normed if getattr(h, "expects_normalized", True) else feats
                 values = h.score(head_in).float().reshape(-1).cpu().numpy()
                 head_scores[h.output_column] = values.astype(np.float64)
-            return out.cpu().numpy(), head_scores
+            clip = None
+            if texts is not None:
+                clip = np.full(len(tensors), np.nan, dtype=np.float64)
+                rows = [j for j, t in enumerate(texts) if t]
+                if rows:
+                    with amp:
+                        text_feats = self.encode_text([str(texts[j]) for j in rows])
+                    text_normed = F.normalize(text_feats.float().reshape(len(rows), -1), dim=-1)
+                    if text_normed.shape[1] != dim:
+                        raise ValueError(
+                            f"{type(self).__name__}.encode_text gave {text_normed.shape[1]}-d "
+                            f"features but the image embedding is {dim}-d; make them agree"
+                        )
+                    cos = (normed[rows] * text_normed).sum(dim=-1)
+                    clip[rows] = cos.cpu().numpy().astype(np.float64)
+            return out.cpu().numpy(), head_scores, clip
 
 
 class TimmImageEmbedder(ImageEmbedder):

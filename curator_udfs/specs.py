@@ -13,9 +13,38 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["DEFAULT_MODEL", "EmbedSpec", "HeadSpec", "head_columns", "timm_model_id"]
+__all__ = [
+    "DEFAULT_MODEL",
+    "OPEN_CLIP_PREFIX",
+    "SIGNAL_COLUMNS",
+    "EmbedSpec",
+    "HeadSpec",
+    "head_columns",
+    "open_clip_name",
+    "timm_model_id",
+]
 
 DEFAULT_MODEL = "vit_large_patch14_clip_quickgelu_224.openai"
+# `embed.model: open_clip:ARCH` (random init / embed.weights) or `open_clip:ARCH/TAG` (an
+# open_clip pretrained tag, weights from the HF hub cache), e.g. open_clip:ViT-B-32/openai.
+OPEN_CLIP_PREFIX = "open_clip:"
+# The columns the embed pass fills besides embedding and heads, with their SQL types.
+SIGNAL_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("clip_score", "DOUBLE"),
+    ("sharpness", "DOUBLE"),
+    ("colorfulness", "DOUBLE"),
+    ("grayscale", "BOOLEAN"),
+)
+
+
+def open_clip_name(model: str) -> tuple[str, str | None] | None:
+    """``(architecture, pretrained tag or None)`` of an ``open_clip:ARCH[/TAG]`` model name,
+    None for any other (timm) name."""
+    if not model.startswith(OPEN_CLIP_PREFIX):
+        return None
+    rest = model[len(OPEN_CLIP_PREFIX) :].strip()
+    arch, _, tag = rest.partition("/")
+    return arch.strip(), (tag.strip() or None)
 
 
 def timm_model_id(model: str, pretrained: bool, weights: str | None) -> str:
@@ -75,6 +104,9 @@ class EmbedSpec:
     autocast: bool = True
     heads: tuple[HeadSpec, ...] = ()
     embedder_class: str | None = None
+    # clip_score: True = compute (the model must have a text tower), False = never,
+    # None = when the embedder has a text tower (open_clip models).
+    text: bool | None = None
 
     def __post_init__(self) -> None:
         # Lists or mappings become a tuple of HeadSpec: hashable for the cache key.

@@ -95,7 +95,9 @@ class HeadCfg(_Section):
 
 class EmbedCfg(_Section):
     model: str = Field(
-        default="vit_large_patch14_clip_quickgelu_224.openai", description="a timm model name"
+        default="vit_large_patch14_clip_quickgelu_224.openai",
+        description="a timm model name, or open_clip:ARCH, open_clip:ARCH/TAG for an open_clip "
+        "CLIP model (image and text towers; TAG = an open_clip pretrained tag)",
     )
     pretrained: bool = Field(
         default=True, description="false = random init (tests, demos with tiny models)"
@@ -116,6 +118,11 @@ class EmbedCfg(_Section):
     )
     embedder_class: str | None = Field(
         default=None, description="'package.module:ClassName' of an ImageEmbedder subclass"
+    )
+    text: bool | None = Field(
+        default=None,
+        description="clip_score (image-caption cosine) from the model's text tower: true, "
+        "false, or null = when the model has one (open_clip models)",
     )
 
 

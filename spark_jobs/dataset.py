@@ -24,7 +24,10 @@ from spark_jobs.dataset_ops import embed_dataframe, score_dataframe, spec_for
 from spark_jobs.summary import Summary, new_run_id
 
 # Columns an embedding step (re)defines: dropped before a new embedding is added.
-_EMBED_COLUMNS = ("embedding", "error", "embedding_dim", "model", "scored_at")
+_EMBED_COLUMNS = (
+    "embedding", "error", "embedding_dim", "model", "scored_at",
+    "clip_score", "sharpness", "colorfulness", "grayscale",
+)  # fmt: skip
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 

@@ -1,10 +1,13 @@
 """Job 2, embed: `images` → `scores` (one row per image per model: embedding + head scores).
 
 Only images without a `scores` row for this model are read (left anti join on sample_id), and
-only their `sample_id` and `image` columns. They go through `mapInPandas` with the executor-side
-batch function of `curator_udfs.embed_batches` (model loaded once per Python worker, heads run
-on the same device in the same pass) and are written with an insert-only MERGE on
-(sample_id, model): a crash followed by a rerun never duplicates a row.
+only their `sample_id`, `image` and `caption` columns. They go through `mapInPandas` with the
+executor-side batch function of `curator_udfs.embed_batches` (model loaded once per Python
+worker, heads run on the same device in the same pass) and are written with an insert-only MERGE on
+(sample_id, model): a crash followed by a rerun never duplicates a row. The same pass fills
+the signal columns: `sharpness`, `colorfulness`, `grayscale` from the decoded pixels
+(`curator_udfs.image_signals`) and `clip_score`, the image-caption cosine, when the model has a
+text tower (open_clip models; `embed.text`); the summary's `clip_score` line says which.
 
 An image that cannot be decoded at embed time gets a row with `error` set and null embedding and
 scores; it counts as quarantined. It is not retried by default (same bytes, same failure); pass
@@ -24,7 +27,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from curator_udfs.model_ids import model_id
-from curator_udfs.specs import EmbedSpec, head_columns
+from curator_udfs.specs import SIGNAL_COLUMNS, EmbedSpec, head_columns, open_clip_name
 from spark_jobs.config import Config, ConfigError, embed_spec
 from spark_jobs.errors import worker_message
 from spark_jobs.summary import Summary, new_run_id
@@ -38,7 +41,12 @@ from spark_jobs.tables import (
     table_path,
 )
 
-BASE_COLUMNS = ("sample_id", "model", "embedding", "embedding_dim", "error", "scored_at", "run_id")
+SIGNAL_NAMES = tuple(c for c, _ in SIGNAL_COLUMNS)
+# Columns of `scores` that are not head scores (head output columns may not take these names).
+BASE_COLUMNS = (
+    "sample_id", "model", "embedding", "embedding_dim", "error", "scored_at", "run_id",
+    *SIGNAL_NAMES,
+)  # fmt: skip
 ARROW_BATCH_CONF = "spark.sql.execution.arrow.maxRecordsPerBatch"
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -49,6 +57,14 @@ def probe_embedding_dim(spec: EmbedSpec) -> int | None:
     for custom embedders and models that cannot be probed that way."""
     if spec.embedder_class:
         return None
+    if open_clip_name(spec.model) is not None:
+        from curator_udfs.open_clip_embedder import open_clip_config
+
+        try:
+            cfg = open_clip_config(spec.model, spec.pretrained, spec.weights)
+            return int(cfg["model_cfg"]["embed_dim"])
+        except (ValueError, KeyError, TypeError):
+            return None
     try:
         import timm
         import torch
@@ -119,6 +135,13 @@ def validate(cfg: Config) -> EmbedSpec:
             import_class(spec.embedder_class, ImageEmbedder, "embed.embedder_class")
         except ValueError as exc:
             raise ConfigError(f"config key `embed.embedder_class`: {exc}") from None
+    elif open_clip_name(spec.model) is not None:
+        from curator_udfs.open_clip_embedder import open_clip_config
+
+        try:
+            open_clip_config(spec.model, spec.pretrained, spec.weights)
+        except ValueError as exc:
+            raise ConfigError(f"config key `embed.model`: {exc}") from None
     else:
         import timm
 
@@ -129,12 +152,24 @@ def validate(cfg: Config) -> EmbedSpec:
                 "vit_large_patch14_clip_quickgelu_224.openai, or test_vit for tests"
             )
     check_heads(spec, probe_embedding_dim(spec))
+    clip_plan(spec)
     return spec
+
+
+def clip_plan(spec: EmbedSpec) -> str:
+    """The summary's `clip_score` line: how it is computed, or why it stays NULL."""
+    from curator_udfs.embed_batches import clip_score_plan
+
+    try:
+        return clip_score_plan(spec)[1]
+    except ValueError as exc:
+        raise ConfigError(f"config key `embed.text`: {exc}") from None
 
 
 # ---- shared with classify ------------------------------------------------------------------------
 def ensure_score_columns(spark: SparkSession, cfg: Config, columns: list[str]) -> list[str]:
-    """Create `scores` if needed and add missing head columns (DOUBLE); return those added.
+    """Create `scores` if needed and add missing head columns (DOUBLE) and signal columns
+    (a `scores` table from before them); return the head columns added.
 
     Explicit `ALTER TABLE ADD COLUMNS` rather than schema auto-merge, so a typo in a MERGE can
     never widen the table.
@@ -142,8 +177,9 @@ def ensure_score_columns(spark: SparkSession, cfg: Config, columns: list[str]) -
     ensure_table(spark, cfg, SCORES)
     existing = {c.lower() for c in read_table(spark, cfg, "scores").columns}
     new = [c for c in columns if c.lower() not in existing]
-    if new:
-        cols = ", ".join(f"{c} DOUBLE" for c in new)
+    typed = [(c, t) for c, t in SIGNAL_COLUMNS if c not in existing] + [(c, "DOUBLE") for c in new]
+    if typed:
+        cols = ", ".join(f"{c} {t}" for c, t in typed)
         spark.sql(f"ALTER TABLE delta.`{table_path(cfg, 'scores')}` ADD COLUMNS ({cols})")
     return new
 
@@ -170,11 +206,12 @@ def describe_device(spark: SparkSession) -> str:
 def pending_images(
     spark: SparkSession, cfg: Config, model: str, *, retry_errors: bool = False
 ) -> DataFrame:
-    """`sample_id, image` of images without a scores row for `model` (or only an error row)."""
+    """`sample_id, image, caption` of images without a scores row for `model` (or only an
+    error row)."""
     done = read_table(spark, cfg, "scores").where(F.col("model") == model)
     if retry_errors:
         done = done.where(F.col("error").isNull())
-    images = read_table(spark, cfg, "images").select("sample_id", "image")
+    images = read_table(spark, cfg, "images").select("sample_id", "image", "caption")
     return images.join(done.select("sample_id"), "sample_id", "left_anti")
 
 
@@ -192,6 +229,7 @@ def run(spark: SparkSession, cfg: Config, *, retry_errors: bool = False) -> Summ
     columns = check_heads(spec, None)
     ensure_score_columns(spark, cfg, columns)
     summary.extra.update(model=model, device=describe_device(spark), heads=",".join(columns))
+    summary.extra["clip_score"] = clip_plan(spec)
 
     todo = pending_images(spark, cfg, model, retry_errors=retry_errors)
     n = todo.count()  # reads sample_id only (column pruning): cheap
@@ -238,6 +276,7 @@ def _embed_and_write(
         .cast("int")
         .alias("embedding_dim"),
         *columns,
+        *SIGNAL_NAMES,
         "error",
         F.lit(at).cast("timestamp").alias("scored_at"),
         F.lit(summary.run_id).alias("run_id"),

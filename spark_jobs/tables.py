@@ -59,10 +59,12 @@ QUARANTINE = TableDef(
 SCORES = TableDef(
     "scores",
     "sample_id STRING NOT NULL, model STRING NOT NULL, embedding ARRAY<FLOAT>, "
-    "embedding_dim INT, error STRING, scored_at TIMESTAMP, run_id STRING",  # + one per head
+    "embedding_dim INT, error STRING, scored_at TIMESTAMP, run_id STRING, "
+    "clip_score DOUBLE, sharpness DOUBLE, colorfulness DOUBLE, grayscale BOOLEAN",  # + heads
     ("sample_id", "model"),
     "one row per image per model: L2-normalised embedding, head scores, or the decode error; "
-    "one DOUBLE column per configured head (added by embed/classify)",
+    "clip_score (image-caption cosine, CLIP models with a text tower), sharpness, colorfulness, "
+    "grayscale; one DOUBLE column per configured head (added by embed/classify)",
 )
 PHASHES = TableDef(
     "phashes",

@@ -69,7 +69,8 @@ def test_embed_fn_output_frame() -> None:
     out = list(make_embed_fn(spec)(iter([images_frame(), images_frame().iloc[:0]])))
     assert len(out) == 2
     frame, empty = out
-    columns = ["sample_id", "embedding", "aesthetic_score", "nsfw_score", "error"]
+    signals = ["clip_score", "sharpness", "colorfulness", "grayscale"]
+    columns = ["sample_id", "embedding", "aesthetic_score", "nsfw_score", *signals, "error"]
     assert list(frame.columns) == columns
     assert list(empty.columns) == list(frame.columns) and len(empty) == 0
     assert frame["sample_id"].tolist() == ["s1", "s2", "s3", "s4"]
@@ -83,13 +84,21 @@ def test_embed_fn_output_frame() -> None:
     assert np.isfinite(frame.loc[ok, "aesthetic_score"]).all()
     assert frame.loc[~ok, ["aesthetic_score", "nsfw_score"]].isna().all().all()
     assert frame["nsfw_score"].dtype == np.float64
+    # Signals: values for decoded images (a flat red PNG: not sharp, colourful, not gray),
+    # NULL (not NaN) for failed ones; clip_score NULL throughout (test_vit has no text tower).
+    assert frame["clip_score"].isna().all()
+    assert frame.loc[ok, "sharpness"].tolist() == [0.0, 0.0]
+    assert frame.loc[0, "colorfulness"] > 80 and not frame.loc[0, "grayscale"]
+    assert frame.loc[~ok, signals].isna().all().all()
     # Arrow (what mapInPandas does with the frame) accepts it as the declared schema.
     table = pa.Table.from_pandas(frame, preserve_index=False)
     assert pa.types.is_list(table.schema.field("embedding").type)
     assert embed_output_schema(spec) == (
         "sample_id string, embedding array<float>, aesthetic_score double, nsfw_score double, "
-        "error string"
+        "clip_score double, sharpness double, colorfulness double, grayscale boolean, error string"
     )
+    assert pa.types.is_boolean(table.schema.field("grayscale").type)
+    assert table.column("sharpness").null_count == 2
 
 
 def test_classify_fn_matches_scores_from_embed_pass() -> None:
@@ -159,7 +168,8 @@ def test_custom_embedder_and_custom_head_by_class_path() -> None:
     )
     assert spec_model_id(spec) == "mean-color-v1"
     out = next(make_embed_fn(spec)(iter([images_frame()])))
-    assert list(out.columns) == ["sample_id", "embedding", "mine_score", "error"]
+    signals = ["clip_score", "sharpness", "colorfulness", "grayscale"]
+    assert list(out.columns) == ["sample_id", "embedding", "mine_score", *signals, "error"]
     np.testing.assert_allclose(out.loc[0, "embedding"], [2.0, 1.0, 1.0], atol=1e-6)
     # the head sees the L2-normalised embedding: 2 * |(2,1,1)/sqrt(6)| = 2
     assert out.loc[0, "mine_score"] == pytest.approx(2.0, abs=1e-5)

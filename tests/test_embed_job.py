@@ -20,7 +20,7 @@ from curator_udfs.sample_shards import write_sample_shards
 from spark_jobs import classify, embed, ingest
 from spark_jobs.catalog import register_tables
 from spark_jobs.config import ConfigError
-from spark_jobs.tables import read_table
+from spark_jobs.tables import read_table, table_path
 from tests.tiny import TINY
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,11 +72,16 @@ def test_embed_then_incremental_then_classify(spark, make_cfg, tmp_path: Path) -
     _ingest(spark, cfg, str(tmp_path / "a"), str(tmp_path / "bad"))
     n_images = read_table(spark, cfg, "images").count()
     assert n_images == 62  # the truncated JPEG passes ingest (header only) and fails at embed
+    # A scores table from before the signal columns: embed adds them (ALTER TABLE ADD COLUMNS).
+    old = "sample_id STRING NOT NULL, model STRING NOT NULL, embedding ARRAY<FLOAT>, " \
+        "embedding_dim INT, error STRING, scored_at TIMESTAMP, run_id STRING"
+    spark.sql(f"CREATE TABLE delta.`{table_path(cfg, 'scores')}` ({old}) USING DELTA")
 
     first = embed.run(spark, cfg)
     assert first.rows_in == n_images and first.quarantined == 1 and first.balanced
     assert first.rows_written == n_images - 1
     assert first.extra["model"] == MODEL_ID and first.extra["embedding_dim"] == TEST_VIT_DIM
+    assert first.extra["clip_score"].startswith("NULL: test_vit is a timm image model without")
     scores = _scores(spark, cfg)
     assert len(scores) == n_images and {r.model for r in scores.values()} == {MODEL_ID}
     images = {r.sample_id: r for r in read_table(spark, cfg, "images").collect()}
@@ -88,6 +93,13 @@ def test_embed_then_incremental_then_classify(spark, make_cfg, tmp_path: Path) -
             assert r.embedding_dim == len(r.embedding) == TEST_VIT_DIM
             assert abs(float(np.linalg.norm(r.embedding)) - 1.0) < 1e-3
             assert np.isfinite(r.aesthetic_score) and 0.0 <= r.nsfw_score <= 1.0
+            assert r.sharpness >= 0.0 and r.colorfulness >= 0.0 and r.grayscale is not None
+        else:
+            assert r.sharpness is None and r.colorfulness is None and r.grayscale is None
+        assert r.clip_score is None  # test_vit has no text tower
+    good = images[next(s for s, r in scores.items() if images[s].key == "good")]
+    assert scores[good.sample_id].colorfulness > 50  # the saturated green PNG
+    assert scores[good.sample_id].sharpness == 0.0  # one flat colour
     # Same bytes (planted exact duplicates) -> the same embedding, even across tasks and batches.
     # Bit-identical only within one batch layout: float32 matmuls in batches of different
     # composition round differently (~1e-7), so across batches we compare to 1e-5.

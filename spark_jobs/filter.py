@@ -87,7 +87,8 @@ def check_preset_columns(scored: DataFrame, preds: list[ValidPredicate]) -> None
                     " (clip_score is written by the embed job with a CLIP model that has a "
                     "text tower)"
                     if "clip_score" in missing
-                    else " (rerun `curator ingest` on a table from before the caption signals)"
+                    else " (an `images` table from before the caption signals: run `curator "
+                    "ingest` once to add the columns)"
                 )
                 + f"; remove {preset!r} from filter.presets or produce the column first"
             )

@@ -123,8 +123,7 @@ def run(
     summary = Summary(job="ingest", run_id=new_run_id("ingest"), unit="samples")
     files = list_inputs(cfg, inputs) if files is None else files
     todo = pending_shards(spark, cfg, files)
-    if todo:  # an `images` table from before the caption signals gets their columns (NULL)
-        add_missing_columns(spark, cfg, IMAGES)
+    add_missing_columns(spark, cfg, IMAGES)  # a table from before the caption signals: NULLs
     summary.extra.update(
         shards_listed=len(files),
         shards_skipped=len(files) - len(todo),

@@ -1,7 +1,9 @@
 """Executor side of ingest: shard rows in, Arrow batches of images / quarantine / shard rows out.
 
 One input row per shard; every output row carries `kind` (image | quarantine | shard), so one
-pass over a shard feeds all three tables. Memory stays bounded by `max_batch_bytes`.
+pass over a shard feeds all three tables. Caption signals (language, word and character
+counts: curator_udfs.caption_signals) are computed here, on the executor, per sample.
+Memory stays bounded by `max_batch_bytes`.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from datetime import datetime
 
 import pyarrow as pa
 
+from curator_udfs.caption_signals import caption_signals
 from curator_udfs.ids import sample_id
 from curator_udfs.shard_reader import IngestedSample, IngestLimits, ShardReader
 
@@ -30,6 +33,10 @@ INGEST_ROW_SCHEMA = pa.schema(
         ("image_sha256", pa.string()),
         ("caption", pa.string()),
         ("meta", pa.string()),
+        ("caption_language", pa.string()),
+        ("caption_language_score", pa.float64()),
+        ("caption_words", pa.int32()),
+        ("caption_chars", pa.int32()),
         ("warnings", pa.list_(pa.string())),
         ("member", pa.string()),
         ("reason", pa.string()),
@@ -51,7 +58,9 @@ INGEST_ROW_SCHEMA = pa.schema(
 INGEST_ROW_DDL = (
     "kind STRING, shard_uri STRING, ordinal BIGINT, sample_id STRING, key STRING, image BINARY, "
     "image_format STRING, image_ext STRING, width INT, height INT, image_bytes BIGINT, "
-    "image_sha256 STRING, caption STRING, meta STRING, warnings ARRAY<STRING>, member STRING, "
+    "image_sha256 STRING, caption STRING, meta STRING, caption_language STRING, "
+    "caption_language_score DOUBLE, caption_words INT, caption_chars INT, "
+    "warnings ARRAY<STRING>, member STRING, "
     "reason STRING, detail STRING, size BIGINT, mtime DOUBLE, samples BIGINT, images BIGINT, "
     "quarantined BIGINT, bytes_read BIGINT, status STRING, error STRING, at TIMESTAMP, "
     "run_id STRING"
@@ -115,6 +124,7 @@ def ingest_shard_rows(
                         image_sha256=item.image_sha256,
                         caption=item.caption,
                         meta=item.meta,
+                        **caption_signals(item.caption).as_row(),
                         warnings=list(item.warnings),
                         **common,
                     )

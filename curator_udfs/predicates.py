@@ -23,6 +23,7 @@ __all__ = [
     "NONDETERMINISTIC_FUNCTIONS",
     "PredicateError",
     "ValidPredicate",
+    "predicate_label",
     "validate_predicate",
     "validate_predicates",
 ]
@@ -34,10 +35,22 @@ class PredicateError(ValueError):
 
 @dataclass(frozen=True)
 class ValidPredicate:
-    """A predicate that passed validation: the text as given and the columns it reads."""
+    """A predicate that passed validation: the text as given, the columns it reads, and the
+    name of the preset predicate it came from (`datacomp_basic.english`; None if hand-written)."""
 
     text: str
     columns: tuple[str, ...]
+    name: str | None = None
+
+    @property
+    def label(self) -> str:
+        """How statistics, `why` and `costs` show it: `name: text`, or the text alone."""
+        return predicate_label(self.text, self.name)
+
+
+def predicate_label(text: str, name: str | None) -> str:
+    """`datacomp_basic.english: caption_language = 'en'` for a preset's predicate, else text."""
+    return f"{name}: {text}" if name else text
 
 
 # Deterministic functions a row filter may call, by sqlglot node class (Spark spellings that

@@ -13,6 +13,7 @@ from typing import Any, Literal, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from curator_udfs.presets import NamedPredicate, PresetThresholds, expand_presets, preset_names
 from curator_udfs.shard_reader import IngestLimits
 from curator_udfs.specs import EmbedSpec, HeadSpec
 from spark_jobs.paths import StoreURI, is_uri, resolve_config_path
@@ -142,6 +143,42 @@ class FilterCfg(_Section):
         description="which semantic-dedup eps decides duplicates when the duplicates table has "
         "several; null = the first of dedup.eps",
     )
+    presets: list[str] = Field(
+        default_factory=list,
+        description="named predicate sets ANDed with `predicates`: "
+        + ", ".join(preset_names()),
+    )
+    clip_score_min: float = Field(
+        default=0.28, ge=-1.0, le=1.0, description="clip_score_laion: clip_score >= this"
+    )
+    min_side: int = Field(
+        default=200, ge=0, description="datacomp_basic: width and height >= this (pixels)"
+    )
+    max_aspect_ratio: float = Field(
+        default=3.0, ge=1.0, description="datacomp_basic: aspect_ratio (long/short side) <= this"
+    )
+    min_caption_words: int = Field(
+        default=3, ge=0, description="datacomp_basic: caption_words >= this"
+    )
+    min_caption_chars: int = Field(
+        default=6, ge=0, description="datacomp_basic: caption_chars >= this"
+    )
+    caption_language: str = Field(
+        default="en",
+        pattern=r"^[a-z]{2,3}$",
+        description="datacomp_basic: caption_language = this (a lowercase ISO 639 code)",
+    )
+
+    @field_validator("presets")
+    @classmethod
+    def _known_presets(cls, v: list[str]) -> list[str]:
+        unknown = [p for p in v if p not in preset_names()]
+        if unknown:
+            raise ValueError(
+                f"unknown preset(s) {', '.join(map(repr, unknown))}; the known presets are "
+                + ", ".join(preset_names())
+            )
+        return v
 
 
 def _all_dedup_methods() -> list[Literal["exact", "perceptual", "semantic"]]:
@@ -446,3 +483,24 @@ def embed_spec(cfg: Config) -> EmbedSpec:
     """What executors need from `embed.*` and `classifiers` (nothing is loaded or checked)."""
     heads = tuple(_spec(HeadSpec, h) for h in cfg.classifiers)
     return _spec(EmbedSpec, cfg.embed, heads=heads)
+
+
+def preset_thresholds(cfg: Config) -> PresetThresholds:
+    """The thresholds presets compare against (`filter.clip_score_min`, `filter.min_side`, ...)."""
+    return _spec(PresetThresholds, cfg.filter)
+
+
+def preset_predicates(cfg: Config) -> list[NamedPredicate]:
+    """`filter.presets` expanded into named predicates (`datacomp_basic.english`, ...)."""
+    return expand_presets(cfg.filter.presets, preset_thresholds(cfg))
+
+
+def filter_predicates(cfg: Config) -> list[tuple[str, str | None]]:
+    """Every predicate the filter applies, as (SQL text, preset predicate name or None):
+    `filter.predicates` first, then the presets' (one already written by hand is kept once)."""
+    out: list[tuple[str, str | None]] = [(p.strip(), None) for p in cfg.filter.predicates]
+    seen = {" ".join(t.split()).lower() for t, _ in out}
+    for p in preset_predicates(cfg):
+        if " ".join(p.text.split()).lower() not in seen:
+            out.append((p.text, p.name))
+    return out

@@ -72,7 +72,7 @@ def rule_costs(
         "rows_in": c["rows_in"],  # scored rows with an embedding (embed errors left out)
         "predicates": [
             {
-                "predicate": p,
+                "predicate": rec.label(p),
                 "removed_alone": c["removed_alone"][i],
                 "removed_only_by": c["removed_only_by"][i],
             }
@@ -119,7 +119,7 @@ def report(
         ref = curated if curated is not None else base_kept
         out["what_if"] = {
             "changes": list(what_if),
-            "predicates": preds,
+            "predicates": [rec.label(p) for p in preds],
             "costs": new,
             "would_come_back": new_kept.join(ref, "sample_id", "left_anti").count(),
             "would_be_dropped": ref.join(new_kept, "sample_id", "left_anti").count(),

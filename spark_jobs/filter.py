@@ -14,11 +14,16 @@ configured one has none (spark_jobs.model_choice, the rule dedup and the API app
 `curated` is a Delta table (the export's input), overwritten in one transaction, so a rerun
 replaces it whole. Each run appends to `filter_stats` how many rows each predicate removed
 on its own (rows for which it is false or NULL) and how many duplicates were removed.
+
+Presets (`filter.presets`, curator_udfs.presets) add named predicates after
+`filter.predicates`: filter_stats rows of kind `preset` and the recorded rule
+(`predicate_names` in the curated commit) carry their names, e.g. `datacomp_basic.min_side`.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime
 from functools import reduce
 from operator import and_
@@ -28,9 +33,14 @@ from pyspark.errors import AnalysisException
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from curator_udfs.predicates import PredicateError, ValidPredicate, validate_predicates
+from curator_udfs.predicates import (
+    PredicateError,
+    ValidPredicate,
+    validate_predicate,
+    validate_predicates,
+)
 from spark_jobs.catalog import register_tables
-from spark_jobs.config import Config, ConfigError
+from spark_jobs.config import Config, ConfigError, filter_predicates, preset_predicates
 from spark_jobs.dup_rule import DuplicateRule
 from spark_jobs.model_choice import model_choice
 from spark_jobs.summary import Summary, new_run_id
@@ -41,13 +51,47 @@ _BANNED_EXPRESSIONS = ("UDF", "Subquery", "ListQuery", "Exists", "LambdaFunction
 
 
 def check_predicates(cfg: Config) -> list[ValidPredicate]:
-    """Validate `filter.predicates` without Spark; a ConfigError names the predicate and part."""
-    if not cfg.filter.predicates:
+    """Validate `filter.predicates` and the predicates of `filter.presets` without Spark; a
+    ConfigError names the key, the predicate and the offending part."""
+    preds = filter_predicates(cfg)
+    if not preds:
         return []
+    known = known_scored_columns(cfg)
     try:
-        return validate_predicates(cfg.filter.predicates, known_scored_columns(cfg))
+        hand = validate_predicates([t for t, n in preds if n is None], known)
     except PredicateError as exc:
         raise ConfigError(f"config key `filter.predicates`:\n{exc}") from None
+    # a preset may read a column the view gains later (clip_score): checked against the view
+    # itself in curated_frame, with a message naming the preset
+    preset_cols = known + [c for p in preset_predicates(cfg) for c in p.columns]
+    try:
+        named = [
+            replace(validate_predicate(t, preset_cols), name=n) for t, n in preds if n is not None
+        ]
+    except PredicateError as exc:
+        raise ConfigError(f"config key `filter.presets`: {exc}") from None
+    return hand + named
+
+
+def check_preset_columns(scored: DataFrame, preds: list[ValidPredicate]) -> None:
+    """A preset predicate reading a column `scored` lacks is a ConfigError naming the preset."""
+    have = {c.lower() for c in scored.columns}
+    for p in preds:
+        missing = [c for c in p.columns if c.lower() not in have]
+        if p.name and missing:
+            preset = p.name.split(".", 1)[0]
+            raise ConfigError(
+                f"config key `filter.presets`: preset predicate {p.name} ({p.text}) reads "
+                f"{', '.join(missing)}, which the scored view does not have"
+                + (
+                    " (clip_score is written by the embed job with a CLIP model that has a "
+                    "text tower)"
+                    if "clip_score" in missing
+                    else " (an `images` table from before the caption signals: run `curator "
+                    "ingest` once to add the columns)"
+                )
+                + f"; remove {preset!r} from filter.presets or produce the column first"
+            )
 
 
 def _walk(jexpr: Any) -> list[str]:
@@ -60,7 +104,8 @@ def _walk(jexpr: Any) -> list[str]:
 
 def analyze_predicate(df: DataFrame, pred: ValidPredicate) -> DataFrame:
     """`df.where(pred)`, checked by Spark's analyzer: resolvable, boolean, deterministic."""
-    where = f"config key `filter.predicates`: filter predicate {pred.text!r}"
+    key = "filter.presets" if pred.name else "filter.predicates"
+    where = f"config key `{key}`: filter predicate {pred.label!r}"
     try:
         out = df.where(pred.text)
     except AnalysisException as exc:
@@ -127,6 +172,7 @@ def curated_frame(
     over `model`'s scores (default: the configured model) and `rule` (default: the config's)."""
     scored = scored_frame(spark, cfg, model)
     passing = decodable(scored)
+    check_preset_columns(scored, preds)
     for p in preds:
         analyze_predicate(scored, p)
         passing = passing.where(p.text)
@@ -191,7 +237,8 @@ def run(spark: SparkSession, cfg: Config, *, explain: bool = False) -> Summary:
     dedup = DuplicateRule.from_config(cfg)
     scored, passing, curated, rule = curated_frame(spark, cfg, preds, model=model, rule=dedup)
     if explain:
-        print(explain_text(curated), flush=True)
+        listed = [f"  {p.label}" for p in preds] or ["  (none)"]
+        print("\n".join(["== Predicates (ANDed) ==", *listed, explain_text(curated)]), flush=True)
         summary.extra["explain"] = "plan and RAPIDS report printed; nothing written"
         return summary.finish()
     at = datetime.now(UTC)
@@ -205,6 +252,7 @@ def run(spark: SparkSession, cfg: Config, *, explain: bool = False) -> Summary:
         "run_id": summary.run_id,
         "model": model,
         "predicates": [p.text for p in preds],
+        "predicate_names": {p.text: p.name for p in preds if p.name},  # preset predicates
         "dedup": dedup.to_dict(),
     }
     (
@@ -220,7 +268,8 @@ def run(spark: SparkSession, cfg: Config, *, explain: bool = False) -> Summary:
     )
     written = read_table(spark, cfg, "curated").count()
     stats = [
-        (summary.run_id, i, "predicate", p.text, removed[i], rows_in, written, at)
+        (summary.run_id, i, "preset" if p.name else "predicate", p.label, removed[i], rows_in,
+         written, at)
         for i, p in enumerate(preds)
     ]
     stats.append(
@@ -236,9 +285,9 @@ def run(spark: SparkSession, cfg: Config, *, explain: bool = False) -> Summary:
     summary.skipped = rows_in - embed_errors - written
     summary.extra.update(
         model=model,
-        removed_by_predicate={p.text: removed[i] for i, p in enumerate(preds)},
+        removed_by_predicate={p.label: removed[i] for i, p in enumerate(preds)},
         removed_only_by_predicate={
-            p.text: costs["removed_only_by"][i] for i, p in enumerate(preds)
+            p.label: costs["removed_only_by"][i] for i, p in enumerate(preds)
         },
         removed_by_predicates=costs["rows_in"] - passed,
         embed_errors_left_out=embed_errors,

@@ -22,6 +22,7 @@ from spark_jobs.tables import (
     IMAGES,
     QUARANTINE,
     SHARDS,
+    add_missing_columns,
     conform,
     ensure_table,
     merge_insert_new,
@@ -122,6 +123,7 @@ def run(
     summary = Summary(job="ingest", run_id=new_run_id("ingest"), unit="samples")
     files = list_inputs(cfg, inputs) if files is None else files
     todo = pending_shards(spark, cfg, files)
+    add_missing_columns(spark, cfg, IMAGES)  # a table from before the caption signals: NULLs
     summary.extra.update(
         shards_listed=len(files),
         shards_skipped=len(files) - len(todo),

@@ -28,7 +28,7 @@ from typing import Any
 
 from pyspark.sql import SparkSession
 
-from spark_jobs.config import Config
+from spark_jobs.config import Config, filter_predicates
 from spark_jobs.dup_rule import DuplicateRule
 from spark_jobs.tables import AsOf, read_table, sql_list, table_exists, table_path, table_ref
 
@@ -54,6 +54,13 @@ class FilterRecord:
     predicates: list[str] = field(default_factory=list)
     dedup: DuplicateRule = field(default_factory=DuplicateRule)
     recorded: bool = False  # False: the commit carried no rule; the configuration's is shown
+    names: dict[str, str] = field(default_factory=dict)  # predicate text → preset predicate name
+
+    def label(self, predicate: str) -> str:
+        """How the predicate is shown: `datacomp_basic.english: ...` for a preset's, else as is."""
+        from curator_udfs.predicates import predicate_label
+
+        return predicate_label(predicate, self.names.get(predicate))
 
 
 def _commit_info(path: str, version: int) -> dict[str, Any] | None:
@@ -97,6 +104,7 @@ def filter_record(spark: SparkSession, cfg: Config, as_of: AsOf | None = None) -
         except ValueError:  # unreadable: shown like an unrecorded rule, never a failure
             rule = None
     if rule is not None:
+        names = meta.get("predicate_names")
         return FilterRecord(
             version,
             info.get("timestamp") if info else None,
@@ -105,14 +113,17 @@ def filter_record(spark: SparkSession, cfg: Config, as_of: AsOf | None = None) -
             list(meta.get("predicates", [])),
             rule,
             recorded=True,
+            names={str(k): str(v) for k, v in names.items()} if isinstance(names, dict) else {},
         )
+    configured = filter_predicates(cfg)
     return FilterRecord(
         version,
         info.get("timestamp") if info else None,
         None,
         scored_model_id(cfg),
-        list(cfg.filter.predicates),
+        [t for t, _ in configured],
         DuplicateRule.from_config(cfg),
+        names={t: n for t, n in configured if n},
     )
 
 
@@ -145,7 +156,8 @@ def fates_select(
     ctes = []
     if scored is not None:
         failed = ", ".join(
-            f"IF(coalesce(({p}), false), NULL, {sql_list([p])})" for p in rec.predicates
+            f"IF(coalesce(({p}), false), NULL, {sql_list([rec.label(p)])})"
+            for p in rec.predicates
         )
         failed_expr = f"filter(array({failed}), x -> x IS NOT NULL)" if failed else "array()"
         ctes.append(

@@ -251,7 +251,7 @@ def collect_report_data(
     else:
         funnel.append({"stage": "scored", "count": None})
     stats = _filter_stats(spark, cfg)
-    preds = [r for r in stats or [] if r["kind"] == "predicate"]
+    preds = [r for r in stats or [] if r["kind"] in ("predicate", "preset")]
     dedup_row = next((r for r in stats or [] if r["kind"] == "duplicates"), None)
     if stats:
         passed = int(stats[0]["rows_out"]) + (int(dedup_row["removed"]) if dedup_row else 0)

@@ -43,9 +43,11 @@ IMAGES = TableDef(
     "images",
     "sample_id STRING NOT NULL, key STRING, shard_uri STRING, image BINARY, image_format STRING, "
     "image_ext STRING, width INT, height INT, image_bytes BIGINT, image_sha256 STRING, "
-    "caption STRING, meta STRING, warnings ARRAY<STRING>, ingested_at TIMESTAMP, run_id STRING",
+    "caption STRING, meta STRING, warnings ARRAY<STRING>, ingested_at TIMESTAMP, run_id STRING, "
+    "caption_language STRING, caption_language_score DOUBLE, caption_words INT, caption_chars INT",
     ("sample_id",),
-    "original image bytes (never re-encoded), header metadata, hashes, caption, JSON metadata",
+    "original image bytes (never re-encoded), header metadata, hashes, caption, JSON metadata, "
+    "caption signals (language, its score, words, characters; NULL on rows ingested before them)",
 )
 QUARANTINE = TableDef(
     "quarantine",
@@ -200,6 +202,24 @@ def ensure_table(spark: SparkSession, cfg: Config, tdef: TableDef) -> DeltaTable
         )
     spark.sql(_register_sql(cfg, tdef.logical, path))
     return DeltaTable.forPath(spark, path)
+
+
+def add_missing_columns(spark: SparkSession, cfg: Config, tdef: TableDef) -> list[str]:
+    """Create the table if needed and add the columns of `tdef` that an older table lacks
+    (their values on existing rows: NULL); return those added.
+
+    Explicit `ALTER TABLE ADD COLUMNS` rather than schema auto-merge (as embed does for head
+    columns), so a warehouse written before a column existed keeps working.
+    """
+    ensure_table(spark, cfg, tdef)
+    existing = {c.lower() for c in read_table(spark, cfg, tdef.logical).columns}
+    wanted = spark.createDataFrame([], tdef.schema).schema.fields
+    new = [f for f in wanted if f.name.lower() not in existing]
+    if new:
+        cols = ", ".join(f"`{f.name}` {f.dataType.simpleString().upper()}" for f in new)
+        path = table_path(cfg, tdef.logical).replace("`", "``")
+        spark.sql(f"ALTER TABLE delta.`{path}` ADD COLUMNS ({cols})")
+    return [f.name for f in new]
 
 
 def read_table(

@@ -1,4 +1,5 @@
-"""Views over the tables for SQL users: `scored` = image metadata joined with scores, and
+"""Views over the tables for SQL users: `scored` = image metadata (every `images` column but
+the bytes, plus `aspect_ratio` computed here) joined with scores, and
 `fates` = what happened to every sample (spark_jobs/lineage.py).
 
 Views live in the session catalog, which is in memory: like the tables (registered by
@@ -24,7 +25,13 @@ _SCORE_RENAMED = {"error": "score_error"}
 IMAGE_COLUMNS: tuple[str, ...] = (
     "sample_id", "key", "shard_uri", "image_format", "image_ext", "width", "height",
     "image_bytes", "image_sha256", "caption", "meta", "warnings", "ingested_at",
+    "caption_language", "caption_language_score", "caption_words", "caption_chars", "aspect_ratio",
 )  # fmt: skip
+# Computed in the view from `images`: longer side / shorter side, NULL without both sides > 0.
+ASPECT_RATIO_SQL = (
+    "CASE WHEN i.`width` > 0 AND i.`height` > 0 THEN "
+    "CAST(greatest(i.`width`, i.`height`) AS DOUBLE) / least(i.`width`, i.`height`) END"
+)
 SCORE_COLUMNS: tuple[str, ...] = (
     "model", "embedding_dim", "score_error", "scored_at",
 )  # fmt: skip
@@ -82,6 +89,9 @@ def scored_select(
     score_cols = read_table(spark, cfg, "scores", as_of=as_of).columns
     cols = [f"i.`{c}`" for c in image_cols if c not in _IMAGE_EXCLUDED]
     taken = {c.lower() for c in image_cols}
+    if "aspect_ratio" not in taken:
+        cols.append(f"{ASPECT_RATIO_SQL} AS `aspect_ratio`")
+        taken.add("aspect_ratio")
     for c in score_cols:
         if c in _SCORE_EXCLUDED:
             continue

@@ -32,11 +32,13 @@ def _first_line(text: Any, limit: int = 120) -> Any:
 
 
 def _predicate_verdicts(
-    spark: SparkSession, scored: str, columns: list[str], sample_id: str, predicates: list[str]
+    spark: SparkSession, scored: str, columns: list[str], sample_id: str, rec: FilterRecord
 ) -> list[dict[str, Any]]:
-    """Each predicate with the values of the columns it reads and its verdict for the sample."""
+    """Each predicate (a preset's under its name) with the values of the columns it reads and
+    its verdict for the sample."""
     from curator_udfs.predicates import validate_predicate
 
+    predicates = rec.predicates
     if not predicates:
         return []
     reads = [validate_predicate(p, columns).columns for p in predicates]
@@ -53,7 +55,7 @@ def _predicate_verdicts(
         v = row[f"_v{i}"]
         out.append(
             {
-                "predicate": p,
+                "predicate": rec.label(p),
                 "values": {c: _first_line(plain(row[c]), 40) for c in reads[i]},
                 "verdict": "pass" if v is True else ("fail" if v is False else "null (fails)"),
             }
@@ -142,11 +144,11 @@ def explain(
                 story["scores"] = {k: plain(srow[k]) for k in ["model", *heads, "score_error"]}
                 story["scores"]["scored_at"] = plain(srow["scored_at"])
                 story["predicates"] = _predicate_verdicts(
-                    spark, scored, scored_cols, r["sample_id"], rec.predicates
+                    spark, scored, scored_cols, r["sample_id"], rec
                 )
         story["filter_rule"] = {
             "curated_version": rec.version,
-            "predicates": rec.predicates,
+            "predicates": [rec.label(p) for p in rec.predicates],
             "dedup": rec.dedup.to_dict(),
             "recorded": rec.recorded,
         }

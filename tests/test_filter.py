@@ -58,9 +58,11 @@ def fake_images_and_scores(spark, cfg: Config, n: int, *, model: str | None = No
         sid = hashlib.sha256(f"s{i}".encode()).hexdigest()[:24]
         w, h = 64 + (i * 37) % 300, 64 + (i * 53) % 300
         img = bytes([i % 256]) * 100
+        caption = f"caption {i}" if i % 3 == 0 else f"a photo of sample {i}"
+        lang = "de" if i % 5 == 0 else "en"  # caption signals as ingest writes them
         rows.append((sid, f"{i:09d}", "file:///x/00000.tar", img, "JPEG", "jpg", w, h, 100,
-                     hashlib.sha256(img).hexdigest(), f"caption {i}", json.dumps({"i": i}), [],
-                     at, "ingest-test"))  # fmt: skip
+                     hashlib.sha256(img).hexdigest(), caption, json.dumps({"i": i}), [],
+                     at, "ingest-test", lang, 0.9, len(caption.split()), len(caption)))  # fmt: skip
     spark.createDataFrame(rows, IMAGES.schema).write.format("delta").save(table_path(cfg, "images"))
     images = {r.sample_id: r for r in read_table(spark, cfg, "images").drop("image").collect()}
     _write_scores(spark, cfg, sorted(images), model, other_model=other_model)
@@ -241,9 +243,12 @@ def test_cli_filter_explain_and_optimize(spark, scored_wh) -> None:
               "--set", "spark.conf={spark.master: 'local[2]'}"]  # fmt: skip
     runner = CliRunner()
     res = runner.invoke(app, ["filter", *common, "--set",
-                              "filter.predicates=['aesthetic_score >= 2']", "--explain",
+                              "filter.predicates=['aesthetic_score >= 2']", "--set",
+                              "filter.presets=[datacomp_basic]", "--explain",
                               "--json"])  # fmt: skip
     assert res.exit_code == 0, res.output
+    assert "datacomp_basic.english: caption_language = 'en'" in res.output  # the preset, named
+    assert "datacomp_basic.max_aspect_ratio: aspect_ratio <= 3.0" in res.output
     assert "nothing written" in json.loads(res.output.strip().splitlines()[-1])["extra"]["explain"]
     assert "== Physical plan ==" in res.output and "PushedFilters" in res.output
     assert "*Exec <FilterExec> will run on GPU" in res.output, res.output
@@ -252,6 +257,13 @@ def test_cli_filter_explain_and_optimize(spark, scored_wh) -> None:
     renamed = "classifiers=[{name: aesthetic, output_column: aesthetic_v2}]"
     none_yet = runner.invoke(app, ["optimize", *common, "--set", renamed])
     assert none_yet.exit_code == 2 and "no head column(s) ['aesthetic_v2']" in none_yet.output
+    # a preset over a column the view lacks (no CLIP text tower here): a message, no crash;
+    # --set changes the threshold the preset expands with
+    clip = runner.invoke(app, ["filter", *common, "--set", "filter.presets=[clip_score_laion]",
+                               "--set", "filter.clip_score_min=0.3"])  # fmt: skip
+    assert clip.exit_code == 2, clip.output
+    assert "clip_score_laion.clip_score (clip_score >= 0.3)" in clip.output
+    assert "`filter.presets`" in clip.output
     opt = runner.invoke(app, ["optimize", *common, "--json"])
     assert opt.exit_code == 0, opt.output
     out = json.loads(opt.output.strip().splitlines()[-1])
@@ -310,3 +322,53 @@ def test_optimize_cluster_by_liquid_clustering(spark, make_cfg) -> None:
     assert code == 0 and json.loads(out.strip().splitlines()[-1])["extra"]["reclustered"]
     assert clustering_columns(spark, path) == ["nsfw_score"]
     assert read_table(spark, cfg, "scores").count() == n
+
+
+def test_presets_named_in_stats_why_and_costs(spark, scored_wh) -> None:
+    """datacomp_basic over the scored view (caption signals, aspect_ratio): the right rows are
+    kept, and filter_stats, `why` and `costs` name each preset predicate."""
+    from spark_jobs import costs, why
+
+    base, images = scored_wh
+    cfg = cfg_like(base, "filter.predicates=[]", "filter.presets=[datacomp_basic]",
+                   "filter.min_side=100", "filter.exclude_duplicates=false")  # fmt: skip
+    scored = {r.sample_id: r for r in filter_job.scored_frame(spark, cfg).collect()}
+    for sid, r in scored.items():  # aspect_ratio = long side / short side
+        img = images[sid]
+        assert r.aspect_ratio == max(img.width, img.height) / min(img.width, img.height)
+    checks = {
+        "datacomp_basic.english": lambda r: r.caption_language == "en",
+        "datacomp_basic.min_words": lambda r: r.caption_words >= 3,
+        "datacomp_basic.min_chars": lambda r: r.caption_chars >= 6,
+        "datacomp_basic.min_side": lambda r: min(r.width, r.height) >= 100,
+        "datacomp_basic.max_aspect_ratio": lambda r: r.aspect_ratio <= 3.0,
+    }
+    expected = {s for s, r in scored.items() if all(c(r) for c in checks.values())}
+    assert 0 < len(expected) < len(scored)
+    summary = filter_job.run(spark, cfg)
+    curated = {r.sample_id for r in read_table(spark, cfg, "curated").select("sample_id").collect()}
+    assert curated == expected
+    stats = read_table(spark, cfg, "filter_stats").where(f"run_id = '{summary.run_id}'").collect()
+    by_name = {r.predicate.split(":", 1)[0]: r for r in stats if r.kind == "preset"}
+    assert set(by_name) == set(checks)
+    for name, check in checks.items():
+        assert by_name[name].removed == sum(not check(r) for r in scored.values()), name
+    assert by_name["datacomp_basic.min_side"].predicate == (
+        "datacomp_basic.min_side: width >= 100 AND height >= 100"
+    )
+    # why: a sample the preset removed, each predicate under its preset name with its verdict
+    loser = next(s for s in sorted(scored) if not checks["datacomp_basic.min_words"](scored[s]))
+    story = why.explain(spark, cfg, loser)[0]
+    assert story["fate"] == "filtered"
+    verdicts = {p["predicate"].split(":", 1)[0]: p["verdict"] for p in story["predicates"]}
+    assert set(verdicts) == set(checks) and verdicts["datacomp_basic.min_words"] == "fail"
+    assert "datacomp_basic.min_words: caption_words >= 3" in story["reason"]
+    assert "datacomp_basic.min_words: caption_words >= 3" in why.render(story)
+    # costs: the recorded rule, by name; a what-if on a preset's predicate keeps the name
+    out = costs.report(spark, cfg, ["caption_words >= 3 => caption_words >= 2"])
+    names = [p["predicate"].split(":", 1)[0] for p in out["current"]["predicates"]]
+    assert names == list(checks) and out["current"]["kept"] == len(expected)
+    assert "datacomp_basic.min_words: caption_words >= 3" in costs.render(out)
+    edited = out["what_if"]["predicates"]
+    assert "caption_words >= 2" in edited and "datacomp_basic.english: caption_language = 'en'" \
+        in edited  # fmt: skip

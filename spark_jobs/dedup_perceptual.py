@@ -166,18 +166,16 @@ def perceptual_candidates(
 
 
 def pair_count(cands: PerceptualCandidates) -> int:
-    """How many pairs the full pair set holds, counted from group sizes (nothing expanded)."""
+    """How many pairs the full pair set holds, counted from group sizes (nothing expanded);
+    one aggregate over the pairs within groups and across neighbour hashes."""
     sizes = cands.members.select("phash", "size").distinct()
-    within = sizes.agg(F.sum(F.col("size") * (F.col("size") - 1) / 2).alias("n")).first()
+    within = sizes.select((F.col("size") * (F.col("size") - 1) / 2).cast("long").alias("n"))
     sa = sizes.select(F.col("phash").alias("ha"), F.col("size").alias("sa"))
     sb = sizes.select(F.col("phash").alias("hb"), F.col("size").alias("sb"))
-    across = (
-        cands.hash_pairs.join(sa, "ha")
-        .join(sb, "hb")
-        .agg(F.sum(F.col("sa") * F.col("sb")).alias("n"))
-        .first()
-    )
-    return int((within["n"] if within else 0) or 0) + int((across["n"] if across else 0) or 0)
+    across = cands.hash_pairs.join(sa, "ha").join(sb, "hb")
+    across = across.select((F.col("sa") * F.col("sb")).cast("long").alias("n"))
+    total = within.unionByName(across).agg(F.sum("n").alias("n")).first()
+    return int((total["n"] if total else 0) or 0)
 
 
 def expand_pairs(cands: PerceptualCandidates) -> DataFrame:

@@ -12,8 +12,11 @@ sort or rank number is needed.
 - :func:`follow_chains`: `duplicate_of` = the kept sample at the end of the `similar_to`
   chain, by pointer jumping: each round joins the rows with themselves and replaces
   duplicate_of by duplicate_of's duplicate_of, so a chain of length L takes about
-  log2(L) + 1 rounds; each round's result is local-checkpointed (lineage cut, the pair search
-  is never recomputed). The loop stops when a round changes no row; after `max_rounds`
+  log2(L) + 1 rounds. Each round is one lazy self-join, local-checkpointed lazily (the
+  lineage is cut, no extra Spark job) and one small aggregate (rows and changed rows per
+  eps): the round that changes nothing is the convergence check, so a set without chains
+  longer than one costs a single aggregate, which also gives the per-eps counts. All eps
+  values go through the same rounds (eps is a grouping and join column). After `max_rounds`
   (32: chains of up to 2^32 samples) rows still pointing at a duplicate raise an error, never
   a silently wrong duplicate_of (the partner is strictly better-ranked, so chains cannot
   cycle; hitting the bound means a bug, and nothing is written).
@@ -25,7 +28,7 @@ compare with) row for row.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import reduce
+from typing import NamedTuple
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
@@ -34,15 +37,19 @@ from curator_udfs.resolve import DIST_COLUMN, sort_spec
 
 __all__ = [
     "MAX_ROUNDS",
+    "RESOLVED_COLUMNS",
+    "Resolution",
     "ResolveError",
     "best_partners",
     "centroid_distances",
     "eps_pairs",
     "follow_chains",
+    "follow_chains_counted",
     "keyed_ids",
     "order_columns",
     "rank_key",
     "resolve",
+    "resolve_counted",
     "unique_pairs",
 ]
 
@@ -122,57 +129,99 @@ def best_partners(pairs: DataFrame, keys: DataFrame, *, better_only: bool = True
     )
 
 
-def _jump(cur: DataFrame) -> tuple[DataFrame, int]:
-    """One pointer-jumping round; returns the new rows (checkpointed) and how many changed."""
+class Resolution(NamedTuple):
+    """Resolved rows, the rounds run and the row count per eps (None for exact/perceptual)."""
+
+    rows: DataFrame
+    rounds: int
+    counts: dict[float | None, int]
+
+
+def _jump(cur: DataFrame) -> DataFrame:
+    """One pointer-jumping round (lazy): duplicate_of → duplicate_of's duplicate_of, and
+    `_changed` where that moved the pointer (it named a duplicate)."""
     parent = cur.select(
         F.col("eps").alias("_p_eps"),
         F.col("sample_id").alias("_p_id"),
         F.col("duplicate_of").alias("_p_dup"),
     )
     on = F.col("eps").eqNullSafe(F.col("_p_eps")) & (F.col("duplicate_of") == F.col("_p_id"))
-    nxt = (
+    return (
         cur.join(parent, on, "left")
         .withColumn("_changed", F.col("_p_dup").isNotNull())
         .withColumn("duplicate_of", F.coalesce("_p_dup", "duplicate_of"))
         .drop("_p_eps", "_p_id", "_p_dup")
-        .localCheckpoint()
     )
-    changed = nxt.where(F.col("_changed")).count()
-    return nxt.drop("_changed"), changed
+
+
+def _round_stats(nxt: DataFrame) -> tuple[dict[float | None, int], int]:
+    """(rows per eps, rows changed) of a round: one small aggregate, one row per eps value."""
+    stats = nxt.groupBy("eps").agg(
+        F.count(F.lit(1)).alias("n"), F.count(F.when(F.col("_changed"), 1)).alias("changed")
+    )
+    rows = stats.collect()  # one row per eps value (a handful), never per sample
+    counts = {(None if r["eps"] is None else float(r["eps"])): int(r["n"]) for r in rows}
+    return counts, sum(int(r["changed"]) for r in rows)
+
+
+def follow_chains_counted(best: DataFrame, max_rounds: int = MAX_ROUNDS) -> Resolution:
+    """`best` plus `duplicate_of` (the kept sample its chain ends at), the rounds run and the
+    rows per eps.
+
+    Cheap on purpose: each round is one lazy self-join whose result is local-checkpointed
+    lazily (lineage cut, no extra job) and one aggregate that counts its rows per eps and the
+    rows it changed. A round that changes nothing proves the previous rows final, so the
+    common case (no chain longer than one, e.g. stars around a kept sample) is a single
+    aggregate, which also gives the per-eps counts and tells an empty input (0 rounds).
+    Raises :class:`ResolveError` if rows still point at a duplicate after `max_rounds`.
+    """
+    cur = best.withColumn("duplicate_of", F.col("similar_to")).localCheckpoint(eager=False)
+    for rounds in range(1, max_rounds + 2):
+        nxt = _jump(cur).localCheckpoint(eager=False)
+        counts, changed = _round_stats(nxt)
+        if not counts:
+            return Resolution(cur, 0, {})
+        if changed == 0:
+            return Resolution(cur, min(rounds, max_rounds), counts)
+        if rounds > max_rounds:
+            raise ResolveError(
+                f"dedup resolution: {changed:,} duplicate_of values still name a duplicate "
+                f"after {max_rounds} rounds of pointer jumping (chains longer than "
+                f"2^{max_rounds}, which a strict order cannot produce: a bug); nothing was "
+                "written"
+            )
+        cur = nxt.drop("_changed")
+    raise AssertionError("unreachable")  # the loop returns or raises
 
 
 def follow_chains(best: DataFrame, max_rounds: int = MAX_ROUNDS) -> tuple[DataFrame, int]:
-    """`best` plus `duplicate_of` (the kept sample its chain ends at); also the rounds run.
+    """`best` plus `duplicate_of`, and the rounds run (:func:`follow_chains_counted`)."""
+    res = follow_chains_counted(best, max_rounds)
+    return res.rows, res.rounds
 
-    Raises :class:`ResolveError` if rows still point at a duplicate after `max_rounds`.
-    """
-    cur = best.withColumn("duplicate_of", F.col("similar_to")).localCheckpoint()
-    if cur.isEmpty():
-        return cur, 0
-    for rounds in range(1, max_rounds + 1):
-        cur, changed = _jump(cur)
-        if changed == 0:
-            return cur, rounds
-    _, unresolved = _jump(cur)
-    if unresolved:
-        raise ResolveError(
-            f"dedup resolution: {unresolved:,} duplicate_of values still name a duplicate after "
-            f"{max_rounds} rounds of pointer jumping (chains longer than 2^{max_rounds}, which "
-            "a strict order cannot produce: a bug); nothing was written"
-        )
-    return cur, max_rounds
+
+RESOLVED_COLUMNS = ["sample_id", "duplicate_of", "similar_to", "similarity", "cluster", "eps"]
+
+
+def resolve_counted(
+    pairs: DataFrame, ranks: DataFrame, order: str, *, max_rounds: int = MAX_ROUNDS
+) -> Resolution:
+    """`duplicates` rows (sample_id, duplicate_of, similar_to, similarity, cluster, eps) of
+    `pairs` (a, b, similarity, cluster, eps) under `order`; `ranks` holds sample_id and the
+    order's columns. All eps values resolve in the same pass (eps is a grouping column), each
+    independently of the others. Rows are lazily local-checkpointed (reading them again does
+    not redo the search); also the rounds and the rows per eps."""
+    best = best_partners(pairs, keyed_ids(pairs, ranks, order))
+    res = follow_chains_counted(best, max_rounds)
+    return Resolution(res.rows.select(*RESOLVED_COLUMNS), res.rounds, res.counts)
 
 
 def resolve(
     pairs: DataFrame, ranks: DataFrame, order: str, *, max_rounds: int = MAX_ROUNDS
 ) -> tuple[DataFrame, int]:
-    """`duplicates` rows (sample_id, duplicate_of, similar_to, similarity, cluster, eps) of
-    `pairs` (a, b, similarity, cluster, eps) under `order`; `ranks` holds sample_id and the
-    order's columns. Each eps value is resolved independently. Returns (rows, rounds)."""
-    best = best_partners(pairs, keyed_ids(pairs, ranks, order))
-    rows, rounds = follow_chains(best, max_rounds)
-    cols = ["sample_id", "duplicate_of", "similar_to", "similarity", "cluster", "eps"]
-    return rows.select(*cols), rounds
+    """(rows, rounds) of :func:`resolve_counted`."""
+    res = resolve_counted(pairs, ranks, order, max_rounds=max_rounds)
+    return res.rows, res.rounds
 
 
 # ---- semantic pairs ------------------------------------------------------------------------------
@@ -217,11 +266,16 @@ def centroid_distances(pairs: DataFrame) -> DataFrame:
 
 def eps_pairs(pairs: DataFrame, eps_values: Sequence[float]) -> DataFrame:
     """`pairs` once per eps they are within (similarity >= 1 - eps, compared in float32, the
-    similarity's precision when it was computed), with an `eps` column."""
-    frames = [
-        pairs.where(
-            F.col("similarity").cast("float") >= F.lit(1.0 - float(e)).cast("float")
-        ).withColumn("eps", F.lit(float(e)))
-        for e in eps_values
-    ]
-    return reduce(DataFrame.unionByName, frames)
+    similarity's precision when it was computed), with an `eps` column; one pass over the
+    pairs (an exploded array of the eps a pair is within), not one scan per eps."""
+    bounds = F.array(
+        *[
+            F.struct(F.lit(float(e)).alias("eps"), F.lit(1.0 - float(e)).cast("float").alias("t"))
+            for e in eps_values
+        ]
+    )
+    sim = F.col("similarity").cast("float")
+    within = F.filter(bounds, lambda x: sim >= x["t"])
+    return pairs.select("*", F.explode(within).alias("_e")).select(
+        *pairs.columns, F.col("_e.eps").alias("eps")
+    )

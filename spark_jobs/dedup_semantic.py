@@ -43,7 +43,7 @@ from spark_jobs.dedup_resolve import (
     eps_pairs,
     keyed_ids,
     rank_key,
-    resolve,
+    resolve_counted,
     unique_pairs,
 )
 from spark_jobs.summary import Summary
@@ -117,13 +117,14 @@ def coarse_assign_udf(centroids: Any, second_margin: float | None) -> Any:
 class SemanticPairs:
     """Unique pairs between representatives, and the copies of each representative."""
 
-    pairs: DataFrame  # a, b, similarity, cluster, dist_a, dist_b (persisted)
+    pairs: DataFrame  # a, b, similarity, cluster, dist_a, dist_b (lazily checkpointed)
     copies: DataFrame  # sample_id, rep: samples whose embedding equals rep's (persisted)
+    held: tuple[DataFrame, ...] = ()  # persisted frames the two above are read from
 
     def unpersist(self) -> None:
         """Drop the persisted frames."""
-        self.pairs.unpersist()
-        self.copies.unpersist()
+        for df in (self.pairs, self.copies, *self.held):
+            df.unpersist()
 
     def all_pairs(self) -> DataFrame:
         """What `duplicate_pairs` gets: the pairs, plus each copy with its representative."""
@@ -137,19 +138,18 @@ class SemanticPairs:
 
 
 def _group_identical(emb: DataFrame, ranked: DataFrame, order: str) -> tuple[DataFrame, DataFrame]:
-    """(representatives: sample_id, embedding; copies: sample_id, rep)."""
+    """(keyed: sample_id, embedding, key; groups: embedding, rep, size), both persisted.
+
+    `emb` has a NULL embedding where it is unusable: those rows form the one group with a
+    NULL embedding (counted, never paired)."""
     key = F.struct("sample_id") if order == "farthest_from_centroid" else rank_key(order)
     keyed = emb.join(ranked, "sample_id", "left").select("sample_id", "embedding", key.alias("key"))
+    keyed = keyed.persist(StorageLevel.MEMORY_AND_DISK)
     groups = keyed.groupBy("embedding").agg(
         F.min(F.struct("key", "sample_id")).alias("m"), F.count(F.lit(1)).alias("size")
     )
-    reps = groups.select(F.col("m.sample_id").alias("sample_id"), "embedding")
-    copies = (
-        keyed.join(groups.where(F.col("size") > 1), "embedding")
-        .where(F.col("sample_id") != F.col("m.sample_id"))
-        .select("sample_id", F.col("m.sample_id").alias("rep"))
-    )
-    return reps, copies
+    groups = groups.select("embedding", F.col("m.sample_id").alias("rep"), "size")
+    return keyed, groups.persist(StorageLevel.MEMORY_AND_DISK)
 
 
 def semantic_pairs(
@@ -158,51 +158,57 @@ def semantic_pairs(
     """Steps 1-3 of the module docstring over `emb` (sample_id, embedding), any source.
 
     `ranked` holds the order columns (spark_jobs.dedup.rank_frame); the frames returned are
-    persisted: call `.unpersist()`. Shared by the job and the Python API.
+    persisted: call `.unpersist()`. Shared by the job and the Python API. The counts
+    (usable, skipped, distinct, copies) come from one aggregate over the identical-vector
+    groups, the fine clusters' from one over the fine stage's output.
     """
     d = cfg.dedup
-    emb = emb.select("sample_id", "embedding", usable_embedding().alias("ok"))
-    emb = emb.persist(StorageLevel.MEMORY_AND_DISK)
-    try:
-        counts = emb.agg(
-            F.count(F.lit(1)).alias("n"), F.count(F.when(F.col("ok"), 1)).alias("ok")
-        ).first()
-        assert counts is not None  # a global aggregate has exactly one row
-        n, skipped = int(counts["ok"]), int(counts["n"]) - int(counts["ok"])
-        summary.extra.update(embeddings=n, embeddings_skipped=skipped)
-        if skipped:
-            summary.extra["embeddings_note"] = (
-                f"{skipped:,} scores rows have no usable embedding (NULL, empty, NaN or an "
-                "error from the embed job): skipped"
-            )
-        order = order_for("semantic", d.keep)
-        reps, copies = _group_identical(emb.where("ok").drop("ok"), ranked, order)
-        reps = reps.persist(StorageLevel.MEMORY_AND_DISK)
-        copies = copies.persist(StorageLevel.MEMORY_AND_DISK)
-        n_reps, n_copies = reps.count(), copies.count()
-    finally:
-        emb.unpersist()
+    order = order_for("semantic", d.keep)
+    emb = emb.select("sample_id", F.when(usable_embedding(), F.col("embedding")).alias("embedding"))
+    keyed, groups = _group_identical(emb, ranked, order)
+    ok = F.col("embedding").isNotNull()
+    counts = groups.agg(
+        F.sum(F.when(ok, F.col("size"))).alias("n"),
+        F.sum(F.when(~ok, F.col("size"))).alias("skipped"),
+        F.count(F.when(ok, 1)).alias("reps"),
+    ).first()
+    assert counts is not None  # a global aggregate has exactly one row
+    n, skipped = int(counts["n"] or 0), int(counts["skipped"] or 0)
+    n_reps = int(counts["reps"] or 0)
+    n_copies = n - n_reps
+    summary.extra.update(embeddings=n, embeddings_skipped=skipped)
+    if skipped:
+        summary.extra["embeddings_note"] = (
+            f"{skipped:,} scores rows have no usable embedding (NULL, empty, NaN or an "
+            "error from the embed job): skipped"
+        )
     summary.extra.update(distinct_embeddings=n_reps, identical_copies=n_copies)
-    try:
-        if n_reps < 2:
-            summary.extra["semantic_note"] = (
-                f"{n_reps} distinct embedding(s) of {n:,}: nothing to compare beyond identical "
-                "copies; no k-means ran"
-            )
-            pairs = spark.createDataFrame([], PAIRS_SCHEMA)
-        else:
-            pairs = _fine_pairs(spark, cfg, reps, n_reps, summary)
-        pairs = pairs.persist(StorageLevel.MEMORY_AND_DISK)
-        pairs.count()  # materialised before the representatives go
-    finally:
-        reps.unpersist()
-    return SemanticPairs(pairs=pairs, copies=copies)
+    usable = groups.where(ok)
+    reps = usable.select(F.col("rep").alias("sample_id"), "embedding")
+    copies = (
+        keyed.join(usable.where(F.col("size") > 1), "embedding")
+        .where(F.col("sample_id") != F.col("rep"))
+        .select("sample_id", "rep")
+    )
+    copies = copies.persist(StorageLevel.MEMORY_AND_DISK)
+    held: tuple[DataFrame, ...] = (keyed, groups)
+    if n_reps < 2:
+        summary.extra["semantic_note"] = (
+            f"{n_reps} distinct embedding(s) of {n:,}: nothing to compare beyond identical "
+            "copies; no k-means ran"
+        )
+        pairs = spark.createDataFrame([], PAIRS_SCHEMA)
+    else:
+        pairs, fine = _fine_pairs(spark, cfg, reps, n_reps, summary)
+        held += (fine,)
+    return SemanticPairs(pairs=pairs, copies=copies, held=held)
 
 
 def _fine_pairs(
     spark: SparkSession, cfg: Config, reps: DataFrame, n: int, summary: Summary
-) -> DataFrame:
-    """Coarse fit, assignment and fine-cluster pairs of `n` representatives (unique pairs)."""
+) -> tuple[DataFrame, DataFrame]:
+    """Coarse fit, assignment and fine-cluster pairs of `n` representatives: (unique pairs,
+    lazily checkpointed; the persisted fine-stage output they are read from)."""
     d = cfg.dedup
     t0 = time.perf_counter()
     centroids, backend, k, sampled = coarse_centroids(reps, cfg, n)
@@ -230,22 +236,18 @@ def _fine_pairs(
     )
     fine = assigned.groupBy("coarse").applyInPandas(fine_fn, FINE_SCHEMA)
     fine = fine.persist(StorageLevel.MEMORY_AND_DISK)
-    try:
-        stats = fine.agg(
-            F.count(F.when(F.col("a").isNull(), 1)).alias("clusters"),
-            F.max(F.when(F.col("a").isNull(), F.col("cluster_size"))).alias("largest"),
-        ).first()
-        assert stats is not None  # a global aggregate has exactly one row
-        pairs = unique_pairs(fine.where(F.col("a").isNotNull()).drop("cluster_size"))
-        pairs = pairs.localCheckpoint()  # materialised before the fine frame goes
-    finally:
-        fine.unpersist()
-        bc.unpersist()
+    stats = fine.agg(
+        F.count(F.when(F.col("a").isNull(), 1)).alias("clusters"),
+        F.max(F.when(F.col("a").isNull(), F.col("cluster_size"))).alias("largest"),
+    ).first()
+    assert stats is not None  # a global aggregate has exactly one row
+    pairs = unique_pairs(fine.where(F.col("a").isNotNull()).drop("cluster_size"))
+    pairs = pairs.localCheckpoint(eager=False)  # lineage cut; read by every later step
     summary.extra.update(
         fine_clusters=int(stats["clusters"] or 0),
         largest_fine_cluster=int(stats["largest"] or 0),
     )
-    return pairs
+    return pairs, fine
 
 
 def _copy_edges(
@@ -290,11 +292,10 @@ def semantic_rows(
     eps_values = cfg.dedup.eps
     per_eps = eps_pairs(sp.pairs.select("a", "b", "similarity", "cluster"), eps_values)
     per_eps = per_eps.unionByName(_copy_edges(sp, per_eps, ranks, order, eps_values))
-    rows, rounds = resolve(per_eps, ranks, order)
-    summary.extra.setdefault("resolve_rounds", {})["semantic"] = rounds
+    res = resolve_counted(per_eps, ranks, order)  # every eps in the same rounds
+    summary.extra.setdefault("resolve_rounds", {})["semantic"] = res.rounds
     if removed is not None:
-        by_eps = rows.groupBy("eps").agg(F.count(F.lit(1)).alias("n")).collect()
-        counts = {float(r["eps"]): int(r["n"]) for r in by_eps}
         for e in eps_values:
-            removed[f"semantic eps={e:g}"] = counts.get(float(e), 0)
+            removed[f"semantic eps={e:g}"] = res.counts.get(float(e), 0)
+    rows = res.rows
     return rows.withColumn("method", F.lit("semantic"))

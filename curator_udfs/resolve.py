@@ -2,9 +2,11 @@
 
 Rule (design, dedup step e): a sample is a duplicate if a better-ranked sample is similar to
 it. ``similar_to`` is its best-ranked similar partner; ``duplicate_of`` follows ``similar_to``
-pointers until it reaches a kept sample, so it always names a sample that stays. Everything is
-vectorised (pandas/numpy; pointer jumping for the chains) so 10^6 pairs take well under a
-second.
+pointers until it reaches a kept sample, so it always names a sample that stays.
+
+The dedup job resolves in Spark (spark_jobs.dedup_resolve) with the order of :func:`sort_spec`;
+:func:`resolve_duplicates` is the same rule in pandas/numpy (vectorised, pointer jumping for
+the chains), the reference the job's results are checked against and a helper for small sets.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import pandas as pd
 __all__ = [
     "DIST_COLUMN",
     "ORDERS",
+    "order_for",
     "rank_order",
     "resolve_duplicates",
     "sort_spec",
@@ -28,6 +31,16 @@ ORDERS: dict[str, tuple[tuple[str, bool], ...]] = {
     "resolution": (("pixels", True),),
     "farthest_from_centroid": ((DIST_COLUMN, True),),
 }
+
+
+def order_for(method: str, keep: str) -> str:
+    """The total order a method resolves with: `keep`, but resolution where it is undefined.
+
+    farthest_from_centroid needs a fine centroid, which only semantic pairs have.
+    """
+    if keep == "farthest_from_centroid" and method != "semantic":
+        return "resolution"
+    return keep
 
 
 def sort_spec(order: str) -> list[tuple[str, bool]]:

@@ -7,8 +7,10 @@ progress (degenerate data) the cluster is cut at quantiles of its projection on 
 direction, which always succeeds unless every member is the same vector. Such an unsplittable
 cluster (all members within 1e-6 cosine distance of the centroid, e.g. identical embeddings) is
 kept whole: it is the only case that may exceed the bound, ``pairs_above`` still bounds memory
-by blocking, but its output holds all n(n-1)/2 pairs (upstream exact dedup by sha256 removes
-most such groups). Then ``pairs_above`` at the lowest threshold runs inside each fine cluster.
+by blocking, but its output holds all n(n-1)/2 pairs. The dedup job groups bit-identical
+embeddings before this stage (spark_jobs.dedup_semantic: one representative per vector), so
+only distinct vectors this close to each other can still form such a cluster. Then
+``pairs_above`` at the lowest threshold runs inside each fine cluster.
 
 Determinism: members are sorted by sample_id before anything else and every k-means fit gets a
 seed derived from (seed, coarse, position in the split tree), so the output is identical for a

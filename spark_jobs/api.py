@@ -13,8 +13,9 @@ A `Dataset` is a Spark DataFrame (`ds.df`) with the warehouse config it belongs 
 known about its columns (which model made the embedding, which head columns it has). Every
 step is the jobs' own code on a frame instead of a table: ingest is `spark_jobs.ingest.run`,
 embedding and heads are the executor-side batch functions of the embed and classify jobs
-(`spark_jobs.dataset_ops`), predicates are validated like `filter.predicates`, semantic dedup is
-`spark_jobs.dedup.semantic_pairs` + `semantic_rows`, export is `spark_jobs.export.export_frame`.
+(`spark_jobs.dataset_ops`), predicates are validated like `filter.predicates`, semantic dedup
+is `spark_jobs.dedup_semantic.semantic_pairs` + `semantic_rows`, export is
+`spark_jobs.export.export_frame`.
 
 Embedding runs eagerly and caches its result (Spark MEMORY_AND_DISK), so later steps do not run
 the model again; the other steps are lazy Spark plans. Only these calls write to the warehouse:
@@ -28,7 +29,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-import pandas as pd
 from pydantic import ValidationError
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
@@ -118,7 +118,7 @@ class SemanticDeduplicator:
     `eps`: pairs with cosine similarity >= 1 - eps are duplicates; `keep`: which sample of a
     group stays (aesthetic | resolution | farthest_from_centroid); `options`: any other
     `dedup.*` key (seed, coarse_k, sample_size, second_margin, max_cluster_size, block_size,
-    backend, max_driver_pairs). The dedup is over the Dataset's own rows, so on the same rows
+    backend). The dedup is over the Dataset's own rows, so on the same rows
     and config it removes what `curator dedup` + `curator filter` remove.
     """
 
@@ -146,8 +146,8 @@ class SemanticDeduplicator:
 
     def __call__(self, ds: Dataset) -> Dataset:
         """`ds` without its semantic duplicates; the removed rows are in `.duplicates`."""
-        from spark_jobs.dedup import pandas_frame, semantic_pairs, semantic_rows
-        from spark_jobs.tables import DUPLICATES
+        from spark_jobs.dedup_semantic import semantic_pairs, semantic_rows
+        from spark_jobs.tables import DUPLICATES, conform
 
         if not isinstance(ds, Dataset):
             raise TypeError(f"SemanticDeduplicator takes a Dataset, got {type(ds).__name__}")
@@ -181,14 +181,18 @@ class SemanticDeduplicator:
             aesthetic.alias("aesthetic_score"),
         )
         summary = Summary(job="semantic_dedup", run_id=new_run_id("api"), unit="samples")
-        pairs, rank = semantic_pairs(ds.spark, cfg, emb, ranked, summary)
+        sp = semantic_pairs(ds.spark, cfg, emb, ranked, summary)
         removed: dict[str, int] = {}
-        rows = semantic_rows(pairs, rank, cfg, removed) if len(pairs) else pd.DataFrame()
-        dups = pandas_frame(ds.spark, rows.assign(run_id=summary.run_id), DUPLICATES)
+        try:
+            rows = semantic_rows(sp, ranked, cfg, summary, removed)  # checkpointed
+            n_pairs, n_rows = sp.all_pairs().count(), rows.count()
+        finally:
+            sp.unpersist()
+        dups = conform(rows.withColumn("run_id", F.lit(summary.run_id)), DUPLICATES)
         kept = df.join(dups.select("sample_id"), "sample_id", "left_anti")
         summary.rows_in = int(summary.extra.get("embeddings", 0))
-        summary.skipped = len(rows)
+        summary.skipped = n_rows
         summary.rows_written = summary.rows_in - summary.skipped
-        summary.extra.update(pairs=len(pairs), removed=removed)
+        summary.extra.update(pairs=n_pairs, removed=removed)
         self.last_summary = summary.finish()
         return ds._with(kept, duplicates=dups, dedup_eps=self.eps)

@@ -234,12 +234,6 @@ class DedupCfg(_Section):
         description="perceptual: bands of the hash joined on; null = phash_max_distance + 1 "
         "(finds every pair within the bound); fewer, wider bands = fewer candidates at scale",
     )
-    max_driver_pairs: int = Field(
-        default=5_000_000,
-        gt=0,
-        description="pairs collected to the driver for resolution; more is an error that "
-        "asks for a smaller eps or a higher bound",
-    )
     write_pairs: bool = Field(
         default=False,
         description="also write the duplicate_pairs table (every pair found, for checks)",
@@ -404,12 +398,22 @@ def _field_help(loc: tuple[Any, ...]) -> str | None:
     return field.description if field is not None else None
 
 
+# Keys that existed once: their own message instead of "unknown key".
+_REMOVED_KEYS = {
+    "dedup.max_driver_pairs": "it is gone because resolution now runs in Spark (no pair goes "
+    "to the driver, so there is no bound to set); delete the key",
+}
+
+
 def format_validation_error(exc: ValidationError) -> str:
     """One line per problem: the key, what is wrong, and what would fix it."""
     lines = []
     known = _known_keys(Config)
     for err in exc.errors():
         key = _describe(tuple(err["loc"]))
+        if err["type"] == "extra_forbidden" and key in _REMOVED_KEYS:
+            lines.append(f"config key `{key}`: {_REMOVED_KEYS[key]}")
+            continue
         if err["type"] == "extra_forbidden":
             close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
             hint = (

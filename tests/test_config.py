@@ -62,6 +62,17 @@ def test_errors_name_the_key_and_the_fix(sets: list[str], expected: str) -> None
     assert expected in str(exc.value)
 
 
+def test_removed_dedup_max_driver_pairs_says_why(tmp_path: Path) -> None:
+    yaml_file = tmp_path / "old.yaml"
+    yaml_file.write_text("dedup:\n  max_driver_pairs: 1000000\n")
+    for kwargs in ({"path": yaml_file}, {"sets": ["dedup.max_driver_pairs=10"]}):
+        with pytest.raises(ConfigError) as exc:
+            load_config(**kwargs)
+        msg = str(exc.value)
+        assert "`dedup.max_driver_pairs`" in msg and "resolution now runs in Spark" in msg
+        assert "unknown key" not in msg
+
+
 def test_missing_and_malformed_files(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="no such file"):
         load_config(tmp_path / "nope.yaml")

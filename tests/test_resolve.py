@@ -1,4 +1,5 @@
-"""resolve_duplicates: each order, ties by sample_id, chains end at a kept sample."""
+"""resolve_duplicates (the pandas reference of the rule): each order, ties by sample_id, chains
+end at a kept sample; order_for."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from curator_udfs.resolve import rank_order, resolve_duplicates, sort_spec
+from curator_udfs.resolve import order_for, rank_order, resolve_duplicates, sort_spec
 
 
 def _pairs(*rows: tuple[str, str, float]) -> pd.DataFrame:
@@ -118,3 +119,15 @@ def test_random_graph_invariants_and_scale() -> None:
     pa, pb = r[pairs["a"]].to_numpy(), r[pairs["b"]].to_numpy()
     worse = np.where(pa > pb, pairs["a"], pairs["b"])[pa != pb]
     assert dups == set(worse)
+
+
+@pytest.mark.parametrize("keep", ["aesthetic", "resolution"])
+@pytest.mark.parametrize("method", ["exact", "perceptual", "semantic"])
+def test_order_for_keeps_the_configured_order(method: str, keep: str) -> None:
+    assert order_for(method, keep) == keep
+
+
+def test_order_for_farthest_from_centroid_only_for_semantic() -> None:
+    assert order_for("semantic", "farthest_from_centroid") == "farthest_from_centroid"
+    assert order_for("exact", "farthest_from_centroid") == "resolution"
+    assert order_for("perceptual", "farthest_from_centroid") == "resolution"

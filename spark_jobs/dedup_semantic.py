@@ -1,0 +1,301 @@
+"""Semantic dedup: embeddings → pairs between distinct vectors → `duplicates` rows, all in Spark.
+
+1. Usable embeddings only: a row whose embedding is NULL, empty, holds a NaN or a NULL
+   element, or whose scores row has an `error` (decoding failed) is skipped and counted
+   (`embeddings_skipped` in the summary), never a crash or a NaN similarity.
+2. Identical embeddings are grouped first (equal arrays): one representative per distinct
+   vector, its best-ranked sample (smallest sample_id under farthest_from_centroid, where
+   copies tie by construction), goes on; so 10^5 copies of one vector cost one row, not a
+   cluster that cannot be split and 10^10 pairs.
+3. Coarse k-means on a seeded sample of the representatives on the driver, centroids
+   broadcast, each assigned in a pandas UDF to its nearest centroid (and the second nearest
+   when the margin is small); grouped by coarse centroid, `applyInPandas(fine_cluster_pairs)`
+   splits each group below `max_cluster_size` and emits the pairs at the lowest threshold.
+   With fewer than two distinct vectors there is nothing to pair: no k-means runs.
+4. Per eps, pairs with similarity >= 1 - eps, plus for every copy: an edge to its
+   representative (similarity 1, no cluster) and one to its representative's best-ranked
+   partner at that eps. As for perceptual groups (spark_jobs.dedup_perceptual), that keeps
+   every sample's best-ranked similar partner, so resolution (spark_jobs.dedup_resolve) gives
+   the rows the expanded pair set would, in O(n) rows.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, cast
+
+import numpy as np
+import pandas as pd
+from pyspark import StorageLevel
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.types import ArrayType, LongType
+
+from curator_udfs.kmeans import assign_ids, fit_sample
+from curator_udfs.resolve import DIST_COLUMN, order_for
+from curator_udfs.semantic import fine_cluster_pairs
+from spark_jobs.config import Config
+from spark_jobs.dedup_resolve import (
+    best_partners,
+    centroid_distances,
+    eps_pairs,
+    keyed_ids,
+    rank_key,
+    resolve_counted,
+    unique_pairs,
+)
+from spark_jobs.summary import Summary
+from spark_jobs.tables import read_table
+
+__all__ = [
+    "SemanticPairs",
+    "coarse_centroids",
+    "embeddings",
+    "semantic_pairs",
+    "semantic_rows",
+    "usable_embedding",
+]
+
+FINE_SCHEMA = (
+    "a STRING, b STRING, similarity DOUBLE, cluster STRING, dist_a DOUBLE, dist_b DOUBLE, "
+    "cluster_size BIGINT"
+)
+PAIRS_SCHEMA = "a STRING, b STRING, similarity DOUBLE, cluster STRING, dist_a DOUBLE, dist_b DOUBLE"
+
+
+def embeddings(spark: SparkSession, cfg: Config, model: str | None) -> DataFrame:
+    """`sample_id, embedding` of every scores row of `model` (NULL embedding where the row
+    has an error); no rows for None. Unusable ones are filtered and counted later."""
+    if model is None:
+        return spark.createDataFrame([], "sample_id STRING, embedding ARRAY<FLOAT>")
+    return (
+        read_table(spark, cfg, "scores")
+        .where(F.col("model") == model)
+        .select("sample_id", F.when(F.col("error").isNull(), F.col("embedding")).alias("embedding"))
+    )
+
+
+def usable_embedding() -> Column:
+    """True for a non-empty embedding without NULL or NaN elements."""
+    bad = F.exists("embedding", lambda v: v.isNull() | F.isnan(v))
+    return F.col("embedding").isNotNull() & (F.size("embedding") > 0) & ~bad
+
+
+def coarse_centroids(emb: DataFrame, cfg: Config, n: int) -> tuple[np.ndarray, str, int, int]:
+    """Fit the coarse k-means on a seeded sample; return (centroids, backend, k, sample rows).
+
+    The sample is the `sample_size` rows with the smallest xxhash64(sample_id, seed): the
+    same rows whatever the partitioning, sorted by sample_id before fitting (determinism).
+    """
+    d = cfg.dedup
+    k = max(1, min(d.coarse_k or n // 5000, n))
+    # pyspark types toPandas() with an alias that does not resolve without pandas stubs
+    pdf = cast(
+        pd.DataFrame,
+        emb.orderBy(F.xxhash64("sample_id", F.lit(d.seed)), "sample_id")
+        .limit(d.sample_size)
+        .toPandas(),
+    )
+    centroids, backend = fit_sample(pdf, k, backend=d.backend, seed=d.seed, max_iter=20)
+    return centroids, backend, k, len(pdf)
+
+
+def coarse_assign_udf(centroids: Any, second_margin: float | None) -> Any:
+    """pandas UDF: embedding → [nearest] or [nearest, second nearest] coarse centroid ids."""
+
+    # pyspark's stubs lack the type-hint form pandas_udf(returnType) without functionType
+    @F.pandas_udf(ArrayType(LongType()))  # type: ignore[call-overload]
+    def coarse_ids(emb: pd.Series) -> pd.Series:
+        return assign_ids(emb, centroids.value, second_margin=second_margin)
+
+    return coarse_ids
+
+
+@dataclass(frozen=True)
+class SemanticPairs:
+    """Unique pairs between representatives, and the copies of each representative."""
+
+    pairs: DataFrame  # a, b, similarity, cluster, dist_a, dist_b (lazily checkpointed)
+    copies: DataFrame  # sample_id, rep: samples whose embedding equals rep's (persisted)
+    held: tuple[DataFrame, ...] = ()  # persisted frames the two above are read from
+
+    def unpersist(self) -> None:
+        """Drop the persisted frames."""
+        for df in (self.pairs, self.copies, *self.held):
+            df.unpersist()
+
+    def all_pairs(self) -> DataFrame:
+        """What `duplicate_pairs` gets: the pairs, plus each copy with its representative."""
+        copies = self.copies.select(
+            F.least("sample_id", "rep").alias("a"),
+            F.greatest("sample_id", "rep").alias("b"),
+            F.lit(1.0).alias("similarity"),
+            F.lit(None).cast("string").alias("cluster"),
+        )
+        return self.pairs.select("a", "b", "similarity", "cluster").unionByName(copies)
+
+
+def _group_identical(emb: DataFrame, ranked: DataFrame, order: str) -> tuple[DataFrame, DataFrame]:
+    """(keyed: sample_id, embedding, key; groups: embedding, rep, size), both persisted.
+
+    `emb` has a NULL embedding where it is unusable: those rows form the one group with a
+    NULL embedding (counted, never paired)."""
+    key = F.struct("sample_id") if order == "farthest_from_centroid" else rank_key(order)
+    keyed = emb.join(ranked, "sample_id", "left").select("sample_id", "embedding", key.alias("key"))
+    keyed = keyed.persist(StorageLevel.MEMORY_AND_DISK)
+    groups = keyed.groupBy("embedding").agg(
+        F.min(F.struct("key", "sample_id")).alias("m"), F.count(F.lit(1)).alias("size")
+    )
+    groups = groups.select("embedding", F.col("m.sample_id").alias("rep"), "size")
+    return keyed, groups.persist(StorageLevel.MEMORY_AND_DISK)
+
+
+def semantic_pairs(
+    spark: SparkSession, cfg: Config, emb: DataFrame, ranked: DataFrame, summary: Summary
+) -> SemanticPairs:
+    """Steps 1-3 of the module docstring over `emb` (sample_id, embedding), any source.
+
+    `ranked` holds the order columns (spark_jobs.dedup.rank_frame); the frames returned are
+    persisted: call `.unpersist()`. Shared by the job and the Python API. The counts
+    (usable, skipped, distinct, copies) come from one aggregate over the identical-vector
+    groups, the fine clusters' from one over the fine stage's output.
+    """
+    d = cfg.dedup
+    order = order_for("semantic", d.keep)
+    emb = emb.select("sample_id", F.when(usable_embedding(), F.col("embedding")).alias("embedding"))
+    keyed, groups = _group_identical(emb, ranked, order)
+    ok = F.col("embedding").isNotNull()
+    counts = groups.agg(
+        F.sum(F.when(ok, F.col("size"))).alias("n"),
+        F.sum(F.when(~ok, F.col("size"))).alias("skipped"),
+        F.count(F.when(ok, 1)).alias("reps"),
+    ).first()
+    assert counts is not None  # a global aggregate has exactly one row
+    n, skipped = int(counts["n"] or 0), int(counts["skipped"] or 0)
+    n_reps = int(counts["reps"] or 0)
+    n_copies = n - n_reps
+    summary.extra.update(embeddings=n, embeddings_skipped=skipped)
+    if skipped:
+        summary.extra["embeddings_note"] = (
+            f"{skipped:,} scores rows have no usable embedding (NULL, empty, NaN or an "
+            "error from the embed job): skipped"
+        )
+    summary.extra.update(distinct_embeddings=n_reps, identical_copies=n_copies)
+    usable = groups.where(ok)
+    reps = usable.select(F.col("rep").alias("sample_id"), "embedding")
+    copies = (
+        keyed.join(usable.where(F.col("size") > 1), "embedding")
+        .where(F.col("sample_id") != F.col("rep"))
+        .select("sample_id", "rep")
+    )
+    copies = copies.persist(StorageLevel.MEMORY_AND_DISK)
+    held: tuple[DataFrame, ...] = (keyed, groups)
+    if n_reps < 2:
+        summary.extra["semantic_note"] = (
+            f"{n_reps} distinct embedding(s) of {n:,}: nothing to compare beyond identical "
+            "copies; no k-means ran"
+        )
+        pairs = spark.createDataFrame([], PAIRS_SCHEMA)
+    else:
+        pairs, fine = _fine_pairs(spark, cfg, reps, n_reps, summary)
+        held += (fine,)
+    return SemanticPairs(pairs=pairs, copies=copies, held=held)
+
+
+def _fine_pairs(
+    spark: SparkSession, cfg: Config, reps: DataFrame, n: int, summary: Summary
+) -> tuple[DataFrame, DataFrame]:
+    """Coarse fit, assignment and fine-cluster pairs of `n` representatives: (unique pairs,
+    lazily checkpointed; the persisted fine-stage output they are read from)."""
+    d = cfg.dedup
+    t0 = time.perf_counter()
+    centroids, backend, k, sampled = coarse_centroids(reps, cfg, n)
+    summary.extra.update(
+        kmeans_backend=backend,
+        coarse_k=int(centroids.shape[0]),
+        coarse_sample=sampled,
+        coarse_fit_seconds=round(time.perf_counter() - t0, 3),
+        second_margin=d.second_margin,
+    )
+    bc = spark.sparkContext.broadcast(centroids)
+    assigned = reps.select(
+        "sample_id",
+        "embedding",
+        F.explode(coarse_assign_udf(bc, d.second_margin)("embedding")).alias("coarse"),
+    )
+    fine_fn = partial(
+        fine_cluster_pairs,
+        thresholds=[1.0 - e for e in d.eps],
+        max_cluster_size=d.max_cluster_size,
+        seed=d.seed,
+        backend=d.backend,
+        block_size=d.block_size,
+        include_stats=True,
+    )
+    fine = assigned.groupBy("coarse").applyInPandas(fine_fn, FINE_SCHEMA)
+    fine = fine.persist(StorageLevel.MEMORY_AND_DISK)
+    stats = fine.agg(
+        F.count(F.when(F.col("a").isNull(), 1)).alias("clusters"),
+        F.max(F.when(F.col("a").isNull(), F.col("cluster_size"))).alias("largest"),
+    ).first()
+    assert stats is not None  # a global aggregate has exactly one row
+    pairs = unique_pairs(fine.where(F.col("a").isNotNull()).drop("cluster_size"))
+    pairs = pairs.localCheckpoint(eager=False)  # lineage cut; read by every later step
+    summary.extra.update(
+        fine_clusters=int(stats["clusters"] or 0),
+        largest_fine_cluster=int(stats["largest"] or 0),
+    )
+    return pairs, fine
+
+
+def _copy_edges(
+    sp: SemanticPairs, per_eps: DataFrame, ranks: DataFrame, order: str, eps_values: list[float]
+) -> DataFrame:
+    """Per eps, each copy → its representative and → the representative's best partner."""
+    eps = per_eps.sparkSession.createDataFrame([(float(e),) for e in eps_values], "eps DOUBLE")
+    to_rep = sp.copies.crossJoin(F.broadcast(eps)).select(
+        F.col("sample_id").alias("a"),
+        F.col("rep").alias("b"),
+        F.lit(1.0).alias("similarity"),
+        F.lit(None).cast("string").alias("cluster"),
+        "eps",
+    )
+    nb = best_partners(per_eps, keyed_ids(per_eps, ranks, order), better_only=False)
+    to_nb = sp.copies.join(nb.withColumnRenamed("sample_id", "rep"), "rep").select(
+        F.col("sample_id").alias("a"),
+        F.col("similar_to").alias("b"),
+        "similarity",
+        "cluster",
+        "eps",
+    )
+    return to_rep.unionByName(to_nb)
+
+
+def semantic_rows(
+    sp: SemanticPairs,
+    ranked: DataFrame,
+    cfg: Config,
+    summary: Summary,
+    removed: dict[str, int] | None = None,
+) -> DataFrame:
+    """The `duplicates` rows (no run_id) of every `dedup.eps`, each eps resolved on its own
+    (step 4 of the module docstring); counts per eps into `removed`, rounds into the summary."""
+    order = order_for("semantic", cfg.dedup.keep)
+    ranks = ranked
+    if order == "farthest_from_centroid":  # a copy is as far from the centroid as its rep
+        dist = centroid_distances(sp.pairs)
+        copies = sp.copies.join(dist.withColumnRenamed("sample_id", "rep"), "rep")
+        dist = dist.unionByName(copies.select("sample_id", DIST_COLUMN))
+        ranks = ranked.join(dist, "sample_id", "left")
+    eps_values = cfg.dedup.eps
+    per_eps = eps_pairs(sp.pairs.select("a", "b", "similarity", "cluster"), eps_values)
+    per_eps = per_eps.unionByName(_copy_edges(sp, per_eps, ranks, order, eps_values))
+    res = resolve_counted(per_eps, ranks, order)  # every eps in the same rounds
+    summary.extra.setdefault("resolve_rounds", {})["semantic"] = res.rounds
+    if removed is not None:
+        for e in eps_values:
+            removed[f"semantic eps={e:g}"] = res.counts.get(float(e), 0)
+    rows = res.rows
+    return rows.withColumn("method", F.lit("semantic"))

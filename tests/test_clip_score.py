@@ -174,3 +174,39 @@ def test_config_errors_name_the_key(make_cfg, tiny_clip_dir: Path) -> None:
                   "classifiers=[]")
     assert embed.validate(ok).text is None and embed.probe_embedding_dim(embed.validate(ok)) == 32
     assert embed.clip_plan(embed.validate(ok)).startswith("image-caption cosine from open_clip")
+
+
+def test_embed_job_writes_clip_score_of_each_image_with_its_own_caption(
+    spark, make_cfg, tiny_clip_dir: Path, tmp_path: Path  # type: ignore[no-untyped-def]
+) -> None:
+    """Through Spark and Delta (ingest → embed): every stored clip_score equals the direct
+    computation on that row's image and caption, so no row met another row's caption."""
+    from curator_udfs.decode import decode_rgb
+    from curator_udfs.sample_shards import write_sample_shards
+    from spark_jobs import embed, ingest
+    from spark_jobs.catalog import register_tables
+    from spark_jobs.tables import read_table
+
+    write_sample_shards(tmp_path / "shards", shards=2, per_shard=8, seed=4)
+    cfg = make_cfg("embed.model=open_clip:tiny", f"embed.weights={tiny_clip_dir}",
+                   "embed.batch_size=3", "classifiers=[]")  # fmt: skip
+    register_tables(spark, cfg)
+    ingest.run(spark, cfg, inputs=[str(tmp_path / "shards")])
+    summary = embed.run(spark, cfg)
+    assert summary.rows_written == 16 and summary.extra["model"] == "open_clip:tiny"
+    images = {r["sample_id"]: r for r in read_table(spark, cfg, "images").collect()}
+    rows = read_table(spark, cfg, "scores").select("sample_id", "clip_score").collect()
+    assert len(rows) == 16
+    model, preprocess, tokenizer = _reference(tiny_clip_dir)
+    for r in rows:
+        img = images[r["sample_id"]]
+        caption = (img["caption"] or "").strip()
+        if not caption:
+            assert r["clip_score"] is None
+            continue
+        with torch.no_grad():
+            a = model.encode_image(preprocess(decode_rgb(bytes(img["image"])))[None])
+            b = model.encode_text(tokenizer([caption]))
+        want = float((a / a.norm() * (b / b.norm())).sum())
+        assert abs(r["clip_score"] - want) < 1e-5, (img["key"], r["clip_score"], want)
+    assert len({round(r["clip_score"], 6) for r in rows if r["clip_score"] is not None}) > 8

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from curator_udfs.presets import NamedPredicate, PresetThresholds, expand_presets, preset_names
 from curator_udfs.shard_reader import IngestLimits
 from curator_udfs.specs import EmbedSpec, HeadSpec
+from spark_jobs.config_keys import dotted_key, field_help, known_keys
 from spark_jobs.paths import StoreURI, is_uri, resolve_config_path
 from spark_jobs.redact import MASK, is_secret_key, redact, remember_secrets, secret_values
 
@@ -361,43 +362,6 @@ def parse_set(item: str) -> tuple[str, Any]:
     return key, value
 
 
-def _known_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
-    keys: list[str] = []
-    for name, field in model.model_fields.items():
-        keys.append(prefix + name)
-        ann = field.annotation
-        if isinstance(ann, type) and issubclass(ann, BaseModel):
-            keys.extend(_known_keys(ann, prefix + name + "."))
-    return keys
-
-
-def _describe(loc: tuple[Any, ...]) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
-
-
-def _field_help(loc: tuple[Any, ...]) -> str | None:
-    model: Any = Config
-    field = None
-    for part in loc:
-        if isinstance(part, int):
-            continue
-        if (
-            not (isinstance(model, type) and issubclass(model, BaseModel))
-            or part not in model.model_fields
-        ):
-            return None
-        field = model.model_fields[part]
-        ann = field.annotation
-        args = getattr(ann, "__args__", ())
-        model = (
-            ann if isinstance(ann, type) else next((a for a in args if isinstance(a, type)), None)
-        )
-    return field.description if field is not None else None
-
-
 # Keys that existed once: their own message instead of "unknown key".
 _REMOVED_KEYS = {
     "dedup.max_driver_pairs": "it is gone because resolution now runs in Spark (no pair goes "
@@ -408,9 +372,9 @@ _REMOVED_KEYS = {
 def format_validation_error(exc: ValidationError) -> str:
     """One line per problem: the key, what is wrong, and what would fix it."""
     lines = []
-    known = _known_keys(Config)
+    known = known_keys(Config)
     for err in exc.errors():
-        key = _describe(tuple(err["loc"]))
+        key = dotted_key(tuple(err["loc"]))
         if err["type"] == "extra_forbidden" and key in _REMOVED_KEYS:
             lines.append(f"config key `{key}`: {_REMOVED_KEYS[key]}")
             continue
@@ -427,7 +391,7 @@ def format_validation_error(exc: ValidationError) -> str:
         got_s = repr(got) if not isinstance(got, dict) else "a mapping"
         if any(is_secret_key(str(part)) for part in err["loc"]):
             got_s = MASK  # pydantic echoes the input: never a credential
-        help_ = _field_help(tuple(err["loc"]))
+        help_ = field_help(Config, tuple(err["loc"]))
         fix = f"; expected {help_}" if help_ else ""
         lines.append(f"config key `{key}`: {err['msg']} (got {got_s}){fix}")
     return "\n".join(lines)

@@ -36,6 +36,7 @@ __all__ = [
     "DEFAULT_MODEL",
     "EmbedResult",
     "ImageEmbedder",
+    "NamedModelEmbedder",
     "Scorer",
     "TimmImageEmbedder",
     "clean_caption",
@@ -308,18 +309,16 @@ class ImageEmbedder:
             return out.cpu().numpy(), head_scores, clip
 
 
-class TimmImageEmbedder(ImageEmbedder):
-    """Any timm image model, classifier/projection head kept, preprocessing from its config.
+class NamedModelEmbedder(ImageEmbedder):
+    """An embedder built from a model name, ``pretrained`` and optional local ``weights``.
 
-    Weights: ``weights=PATH`` (file or directory; safetensors or weights-only torch files)
-    wins; else ``pretrained=True`` uses timm's HF hub resolution (cache first); else random
-    init, seeded so every worker builds the same model. ``model_id`` is ``model_name``, with
-    ``+random`` appended for random init so test scores never mix with real ones.
+    Shared by the timm and open_clip embedders: ``model_id`` is :func:`timm_model_id` of the
+    three (``+random`` for random init), and ``embedding_dim`` is known once loaded.
     """
 
     def __init__(
         self,
-        model_name: str = DEFAULT_MODEL,
+        model_name: str,
         pretrained: bool = True,
         *,
         batch_size: int = 256,
@@ -337,9 +336,8 @@ class TimmImageEmbedder(ImageEmbedder):
         self.model_name = model_name
         self.pretrained = bool(pretrained)
         self.weights = weights
-        self.model: torch.nn.Module | None = None
+        self.model: Any = None
         self.transform: Any = None
-        self.data_config: dict[str, Any] = {}
         self._dim: int | None = None
 
     @property
@@ -353,6 +351,34 @@ class TimmImageEmbedder(ImageEmbedder):
                 f"{self.model_name}: embedding_dim is known once loaded; call prepare(device)"
             )
         return self._dim
+
+    def preprocess(self, images: list[Image.Image]) -> torch.Tensor:
+        """RGB images -> the model's transform of each, stacked (``self.transform``, set by
+        ``load``)."""
+        if self.transform is None:
+            raise RuntimeError(f"{self.model_name}: call prepare(device) before preprocess()")
+        return torch.stack([self.transform(img) for img in images])
+
+
+class TimmImageEmbedder(NamedModelEmbedder):
+    """Any timm image model, classifier/projection head kept, preprocessing from its config.
+
+    Weights: ``weights=PATH`` (file or directory; safetensors or weights-only torch files)
+    wins; else ``pretrained=True`` uses timm's HF hub resolution (cache first); else random
+    init, seeded so every worker builds the same model. ``model_id`` is ``model_name``, with
+    ``+random`` appended for random init so test scores never mix with real ones.
+    """
+
+    def __init__(
+        self,
+        model_name: str = DEFAULT_MODEL,
+        pretrained: bool = True,
+        *,
+        weights: str | None = None,
+        **kw: Any,  # batch_size, num_threads_per_worker, ... (ImageEmbedder)
+    ) -> None:
+        super().__init__(model_name, pretrained, weights=weights, **kw)
+        self.data_config: dict[str, Any] = {}
 
     def create_model(self) -> torch.nn.Module:
         """Build the timm model (head kept) with the configured weights, on the CPU."""
@@ -398,11 +424,6 @@ class TimmImageEmbedder(ImageEmbedder):
         with torch.inference_mode():
             probe = model(torch.zeros(1, channels, height, width, device=device))
         self._dim = int(probe.reshape(1, -1).shape[1])
-
-    def preprocess(self, images: list[Image.Image]) -> torch.Tensor:
-        if self.transform is None:
-            raise RuntimeError(f"{self.model_name}: call prepare(device) before preprocess()")
-        return torch.stack([self.transform(img) for img in images])
 
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
         if self.model is None:

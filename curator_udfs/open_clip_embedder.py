@@ -21,10 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image
 
-from .embedders import ImageEmbedder, _mismatch, _seeded
-from .specs import open_clip_name, timm_model_id
+from .embedders import NamedModelEmbedder, _mismatch, _seeded
+from .specs import open_clip_name
 from .weights import WeightsError, hub_file, load_state_dict
 
 __all__ = ["CONFIG_FILE", "OpenClipEmbedder", "open_clip_config"]
@@ -108,54 +107,24 @@ def open_clip_config(model: str, pretrained: bool, weights: str | None) -> dict[
     }
 
 
-class OpenClipEmbedder(ImageEmbedder):
+class OpenClipEmbedder(NamedModelEmbedder):
     """An open_clip CLIP model: ``encode_image`` embeds, ``encode_text`` embeds captions.
 
     ``model_id`` is the ``open_clip:…`` name, ``+random`` for random init (as for timm).
     """
 
     def __init__(
-        self,
-        model_name: str,
-        pretrained: bool = True,
-        *,
-        batch_size: int = 256,
-        num_threads_per_worker: int = 4,
-        normalize_embeddings: bool = True,
-        autocast: bool = True,
-        weights: str | None = None,
+        self, model_name: str, pretrained: bool = True, *, weights: str | None = None, **kw: Any
     ) -> None:
-        super().__init__(
-            batch_size=batch_size,
-            num_threads_per_worker=num_threads_per_worker,
-            normalize_embeddings=normalize_embeddings,
-            autocast=autocast,
-        )
-        self.model_name = model_name
-        self.pretrained = bool(pretrained)
-        self.weights = weights
-        self.model: Any = None
-        self.transform: Any = None
+        # weights named: build_embedder passes only the parameters __init__ names
+        super().__init__(model_name, pretrained, weights=weights, **kw)
         self.tokenizer: Any = None
         self._tokenizer_error: str | None = None
         self._tokenizer_source = ""
-        self._dim: int | None = None
-
-    @property
-    def model_id(self) -> str:
-        return timm_model_id(self.model_name, self.pretrained, self.weights)
 
     @property
     def has_text_tower(self) -> bool:
         return True
-
-    @property
-    def embedding_dim(self) -> int:
-        if self._dim is None:
-            raise RuntimeError(
-                f"{self.model_name}: embedding_dim is known once loaded; call prepare(device)"
-            )
-        return self._dim
 
     def create_model(self) -> torch.nn.Module:
         """Build the open_clip model on the CPU with the configured weights (or random init)."""
@@ -213,11 +182,6 @@ class OpenClipEmbedder(ImageEmbedder):
         with torch.inference_mode():
             probe = model.encode_image(torch.zeros(1, 3, h, w, device=device))
         self._dim = int(probe.reshape(1, -1).shape[1])
-
-    def preprocess(self, images: list[Image.Image]) -> torch.Tensor:
-        if self.transform is None:
-            raise RuntimeError(f"{self.model_name}: call prepare(device) before preprocess()")
-        return torch.stack([self.transform(img) for img in images])
 
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
         if self.model is None:

@@ -340,6 +340,8 @@ class Cluster:
             "spark.driver.memory=2g",
             "--conf",
             "spark.executor.memory=1536m",
+            "--conf",  # the executors' JVMs like every test JVM (tests/conftest.py)
+            f"spark.executor.extraJavaOptions={os.environ.get('SPARK_SUBMIT_OPTS', '')}",
             # the job file of the checkout the bundle was built from (they must match)
             str(self.dist.parent / "spark_jobs" / script),
             *args,

@@ -3,17 +3,19 @@ idempotent Delta append (txnAppId/txnVersion) that a repeated or racing run cann
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pytest
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from curator_udfs.sample_shards import write_sample_shards
 from spark_jobs import embed, ingest
 from spark_jobs.catalog import register_tables
+from spark_jobs.config import Config, load_config
 from spark_jobs.embed_input import Batch, batch_images, pending_ids, shard_batches
 from spark_jobs.idempotent import append_once, txn_point
 from spark_jobs.tables import SCORES, ensure_table, read_table, table_path
@@ -69,13 +71,22 @@ def _score_rows(spark, cfg, ids: list[str]) -> None:
     rows.write.format("delta").mode("append").save(table_path(cfg, "scores"))
 
 
-def test_pending_images_are_read_without_a_shuffle_of_the_bytes(
-    spark, make_cfg, tmp_path: Path
-) -> None:
-    write_sample_shards(tmp_path / "s", shards=3, per_shard=5, seed=8)
-    cfg = make_cfg(*TINY)
+@pytest.fixture(scope="module")
+def lake(spark, tmp_path_factory: pytest.TempPathFactory) -> Config:
+    """One ingest for the module: 3 shards of 4 images and one of 2 (one undecodable)."""
+    base = tmp_path_factory.mktemp("embed-write")
+    write_sample_shards(base / "s", shards=3, per_shard=4, seed=8)
+    (base / "bad").mkdir()
+    _broken_jpeg_shard(base / "bad" / "bad.tar")
+    sets = [f"database=t_{uuid.uuid4().hex[:8]}", "spark.conf={spark.master: 'local[2]'}"]
+    cfg = load_config(sets=[*sets, *TINY, "embed.broadcast_ids=8"], warehouse=str(base / "wh"))
     register_tables(spark, cfg)
-    ingest.run(spark, cfg, inputs=[str(tmp_path / "s")])
+    ingest.run(spark, cfg, inputs=[str(base / "s"), str(base / "bad")])
+    return cfg
+
+
+def test_pending_images_are_read_without_a_shuffle_of_the_bytes(spark, lake: Config) -> None:
+    cfg = lake
     images = read_table(spark, cfg, "images").select("sample_id", "shard_uri", "image_bytes")
     rows = images.collect()
     by_shard: dict[str, list[str]] = {}
@@ -97,8 +108,8 @@ def test_pending_images_are_read_without_a_shuffle_of_the_bytes(
     exchanges = _exchanges(out)
     assert any("Broadcast" in name for name, _ in exchanges), exchanges
     assert not [e for e in exchanges if "image" in e[1]], exchanges
-    # Batches of whole shards (broadcast_ids below the pending count): the same rows, in parts.
-    parts = shard_batches(pending.per_shard, 5)
+    # Batches of whole shards (a shard above broadcast_ids alone): the same rows, in parts.
+    parts = shard_batches(pending.per_shard, 1)
     assert [b.shards for b in parts] == [(s,) for s in rest]
     seen: dict[str, int] = {}
     for b in parts:
@@ -117,7 +128,7 @@ def test_pending_images_are_read_without_a_shuffle_of_the_bytes(
     fresh.ids.unpersist()
 
     # The detector sees what the old plan did: a hash repartition that moves the bytes.
-    done = read_table(spark, cfg, "scores").select("sample_id")
+    done = read_table(spark, cfg, "scores").where(F.col("model") == MODEL).select("sample_id")
     old = (
         read_table(spark, cfg, "images")
         .select("sample_id", "image", "caption")
@@ -151,19 +162,15 @@ def test_two_writes_of_the_same_snapshot_commit_once(spark, make_cfg) -> None:
     assert table.groupBy("sample_id", "model").count().where(F.col("count") > 1).count() == 0
 
 
-def test_embed_in_batches_then_retry_errors(spark, make_cfg, tmp_path: Path) -> None:
-    write_sample_shards(tmp_path / "s", shards=2, per_shard=4, seed=9)
-    (tmp_path / "bad").mkdir()
-    _broken_jpeg_shard(tmp_path / "bad" / "bad.tar")
-    cfg = make_cfg(*TINY, "embed.broadcast_ids=4")
-    register_tables(spark, cfg)
-    ingest.run(spark, cfg, inputs=[str(tmp_path / "s"), str(tmp_path / "bad")])
+def test_embed_in_batches_then_retry_errors(spark, lake: Config) -> None:
+    cfg = lake  # broadcast_ids 8: shards of 2+4, 4+4 pending images
     first = embed.run(spark, cfg)
-    assert first.extra["batches"] >= 2 and first.balanced
-    assert (first.rows_in, first.rows_written, first.quarantined) == (10, 9, 1)
+    assert first.extra["batches"] == 2 and first.balanced
+    assert (first.rows_in, first.rows_written, first.quarantined) == (14, 13, 1)
     assert first.extra["write"].startswith("appended")
     retry = embed.run(spark, cfg, retry_errors=True)  # the same bytes fail again: updated
     assert (retry.rows_in, retry.rows_written, retry.quarantined, retry.skipped) == (1, 0, 1, 0)
     scores = read_table(spark, cfg, "scores")
-    assert scores.count() == 10 and scores.select("sample_id").distinct().count() == 10
+    scores = scores.where(F.col("model") == embed.model_id(embed.embed_spec(cfg)))
+    assert scores.count() == 14 and scores.select("sample_id").distinct().count() == 14
     assert scores.where(F.col("error").isNotNull()).select("run_id").first()[0] == retry.run_id

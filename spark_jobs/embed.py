@@ -1,17 +1,23 @@
 """Job 2, embed: `images` → `scores` (one row per image per model: embedding + head scores).
 
-Only images without a `scores` row for this model are read (left anti join on sample_id), and
-only their `sample_id`, `image` and `caption` columns. They go through `mapInPandas` with the
-executor-side batch function of `curator_udfs.embed_batches` (model loaded once per Python
-worker, heads run on the same device in the same pass) and are written with an insert-only MERGE on
-(sample_id, model): a crash followed by a rerun never duplicates a row. The same pass fills
+Only images without a `scores` row for this model are read, and only their `sample_id`,
+`image` and `caption` columns, in the partitions they are stored in: the pending set is an
+ids-only anti-join and the bytes are never shuffled (`spark_jobs.embed_input`). They go through
+`mapInPandas` with the executor-side batch function of `curator_udfs.embed_batches` (model
+loaded once per Python worker, heads run on the same device in the same pass) and are written
+with an idempotent Delta append (`spark_jobs.idempotent`: txnAppId `curator-embed:<model>`,
+claimed from the same `scores` snapshot the pending set was read at), which reads no target
+file, so a run's cost does not grow with the table; a crash followed by a rerun, or two runs at
+once, never duplicate a row (the run that loses the race writes nothing and says so in its
+summary's `write` line). The same pass fills
 the signal columns: `sharpness`, `colorfulness`, `grayscale` from the decoded pixels
 (`curator_udfs.image_signals`) and `clip_score`, the image-caption cosine, when the model has a
 text tower (open_clip models; `embed.text`); the summary's `clip_score` line says which.
 
 An image that cannot be decoded at embed time gets a row with `error` set and null embedding and
 scores; it counts as quarantined. It is not retried by default (same bytes, same failure); pass
-`--retry-errors` (`run(..., retry_errors=True)`) after fixing the decoder to re-embed those rows.
+`--retry-errors` (`run(..., retry_errors=True)`) after fixing the decoder to re-embed those rows
+(a MERGE scoped to the model's error rows, under the same transaction claim).
 """
 
 from __future__ import annotations
@@ -209,12 +215,12 @@ def describe_device(spark: SparkSession) -> str:
 def pending_images(
     spark: SparkSession, cfg: Config, model: str, *, retry_errors: bool = False
 ) -> DataFrame:
-    """`sample_id, image, caption` of images without a scores row for `model` (or only an
-    error row)."""
+    """`sample_id` of images without a scores row for `model` (or only an error row): what
+    the progress display counts. The job reads the images through `embed_input` instead."""
     done = read_table(spark, cfg, "scores").where(F.col("model") == model)
     if retry_errors:
         done = done.where(F.col("error").isNull())
-    images = read_table(spark, cfg, "images").select("sample_id", "image", "caption")
+    images = read_table(spark, cfg, "images").select("sample_id")
     return images.join(done.select("sample_id"), "sample_id", "left_anti")
 
 

@@ -33,8 +33,10 @@ SETS = [
 def _stages(spark: Any) -> dict[int, int]:
     """{stage id: shuffle bytes written} of every stage the application ran so far."""
     store = spark.sparkContext._jsc.sc().statusStore()
-    stages = store.stageList(None)
-    return {int(s.stageId()): int(s.shuffleWriteBytes()) for s in stages}
+    defaults = [getattr(store, f"stageList$default${i}")() for i in range(2, 6)]
+    stages = store.stageList(None, *defaults)  # a Scala Seq
+    found = (stages.apply(i) for i in range(stages.size()))
+    return {int(s.stageId()): int(s.shuffleWriteBytes()) for s in found}
 
 
 def _embed(spark: Any, cfg: Any) -> dict[str, Any]:

@@ -262,8 +262,8 @@ def run(spark: SparkSession, cfg: Config, *, retry_errors: bool = False) -> Summ
                     if done is None:
                         summary.extra["write"] = (
                             f"lost the race: another embed run of {model} already committed "
-                            f"transaction {point.txn_version} of {point.app_id}; "
-                            "nothing written here (rerun embed for what is still pending)"
+                            f"transaction {point.txn_version} of {point.app_id}, so this run "
+                            f"wrote only {written} rows (rerun embed for what is still pending)"
                         )
                         break
                     written, failed = written + done[0], failed + done[1]

@@ -8,7 +8,7 @@ loaded once per Python worker, heads run on the same device in the same pass) an
 with an idempotent Delta append (`spark_jobs.idempotent`: txnAppId `curator-embed:<model>`,
 claimed from the same `scores` snapshot the pending set was read at), which reads no target
 file, so a run's cost does not grow with the table; a crash followed by a rerun, or two runs at
-once, never duplicate a row (the run that loses the race writes nothing and says so in its
+once, never duplicate a row (the run that loses the race writes no more and says so in its
 summary's `write` line). The same pass fills
 the signal columns: `sharpness`, `colorfulness`, `grayscale` from the decoded pixels
 (`curator_udfs.image_signals`) and `clip_score`, the image-caption cosine, when the model has a

@@ -118,6 +118,12 @@ class EmbedCfg(_Section):
     arrow_batch_size: int = Field(
         default=256, gt=0, description="rows per Arrow batch sent to the UDF"
     )
+    broadcast_ids: int = Field(
+        default=20_000_000,
+        gt=0,
+        description="most pending sample_ids broadcast to select the images to embed (no "
+        "shuffle of the bytes); more are embedded in batches of whole shards, one write each",
+    )
     embedder_class: str | None = Field(
         default=None, description="'package.module:ClassName' of an ImageEmbedder subclass"
     )

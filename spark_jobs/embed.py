@@ -1,17 +1,23 @@
 """Job 2, embed: `images` → `scores` (one row per image per model: embedding + head scores).
 
-Only images without a `scores` row for this model are read (left anti join on sample_id), and
-only their `sample_id`, `image` and `caption` columns. They go through `mapInPandas` with the
-executor-side batch function of `curator_udfs.embed_batches` (model loaded once per Python
-worker, heads run on the same device in the same pass) and are written with an insert-only MERGE on
-(sample_id, model): a crash followed by a rerun never duplicates a row. The same pass fills
+Only images without a `scores` row for this model are read, and only their `sample_id`,
+`image` and `caption` columns, in the partitions they are stored in: the pending set is an
+ids-only anti-join and the bytes are never shuffled (`spark_jobs.embed_input`). They go through
+`mapInPandas` with the executor-side batch function of `curator_udfs.embed_batches` (model
+loaded once per Python worker, heads run on the same device in the same pass) and are written
+with an idempotent Delta append (`spark_jobs.idempotent`: txnAppId `curator-embed:<model>`,
+claimed from the same `scores` snapshot the pending set was read at), which reads no target
+file, so a run's cost does not grow with the table; a crash followed by a rerun, or two runs at
+once, never duplicate a row (the run that loses the race writes no more and says so in its
+summary's `write` line). The same pass fills
 the signal columns: `sharpness`, `colorfulness`, `grayscale` from the decoded pixels
 (`curator_udfs.image_signals`) and `clip_score`, the image-caption cosine, when the model has a
 text tower (open_clip models; `embed.text`); the summary's `clip_score` line says which.
 
 An image that cannot be decoded at embed time gets a row with `error` set and null embedding and
 scores; it counts as quarantined. It is not retried by default (same bytes, same failure); pass
-`--retry-errors` (`run(..., retry_errors=True)`) after fixing the decoder to re-embed those rows.
+`--retry-errors` (`run(..., retry_errors=True)`) after fixing the decoder to re-embed those rows
+(a MERGE scoped to the model's error rows, under the same transaction claim).
 """
 
 from __future__ import annotations
@@ -20,7 +26,6 @@ import math
 import re
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import cast
 
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
@@ -29,17 +34,20 @@ from pyspark.sql import functions as F
 from curator_udfs.model_ids import model_id
 from curator_udfs.specs import SIGNAL_COLUMNS, EmbedSpec, head_columns, open_clip_name
 from spark_jobs.config import Config, ConfigError, embed_spec
-from spark_jobs.errors import worker_message
-from spark_jobs.summary import Summary, new_run_id
-from spark_jobs.tables import (
-    SCORES,
-    ensure_table,
-    last_metric,
-    merge_insert_new,
-    read_table,
-    sql_list,
-    table_path,
+from spark_jobs.embed_input import (
+    SPLIT_CONF,
+    Batch,
+    Pending,
+    batch_images,
+    pending_ids,
+    session_conf,
+    shard_batches,
+    split_bytes,
 )
+from spark_jobs.errors import worker_message
+from spark_jobs.idempotent import TxnPoint, append_once, dml_once, recorded_version, txn_point
+from spark_jobs.summary import Summary, new_run_id
+from spark_jobs.tables import SCORES, ensure_table, read_table, sql_list, table_path
 
 SIGNAL_NAMES = tuple(c for c, _ in SIGNAL_COLUMNS)
 # Columns of `scores` that are not head scores (head output columns may not take these names).
@@ -82,6 +90,7 @@ def probe_embedding_dim(spec: EmbedSpec) -> int | None:
 def check_heads(spec: EmbedSpec, dim: int | None) -> list[str]:
     """Head output columns; ConfigError for unknown heads/classes, bad names or widths."""
     from curator_udfs.classifiers import head_class
+
     for i, h in enumerate(spec.heads):
         key = f"classifiers[{i}]"
         try:
@@ -206,12 +215,12 @@ def describe_device(spark: SparkSession) -> str:
 def pending_images(
     spark: SparkSession, cfg: Config, model: str, *, retry_errors: bool = False
 ) -> DataFrame:
-    """`sample_id, image, caption` of images without a scores row for `model` (or only an
-    error row)."""
+    """`sample_id` of images without a scores row for `model` (or only an error row): what
+    the progress display counts. The job reads the images through `embed_input` instead."""
     done = read_table(spark, cfg, "scores").where(F.col("model") == model)
     if retry_errors:
         done = done.where(F.col("error").isNull())
-    images = read_table(spark, cfg, "images").select("sample_id", "image", "caption")
+    images = read_table(spark, cfg, "images").select("sample_id")
     return images.join(done.select("sample_id"), "sample_id", "left_anti")
 
 
@@ -219,6 +228,11 @@ def num_tasks(spark: SparkSession, n: int, batch_size: int) -> int:
     """Enough tasks to use every core, each a few forward batches long (fewer model loads)."""
     cores = spark.sparkContext.defaultParallelism
     return max(1, min(max(cores, math.ceil(n / (4 * batch_size))), max(n, 1)))
+
+
+def app_id(model: str) -> str:
+    """The Delta application id of embed's writes of `model` (see spark_jobs.idempotent)."""
+    return f"curator-embed:{model}"
 
 
 def run(spark: SparkSession, cfg: Config, *, retry_errors: bool = False) -> Summary:
@@ -231,42 +245,52 @@ def run(spark: SparkSession, cfg: Config, *, retry_errors: bool = False) -> Summ
     summary.extra.update(model=model, device=describe_device(spark), heads=",".join(columns))
     summary.extra["clip_score"] = clip_plan(spec)
 
-    todo = pending_images(spark, cfg, model, retry_errors=retry_errors)
-    n = todo.count()  # reads sample_id only (column pruning): cheap
-    summary.rows_in = n
-    summary.extra["images_decoded"] = n
-    if n:
-        # a default is given, so never None (pyspark's stub has no overload for that)
-        previous = cast(str, spark.conf.get(ARROW_BATCH_CONF, "10000"))
-        spark.conf.set(ARROW_BATCH_CONF, str(cfg.embed.arrow_batch_size))
-        try:
-            _embed_and_write(spark, cfg, spec, model, todo, n, summary, retry_errors)
-        finally:
-            spark.conf.set(ARROW_BATCH_CONF, previous)
+    # The pending set and the write's claim come from one snapshot of `scores`.
+    point = txn_point(spark, table_path(cfg, "scores"), app_id(model))
+    pending = pending_ids(spark, cfg, model, point.table_version, retry_errors=retry_errors)
+    try:
+        n = pending.rows
+        summary.rows_in = n
+        summary.extra["images_decoded"] = n
+        written = failed = 0
+        if n:
+            batches = shard_batches(pending.per_shard, cfg.embed.broadcast_ids)
+            summary.extra["batches"] = len(batches)
+            with session_conf(spark, ARROW_BATCH_CONF, str(cfg.embed.arrow_batch_size)):
+                for batch in batches:
+                    done = _embed_batch(spark, cfg, spec, model, pending, batch, point, summary)
+                    if done is None:
+                        summary.extra["write"] = (
+                            f"lost the race: another embed run of {model} already committed "
+                            f"transaction {point.txn_version} of {point.app_id}, so this run "
+                            f"wrote only {written} rows (rerun embed for what is still pending)"
+                        )
+                        break
+                    written, failed = written + done[0], failed + done[1]
+                    point = point.next()
+                else:
+                    last = point.txn_version - 1
+                    summary.extra["write"] = f"appended ({point.app_id}, transaction {last})"
+        summary.quarantined = min(failed, written)
+        summary.rows_written = written - summary.quarantined
+        summary.skipped = n - written
+    finally:
+        pending.ids.unpersist()
     summary.finish()
     summary.extra["images_per_s"] = summary.throughput
     summary.tables["scores"] = read_table(spark, cfg, "scores").count()
     return summary
 
 
-def _embed_and_write(
-    spark: SparkSession,
-    cfg: Config,
-    spec: EmbedSpec,
-    model: str,
-    todo: DataFrame,
-    n: int,
-    summary: Summary,
-    retry_errors: bool,
-) -> None:
+def scored_frame(
+    spark: SparkSession, cfg: Config, spec: EmbedSpec, model: str, todo: DataFrame, run_id: str
+) -> DataFrame:
+    """`todo` (sample_id, image, caption) embedded and scored: rows in the `scores` schema."""
     from curator_udfs.embed_batches import embed_output_schema, make_embed_fn
 
     columns = head_columns(spec)
     at = datetime.now(UTC)
-    parts = num_tasks(spark, n, spec.batch_size)
-    scored = todo.repartition(parts, "sample_id").mapInPandas(
-        make_embed_fn(spec), embed_output_schema(spec)
-    )
+    scored = todo.mapInPandas(make_embed_fn(spec), embed_output_schema(spec))
     scored = nan_to_null(scored, columns).select(
         "sample_id",
         F.lit(model).alias("model"),
@@ -279,60 +303,99 @@ def _embed_and_write(
         *SIGNAL_NAMES,
         "error",
         F.lit(at).cast("timestamp").alias("scored_at"),
-        F.lit(summary.run_id).alias("run_id"),
+        F.lit(run_id).alias("run_id"),
     )
     # Columns the table has but this config does not fill (another config's heads): NULL.
     target = read_table(spark, cfg, "scores").schema
     missing = [f for f in target.fields if f.name not in scored.columns]
-    scored = scored.select(
+    return scored.select(
         *scored.columns, *[F.lit(None).cast(f.dataType).alias(f.name) for f in missing]
     )
-    scored = scored.persist(StorageLevel.MEMORY_AND_DISK)
-    try:
-        t0 = datetime.now(UTC)
+
+
+def _embed_batch(
+    spark: SparkSession,
+    cfg: Config,
+    spec: EmbedSpec,
+    model: str,
+    pending: Pending,
+    batch: Batch,
+    point: TxnPoint,
+    summary: Summary,
+) -> tuple[int, int] | None:
+    """Embed one batch and write it as transaction `point`: (rows written, error rows among
+    them), or None when another run already committed that transaction (nothing written)."""
+    path = table_path(cfg, "scores")
+    if recorded_version(spark, path, point.app_id) >= point.txn_version:
+        return None  # lost already: do not spend the embedding work
+    split = split_bytes(spark, cfg, batch.rows, num_tasks(spark, batch.rows, spec.batch_size))
+    with session_conf(spark, SPLIT_CONF, str(split)):
+        todo = batch_images(spark, cfg, pending, batch)
+        scored = scored_frame(spark, cfg, spec, model, todo, summary.run_id)
+        scored = scored.persist(StorageLevel.MEMORY_AND_DISK)
         try:
-            stats = scored.agg(
-                F.count(F.lit(1)).alias("n"),
-                F.sum(F.when(F.col("error").isNotNull(), 1).otherwise(0)).alias("failed"),
-                F.max("embedding_dim").alias("dim"),
-            ).first()
-        except Exception as exc:
-            msg = worker_message(exc)
-            if msg:
-                raise RuntimeError(f"embed failed in a Python worker: {msg}") from exc
-            raise
-        assert stats is not None  # a global aggregate has exactly one row
-        summary.extra["embed_seconds"] = round((datetime.now(UTC) - t0).total_seconds(), 3)
-        failed = int(stats["failed"] or 0)
-        summary.extra["embedding_dim"] = int(stats["dim"]) if stats["dim"] is not None else None
-        scope = f"t.model IN ({sql_list([model])})"
-        if retry_errors:
-            written = _merge_retry(spark, cfg, scored, scope)
-        else:
-            written = merge_insert_new(spark, cfg, SCORES, scored, scope=scope)
-    finally:
-        scored.unpersist()
-    summary.quarantined = min(failed, written)
-    summary.rows_written = written - summary.quarantined
-    summary.skipped = n - written
+            t0 = datetime.now(UTC)
+            try:
+                stats = scored.agg(
+                    F.count(F.lit(1)).alias("n"),
+                    F.sum(F.when(F.col("error").isNotNull(), 1).otherwise(0)).alias("failed"),
+                    F.max("embedding_dim").alias("dim"),
+                ).first()
+            except Exception as exc:
+                msg = worker_message(exc)
+                if msg:
+                    raise RuntimeError(f"embed failed in a Python worker: {msg}") from exc
+                raise
+            assert stats is not None  # a global aggregate has exactly one row
+            seconds = (datetime.now(UTC) - t0).total_seconds()
+            summary.extra["embed_seconds"] = round(
+                float(summary.extra.get("embed_seconds") or 0.0) + seconds, 3
+            )
+            if stats["dim"] is not None or "embedding_dim" not in summary.extra:
+                summary.extra["embedding_dim"] = (
+                    int(stats["dim"]) if stats["dim"] is not None else None
+                )
+            failed = int(stats["failed"] or 0)
+            if pending.retry_errors:
+                written = _merge_retry(spark, cfg, scored, model, point, summary.run_id)
+            else:
+                written = append_once(spark, scored, path, point, summary.run_id)
+        finally:
+            scored.unpersist()
+    return None if written is None else (written, min(failed, written))
 
 
-def _merge_retry(spark: SparkSession, cfg: Config, source: DataFrame, scope: str) -> int:
-    """Insert new rows and overwrite rows that only held an error."""
+def _merge_retry(
+    spark: SparkSession,
+    cfg: Config,
+    source: DataFrame,
+    model: str,
+    point: TxnPoint,
+    run_id: str,
+) -> int | None:
+    """Insert new rows and overwrite rows that only held an error, as transaction `point`
+    (None: skipped, see append_once). The target side is scoped to the model's error rows
+    (Delta skips files without one, from their null counts); a pending row that has no
+    error row is new, so it is inserted: the transaction claim guarantees no other embed of
+    the model wrote it since the pending set was read."""
     target = ensure_table(spark, cfg, SCORES)
-    last = target.history(1).select("version").first()
-    assert last is not None  # ensure_table: the table has at least one commit
-    before = int(last["version"])
-    cond = f"({scope}) AND t.sample_id = s.sample_id AND t.model = s.model"
-    (
-        target.alias("t")
-        .merge(source.alias("s"), cond)
-        .whenMatchedUpdateAll(condition="t.error IS NOT NULL")
-        .whenNotMatchedInsertAll()
-        .execute()
-    )
-    return last_metric(target, "numTargetRowsInserted", since=before) + last_metric(
-        target, "numTargetRowsUpdated", since=before
+    scope = f"t.model IN ({sql_list([model])}) AND t.error IS NOT NULL"
+    cond = f"{scope} AND t.sample_id = s.sample_id AND t.model = s.model"
+
+    def merge() -> None:
+        (
+            target.alias("t")
+            .merge(source.alias("s"), cond)
+            .whenMatchedUpdateAll()
+            .whenNotMatchedInsertAll()
+            .execute()
+        )
+
+    metrics = dml_once(spark, table_path(cfg, "scores"), point, run_id, merge)
+    if metrics is None:
+        return None
+    return int(metrics.get("numTargetRowsInserted", 0) or 0) + int(
+        metrics.get("numTargetRowsUpdated", 0) or 0
     )
 
 

@@ -1,0 +1,176 @@
+"""embed reads the images where they are stored (no shuffle of the bytes) and writes with an
+idempotent Delta append (txnAppId/txnVersion) that a repeated or racing run cannot duplicate."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pandas as pd
+import pytest
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from curator_udfs.sample_shards import write_sample_shards
+from spark_jobs import embed, ingest
+from spark_jobs.catalog import register_tables
+from spark_jobs.config import Config, load_config
+from spark_jobs.embed_input import Batch, batch_images, pending_ids, shard_batches
+from spark_jobs.idempotent import append_once, txn_point
+from spark_jobs.tables import SCORES, ensure_table, read_table, table_path
+from tests.test_embed_job import _broken_jpeg_shard
+from tests.tiny import TINY
+
+MODEL = "m+random"
+
+
+def _nodes(plan: Any) -> Iterator[Any]:
+    """Every node of an executed plan, through AQE stages, cached relations and subqueries."""
+    cls = plan.getClass().getSimpleName()
+    if cls == "AdaptiveSparkPlanExec":
+        yield from _nodes(plan.executedPlan())
+        return
+    yield plan
+    inner = []
+    if "QueryStageExec" in cls:
+        inner.append(plan.plan())
+    if cls == "InMemoryTableScanExec":
+        inner.append(plan.relation().cachedPlan())
+    for seq in (plan.children(), plan.subqueries()):
+        inner += [seq.apply(i) for i in range(seq.size())]
+    for child in inner:
+        yield from _nodes(child)
+
+
+def _exchanges(df: DataFrame) -> list[tuple[str, list[str]]]:
+    """(node name, output columns) of every Exchange the executed plan of `df` ran."""
+    found = []
+    for node in _nodes(df._jdf.queryExecution().executedPlan()):
+        if "Exchange" in node.getClass().getSimpleName():
+            out = node.output()
+            found.append((node.nodeName(), [out.apply(i).name() for i in range(out.size())]))
+    return found
+
+
+def _fed_to_udf(todo: DataFrame) -> tuple[DataFrame, dict[str, int]]:
+    """`todo` through a mapInPandas, as embed feeds it: the run frame and {sample_id: bytes}."""
+
+    def sizes(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        for b in batches:
+            yield pd.DataFrame({"sample_id": b["sample_id"], "n": b["image"].map(len)})
+
+    out = todo.mapInPandas(sizes, "sample_id string, n long")
+    return out, {r.sample_id: r.n for r in out.collect()}
+
+
+def _score_rows(spark, cfg, ids: list[str]) -> None:
+    """Rows of MODEL in `scores` for `ids` (other columns NULL), as an earlier run left them."""
+    ensure_table(spark, cfg, SCORES)
+    rows = spark.createDataFrame([(s, MODEL) for s in ids], "sample_id string, model string")
+    rows.write.format("delta").mode("append").save(table_path(cfg, "scores"))
+
+
+@pytest.fixture(scope="module")
+def lake(spark, tmp_path_factory: pytest.TempPathFactory) -> Config:
+    """One ingest for the module: 3 shards of 4 images and one of 2 (one undecodable)."""
+    base = tmp_path_factory.mktemp("embed-write")
+    write_sample_shards(base / "s", shards=3, per_shard=4, seed=8)
+    (base / "bad").mkdir()
+    _broken_jpeg_shard(base / "bad" / "bad.tar")
+    sets = [f"database=t_{uuid.uuid4().hex[:8]}", "spark.conf={spark.master: 'local[2]'}"]
+    cfg = load_config(sets=[*sets, *TINY, "embed.broadcast_ids=8"], warehouse=str(base / "wh"))
+    register_tables(spark, cfg)
+    ingest.run(spark, cfg, inputs=[str(base / "s"), str(base / "bad")])
+    return cfg
+
+
+def test_pending_images_are_read_without_a_shuffle_of_the_bytes(spark, lake: Config) -> None:
+    cfg = lake
+    images = read_table(spark, cfg, "images").select("sample_id", "shard_uri", "image_bytes")
+    rows = images.collect()
+    by_shard: dict[str, list[str]] = {}
+    for r in rows:
+        by_shard.setdefault(r.shard_uri, []).append(r.sample_id)
+    first, *rest = sorted(by_shard)
+    _score_rows(spark, cfg, by_shard[first])
+    want = {r.sample_id: r.image_bytes for r in rows if r.shard_uri != first}
+    version = txn_point(spark, table_path(cfg, "scores"), "x").table_version
+
+    # The model has rows: ids-only anti-join, broadcast semi-join of the pending ids.
+    pending = pending_ids(spark, cfg, MODEL, version)
+    assert pending.model_has_rows and pending.rows == len(want)
+    assert [s for s, _ in pending.per_shard] == rest
+    one = shard_batches(pending.per_shard, 1000)
+    assert len(one) == 1 and one[0].every_shard
+    out, got = _fed_to_udf(batch_images(spark, cfg, pending, one[0]))
+    assert got == want  # every pending image once, its bytes whole
+    exchanges = _exchanges(out)
+    assert any("Broadcast" in name for name, _ in exchanges), exchanges
+    assert not [e for e in exchanges if "image" in e[1]], exchanges
+    # Batches of whole shards (a shard above broadcast_ids alone): the same rows, in parts.
+    parts = shard_batches(pending.per_shard, 1)
+    assert [b.shards for b in parts] == [(s,) for s in rest]
+    seen: dict[str, int] = {}
+    for b in parts:
+        out, got = _fed_to_udf(batch_images(spark, cfg, pending, b))
+        assert set(got) == set(by_shard[b.shards[0]]) and not set(got) & set(seen)
+        assert not [e for e in _exchanges(out) if "image" in e[1]]
+        seen.update(got)
+    assert seen == want
+    pending.ids.unpersist()
+
+    # A model without rows: every image, read directly (no join, no exchange at all).
+    fresh = pending_ids(spark, cfg, "other+random", version)
+    assert not fresh.model_has_rows and fresh.rows == len(rows)
+    out, got = _fed_to_udf(batch_images(spark, cfg, fresh, Batch(tuple(by_shard), len(rows), True)))
+    assert len(got) == len(rows) and _exchanges(out) == []
+    fresh.ids.unpersist()
+
+    # The detector sees what the old plan did: a hash repartition that moves the bytes.
+    done = read_table(spark, cfg, "scores").where(F.col("model") == MODEL).select("sample_id")
+    old = (
+        read_table(spark, cfg, "images")
+        .select("sample_id", "image", "caption")
+        .join(done, "sample_id", "left_anti")
+        .repartition(2, "sample_id")
+    )
+    out, got = _fed_to_udf(old)
+    assert got == want and [e for e in _exchanges(out) if "image" in e[1]]
+
+
+def test_two_writes_of_the_same_snapshot_commit_once(spark, make_cfg) -> None:
+    cfg = make_cfg()
+    register_tables(spark, cfg)
+    ensure_table(spark, cfg, SCORES)
+    path = table_path(cfg, "scores")
+    rows = spark.createDataFrame([("a", MODEL), ("b", MODEL)], "sample_id string, model string")
+    app = embed.app_id(MODEL)
+    point = txn_point(spark, path, app)  # both runs read this snapshot
+    assert append_once(spark, rows, path, point, "run-1") == 2
+    assert append_once(spark, rows, path, point, "run-2") is None  # the second: skipped
+    # An unrelated commit in between (another model) does not let a stale claim through.
+    other = spark.createDataFrame([("a", "other")], "sample_id string, model string")
+    assert append_once(spark, other, path, txn_point(spark, path, "x"), "run-3") == 1
+    assert append_once(spark, rows, path, point, "run-4") is None
+    later = txn_point(spark, path, app)
+    assert later.txn_version == point.txn_version + 1
+    new = spark.createDataFrame([("c", MODEL)], "sample_id string, model string")
+    assert append_once(spark, new, path, later, "run-5") == 1
+    table = spark.read.format("delta").load(path)
+    assert table.count() == 4
+    assert table.groupBy("sample_id", "model").count().where(F.col("count") > 1).count() == 0
+
+
+def test_embed_in_batches_then_retry_errors(spark, lake: Config) -> None:
+    cfg = lake  # broadcast_ids 8: shards of 2+4, 4+4 pending images
+    first = embed.run(spark, cfg)
+    assert first.extra["batches"] == 2 and first.balanced
+    assert (first.rows_in, first.rows_written, first.quarantined) == (14, 13, 1)
+    assert first.extra["write"].startswith("appended")
+    retry = embed.run(spark, cfg, retry_errors=True)  # the same bytes fail again: updated
+    assert (retry.rows_in, retry.rows_written, retry.quarantined, retry.skipped) == (1, 0, 1, 0)
+    scores = read_table(spark, cfg, "scores")
+    scores = scores.where(F.col("model") == embed.model_id(embed.embed_spec(cfg)))
+    assert scores.count() == 14 and scores.select("sample_id").distinct().count() == 14
+    assert scores.where(F.col("error").isNotNull()).select("run_id").first()[0] == retry.run_id

@@ -19,6 +19,9 @@ from delta.tables import DeltaTable
 from bench.synthetic import mixture_embeddings
 from curator_udfs.coarse_reuse import StoredCentroids, refit_reason, touched_groups
 from spark_jobs import dedup
+from spark_jobs.catalog import register_tables
+from spark_jobs.dedup_state import SemanticState
+from spark_jobs.summary import Summary
 from spark_jobs.tables import IMAGES, read_table, table_path
 
 SCORES_DDL = (
@@ -51,6 +54,7 @@ def _append(spark, cfg, ids: list[str], x: np.ndarray, aesthetic: np.ndarray) ->
     spark.createDataFrame(scores, SCORES_DDL).write.format("delta").mode("append").save(
         table_path(cfg, "scores")
     )
+    register_tables(spark, cfg)
 
 
 def _remove(spark, cfg, ids: list[str]) -> None:
@@ -166,23 +170,41 @@ def test_well_separated_data_incremental_equals_a_full_refit(
 
 
 def test_a_changed_seed_or_coarse_k_refits(spark, make_cfg) -> None:
-    x = _data(5, 60, 2, (0.5, 0.8))
-    ids = [f"s{i:03d}" for i in range(len(x))]
+    """The stored set is reused only under the same seed, coarse_k and dimension; a refit
+    replaces it and invalidates the group state (the job's own runs are in the tests above)."""
     cfg = make_cfg(*SETS, "dedup.coarse_k=2")
-    _append(spark, cfg, ids, x, np.linspace(0, 10, len(x)))
-    dedup.run(spark, cfg)
+    register_tables(spark, cfg)
+    fits: list[int] = []
+
+    def centroids(cfg, n: int = 60, dim: int = DIM) -> tuple[Summary, SemanticState]:
+        def fit() -> tuple[np.ndarray, str, int, int]:
+            fits.append(1)
+            k = cfg.dedup.coarse_k
+            return _unit(np.random.default_rng(len(fits)).normal(size=(k, dim))), "faiss", k, n
+
+        summary = Summary(job="t", run_id=f"run{len(fits)}")
+        state = SemanticState(spark, cfg, "test", summary.run_id)
+        state.centroids(n, dim, fit, summary)
+        return summary, state
+
+    first, _ = centroids(cfg)
+    assert first.extra["centroids"] == "refitted: no stored centroids for this model"
+    same, state = centroids(cfg)
+    assert same.extra["centroids"] == "reused" and not state.reset and len(fits) == 1
     wh, db = cfg.warehouse_path, cfg.database
-    seed = dedup.run(spark, make_cfg(*SETS, "dedup.coarse_k=2", "dedup.seed=7",
+    seed, state = centroids(make_cfg(*SETS, "dedup.coarse_k=2", "dedup.seed=7",
                                      warehouse=wh, database=db))  # fmt: skip
-    assert seed.extra["centroids"] == "refitted: dedup.seed changed (0 -> 7)"
-    assert seed.extra["group_state"] == "rebuilt"
-    assert seed.extra["coarse_groups_touched"] == seed.extra["coarse_groups_total"]
-    k3 = dedup.run(spark, make_cfg(*SETS, "dedup.coarse_k=3", "dedup.seed=7",
-                                   warehouse=wh, database=db))  # fmt: skip
+    assert seed.extra["centroids"] == "refitted: dedup.seed changed (0 -> 7)" and state.reset
+    k3, _ = centroids(make_cfg(*SETS, "dedup.coarse_k=3", "dedup.seed=7",
+                               warehouse=wh, database=db))  # fmt: skip
     assert k3.extra["centroids"] == "refitted: dedup.coarse_k changed (2 -> 3)"
+    dim8, _ = centroids(make_cfg(*SETS, "dedup.coarse_k=3", "dedup.seed=7",
+                                 warehouse=wh, database=db), dim=8)  # fmt: skip
+    assert dim8.extra["centroids"] == "refitted: embedding dimension changed (16 -> 8)"
     cent = read_table(spark, cfg, "dedup_centroids").toPandas()
     assert len(cent) == 3 and set(cent["k"]) == {3} and set(cent["seed"]) == {7}
-    assert sorted(cent["centroid_id"]) == [0, 1, 2] and set(cent["dim"]) == {DIM}
+    assert sorted(cent["centroid_id"]) == [0, 1, 2] and set(cent["dim"]) == {8}
+    assert set(cent["model"]) == {"test"} and len(fits) == 4
 
 
 @pytest.mark.parametrize(

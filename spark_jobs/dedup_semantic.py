@@ -12,6 +12,10 @@
    when the margin is small); grouped by coarse centroid, `applyInPandas(fine_cluster_pairs)`
    splits each group below `max_cluster_size` and emits the pairs at the lowest threshold.
    With fewer than two distinct vectors there is nothing to pair: no k-means runs.
+   In the job the centroids come from `dedup_centroids` when they match (model, seed, k,
+   dimension) and only the coarse groups whose members changed go through the fine stage;
+   the others' rows are read from `dedup_group_pairs` (spark_jobs.dedup_state says what is
+   stored and why). The API passes no state and computes everything.
 4. Per eps, pairs with similarity >= 1 - eps, plus for every copy: an edge to its
    representative (similarity 1, no cluster) and one to its representative's best-ranked
    partner at that eps. As for perceptual groups (spark_jobs.dedup_perceptual), that keeps

@@ -84,11 +84,13 @@ def _data(seed: int, n: int, clusters: int, intra: tuple[float, float]) -> np.nd
 
 
 def _increment(rng: np.random.Generator, old: np.ndarray, fresh: np.ndarray) -> np.ndarray:
-    """~10 % new rows: near copies of old samples, pairs of each other, and fresh points."""
-    near_old = _unit(old[rng.choice(len(old), 8, replace=False)] + rng.normal(0, 0.02, (8, DIM)))
+    """New rows: near copies of 8 old samples, 4 fresh points with a near copy each (pairs
+    of new samples), and the other fresh points alone."""
+    picked = old[rng.choice(len(old), 8, replace=len(old) < 8)]
+    near_old = _unit(picked + rng.normal(0, 0.02, (8, DIM)))
     base = fresh[:4]
     pairs = np.vstack([base, _unit(base + rng.normal(0, 0.02, base.shape))])
-    return np.vstack([near_old, pairs, fresh[4:14]]).astype(np.float32)
+    return np.vstack([near_old, pairs, fresh[4:]]).astype(np.float32)
 
 
 def test_incremental_equals_from_scratch_with_the_same_centroids(
@@ -98,17 +100,25 @@ def test_incremental_equals_from_scratch_with_the_same_centroids(
     x = _data(1, 240, 6, (0.5, 0.8))
     ids = [f"s{i:04d}" for i in range(len(x))]
     score = rng.uniform(0, 10, len(x))
-    cfg = make_cfg(*SETS, "dedup.coarse_k=6", "dedup.max_cluster_size=40")
+    cfg = make_cfg(*SETS, "dedup.coarse_k=8", "dedup.max_cluster_size=40")
     _append(spark, cfg, ids, x, score)
     first = dedup.run(spark, cfg)
     assert first.extra["centroids"] == "refitted: no stored centroids for this model"
     assert first.extra["coarse_groups_touched"] == first.extra["coarse_groups_total"]
 
-    new = _increment(rng, x, _data(2, 40, 3, (0.5, 0.8)))
+    # ~10 % new rows around one coarse group's members, three of its members removed
+    members = read_table(spark, cfg, "dedup_members").toPandas()
+    group = members.groupby("coarse")["sample_id"].apply(set)
+    only = {c: sorted(v - set().union(*[w for d, w in group.items() if d != c]))
+            for c, v in group.items()}  # fmt: skip
+    c = max(only, key=lambda g: len(only[g]))
+    src = x[[ids.index(s) for s in only[c]]]
+    new = _increment(rng, src, _unit(src[rng.integers(len(src), size=12)]
+                                     + rng.normal(0, 0.1, (12, DIM))))  # fmt: skip
     new_ids = [f"n{i:04d}" for i in range(len(new))]
     new_score = rng.uniform(0, 10, len(new))
     _append(spark, cfg, new_ids, new, new_score)
-    gone = ids[:3]  # removed samples must leave the state too
+    gone = only[c][-3:]  # removed samples must leave the state too
     _remove(spark, cfg, gone)
     inc = dedup.run(spark, cfg)
     assert inc.extra["centroids"] == "reused" and inc.extra["group_state"] == "incremental"
@@ -117,7 +127,7 @@ def test_incremental_equals_from_scratch_with_the_same_centroids(
     assert inc.extra["representatives_compared"] < inc.extra["distinct_embeddings"]
 
     # from scratch on a fresh warehouse: the same rows, only the centroids copied over
-    fresh = make_cfg(*SETS, "dedup.coarse_k=6", "dedup.max_cluster_size=40",
+    fresh = make_cfg(*SETS, "dedup.coarse_k=8", "dedup.max_cluster_size=40",
                      warehouse=tmp_path / "fresh")  # fmt: skip
     keep = [i for i, s in enumerate(ids) if s not in gone]
     _append(spark, fresh, [ids[i] for i in keep], x[keep], score[keep])
@@ -153,7 +163,7 @@ def test_well_separated_data_incremental_equals_a_full_refit(
     cfg = make_cfg(*sets)
     _append(spark, cfg, ids, x, score)
     dedup.run(spark, cfg)
-    new = _increment(rng, x, _data(4, 20, 3, (0.93, 0.97)))  # same seed: the same clusters
+    new = _increment(rng, x, _data(4, 20, 3, (0.93, 0.97))[:10])  # same seed: same clusters
     new_ids = [f"n{i:04d}" for i in range(len(new))]
     new_score = rng.uniform(0, 10, len(new))
     _append(spark, cfg, new_ids, new, new_score)

@@ -43,7 +43,8 @@ def _count(df: DataFrame, name: str, col: str) -> Invariant:
 
 def invariants(spark: SparkSession, cfg: Config) -> list[Invariant]:
     """Evaluate every invariant whose tables exist."""
-    names = ("shards", "images", "quarantine", "scores", "duplicates", "curated", "exported")
+    names = ("shards", "images", "quarantine", "scores", "duplicates", "curated", "exported",
+             "dedup_centroids")  # fmt: skip
     t = {n: _table(spark, cfg, n) for n in names}
     out: list[Invariant] = []
     shards, images, quarantine = t["shards"], t["images"], t["quarantine"]
@@ -53,6 +54,7 @@ def invariants(spark: SparkSession, cfg: Config) -> list[Invariant]:
         ("quarantine", ("shard_uri", "ordinal")),
         ("curated", ("sample_id",)),
         ("exported", ("sample_id",)),
+        ("dedup_centroids", ("model", "centroid_id")),  # one centroid set per model
     ):
         df = t[name]
         if df is not None:

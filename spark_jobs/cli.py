@@ -231,7 +231,8 @@ COMMANDS: tuple[Command, ...] = (
             "image is decoded).", (Opt("all_rows", bool, False, "--all",
                                        "re-score every row (e.g. after new head weights)"),)),
     Command("dedup", STAGE, "Find exact, perceptual and semantic duplicates (writes the "
-            "duplicates table)."),
+            "duplicates table).", (Opt("full", bool, False, "--full", "semantic: refit the "
+                                   "coarse centroids and recompute every coarse group"),)),
     Command("filter", STAGE, "Apply filter.predicates to the scored view and write the "
             "curated table.", (Opt("explain", bool, False, "--explain", "print the physical plan "
                                    "and the RAPIDS report; write nothing"),)),

@@ -291,6 +291,9 @@ class TablesCfg(_Section):
     curated: str = Field(default="curated", pattern=_TABLE_NAME)
     filter_stats: str = Field(default="filter_stats", pattern=_TABLE_NAME)
     exported: str = Field(default="exported", pattern=_TABLE_NAME)
+    dedup_centroids: str = Field(default="dedup_centroids", pattern=_TABLE_NAME)
+    dedup_members: str = Field(default="dedup_members", pattern=_TABLE_NAME)
+    dedup_group_pairs: str = Field(default="dedup_group_pairs", pattern=_TABLE_NAME)
 
 
 class Config(_Section):

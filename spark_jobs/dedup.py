@@ -31,13 +31,16 @@ Which model's embeddings: the `model` id the embed job writes for `embed.*` (the
 `+random` for random init); if the scores table has no rows for it but exactly one model, that
 one.
 
-Writes: each method's rows are recomputed over the whole set every run (deterministic for a
-fixed seed and config) and replace that method's previous rows in one transaction
+Writes: each method's rows replace that method's previous rows in one transaction
 (`replaceWhere method = ...`), so a rerun gives the same rows and a crash leaves the last good
-version. Incremental in the sense of the design: new images are compared with every old one,
-because everything is recomputed; the cost of a rerun is the full dedup's (hashing is the part
-kept between runs, in `phashes`). Restricting the fine stage to coarse clusters that received
-new images would need stable, stored coarse centroids: not done yet.
+version. Exact and perceptual are recomputed over the whole set (hashes are kept in `phashes`).
+Semantic is incremental (spark_jobs.dedup_state): stored per model are the coarse centroids
+(`dedup_centroids`: model, seed, k, dim, backend; reused while they match, so old
+representatives keep their coarse group), each coarse group's members (`dedup_members`) and
+its fine-stage pairs (`dedup_group_pairs`), so that a run recomputes only the groups that
+gained or lost a member and reads the others' pairs back: the same result as a from-scratch
+run with the same centroids, at the cost of the touched groups. `run(..., full=True)`
+(`curator dedup --full`) refits the centroids and recomputes every group.
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ from spark_jobs.config import Config, ConfigError
 from spark_jobs.dedup_perceptual import expand_pairs, pair_count, perceptual_candidates
 from spark_jobs.dedup_resolve import order_columns, resolve_counted
 from spark_jobs.dedup_semantic import embeddings, semantic_pairs, semantic_rows
+from spark_jobs.dedup_state import SemanticState
 from spark_jobs.model_choice import ModelChoice, model_choice
 from spark_jobs.summary import Summary, new_run_id
 from spark_jobs.tables import (
@@ -220,8 +224,11 @@ def _check_inputs(spark: SparkSession, cfg: Config) -> ModelChoice:
     return choice
 
 
-def run(spark: SparkSession, cfg: Config) -> Summary:
-    """Recompute the configured methods over all images and replace their `duplicates` rows."""
+def run(spark: SparkSession, cfg: Config, *, full: bool = False) -> Summary:
+    """Run the configured methods over all images and replace their `duplicates` rows.
+
+    Semantic: stored coarse centroids are reused and only touched coarse groups recomputed
+    (spark_jobs.dedup_state); `full` refits the centroids and recomputes every group."""
     summary = Summary(job="dedup", run_id=new_run_id("dedup"), unit="samples")
     d = cfg.dedup
     methods = [m for m in METHODS if m in d.methods]
@@ -262,7 +269,9 @@ def run(spark: SparkSession, cfg: Config) -> Summary:
                     spark, cfg, ranked, summary, run_col
                 )
             else:
-                pairs_found[method] = semantic_stage(spark, cfg, model, ranked, summary, removed)
+                pairs_found[method] = semantic_stage(
+                    spark, cfg, model, ranked, summary, removed, full=full
+                )
             seconds[method] = round(time.perf_counter() - t0, 3)
         flagged = read_table(spark, cfg, "duplicates").where(F.col("method").isin(methods))
         n_flagged = flagged.select("sample_id").distinct().count()
@@ -289,10 +298,14 @@ def semantic_stage(
     ranked: DataFrame,
     summary: Summary,
     removed: dict[str, int],
+    *,
+    full: bool = False,
 ) -> int:
-    """The job's semantic method over `scores` rows of `model`: write; return pairs found."""
+    """The job's semantic method over `scores` rows of `model`: write the `duplicates` rows,
+    then the group state (spark_jobs.dedup_state); return pairs found."""
     run_col = F.lit(summary.run_id).alias("run_id")
-    sp = semantic_pairs(spark, cfg, embeddings(spark, cfg, model), ranked, summary)
+    state = SemanticState(spark, cfg, model, summary.run_id, full=full) if model else None
+    sp = semantic_pairs(spark, cfg, embeddings(spark, cfg, model), ranked, summary, state)
     try:
         rows = semantic_rows(sp, ranked, cfg, summary, removed)
         replace_method_rows(spark, cfg, DUPLICATES, rows.select("*", run_col), "semantic")
@@ -300,9 +313,14 @@ def semantic_stage(
         if cfg.dedup.write_pairs:
             out = pairs.select("*", F.lit("semantic").alias("method"), run_col)
             replace_method_rows(spark, cfg, DUPLICATE_PAIRS, out, "semantic")
-        return pairs.count()
+        found = pairs.count()
+        if state is not None:  # last: every read of the stored pairs is done
+            state.commit()
+        return found
     finally:
         sp.unpersist()
+        if state is not None:
+            state.unpersist()
 
 
 if __name__ == "__main__":  # spark-submit spark_jobs/dedup.py ARGS

@@ -12,6 +12,10 @@
    when the margin is small); grouped by coarse centroid, `applyInPandas(fine_cluster_pairs)`
    splits each group below `max_cluster_size` and emits the pairs at the lowest threshold.
    With fewer than two distinct vectors there is nothing to pair: no k-means runs.
+   In the job the centroids come from `dedup_centroids` when they match (model, seed, k,
+   dimension) and only the coarse groups whose members changed go through the fine stage;
+   the others' rows are read from `dedup_group_pairs` (spark_jobs.dedup_state says what is
+   stored and why). The API passes no state and computes everything.
 4. Per eps, pairs with similarity >= 1 - eps, plus for every copy: an edge to its
    representative (similarity 1, no cluster) and one to its representative's best-ranked
    partner at that eps. As for perceptual groups (spark_jobs.dedup_perceptual), that keeps
@@ -46,6 +50,7 @@ from spark_jobs.dedup_resolve import (
     resolve_counted,
     unique_pairs,
 )
+from spark_jobs.dedup_state import SemanticState
 from spark_jobs.summary import Summary
 from spark_jobs.tables import read_table
 
@@ -153,12 +158,19 @@ def _group_identical(emb: DataFrame, ranked: DataFrame, order: str) -> tuple[Dat
 
 
 def semantic_pairs(
-    spark: SparkSession, cfg: Config, emb: DataFrame, ranked: DataFrame, summary: Summary
+    spark: SparkSession,
+    cfg: Config,
+    emb: DataFrame,
+    ranked: DataFrame,
+    summary: Summary,
+    state: SemanticState | None = None,
 ) -> SemanticPairs:
     """Steps 1-3 of the module docstring over `emb` (sample_id, embedding), any source.
 
     `ranked` holds the order columns (spark_jobs.dedup.rank_frame); the frames returned are
-    persisted: call `.unpersist()`. Shared by the job and the Python API. The counts
+    persisted: call `.unpersist()`. Shared by the job and the Python API. With `state` (the
+    job), stored centroids are reused and only touched coarse groups recomputed
+    (spark_jobs.dedup_state); without it (the API), everything is computed here. The counts
     (usable, skipped, distinct, copies) come from one aggregate over the identical-vector
     groups, the fine clusters' from one over the fine stage's output.
     """
@@ -171,6 +183,7 @@ def semantic_pairs(
         F.sum(F.when(ok, F.col("size"))).alias("n"),
         F.sum(F.when(~ok, F.col("size"))).alias("skipped"),
         F.count(F.when(ok, 1)).alias("reps"),
+        F.max(F.when(ok, F.size("embedding"))).alias("dim"),
     ).first()
     assert counts is not None  # a global aggregate has exactly one row
     n, skipped = int(counts["n"] or 0), int(counts["skipped"] or 0)
@@ -199,23 +212,36 @@ def semantic_pairs(
         )
         pairs = spark.createDataFrame([], PAIRS_SCHEMA)
     else:
-        pairs, fine = _fine_pairs(spark, cfg, reps, n_reps, summary)
+        dim = int(counts["dim"] or 0)
+        pairs, fine = _fine_pairs(spark, cfg, reps, n_reps, summary, state, dim)
         held += (fine,)
     return SemanticPairs(pairs=pairs, copies=copies, held=held)
 
 
 def _fine_pairs(
-    spark: SparkSession, cfg: Config, reps: DataFrame, n: int, summary: Summary
+    spark: SparkSession,
+    cfg: Config,
+    reps: DataFrame,
+    n: int,
+    summary: Summary,
+    state: SemanticState | None = None,
+    dim: int = 0,
 ) -> tuple[DataFrame, DataFrame]:
-    """Coarse fit, assignment and fine-cluster pairs of `n` representatives: (unique pairs,
-    lazily checkpointed; the persisted fine-stage output they are read from)."""
+    """Coarse fit (or stored centroids), assignment and fine-cluster pairs of `n`
+    representatives: (unique pairs, lazily checkpointed; the persisted fine-stage output they
+    are read from)."""
     d = cfg.dedup
     t0 = time.perf_counter()
-    centroids, backend, k, sampled = coarse_centroids(reps, cfg, n)
+    if state is None:
+        centroids, backend, _, sampled = coarse_centroids(reps, cfg, n)
+        summary.extra["coarse_sample"] = sampled
+    else:
+        centroids, backend = state.centroids(
+            n, dim, lambda: coarse_centroids(reps, cfg, n), summary
+        )
     summary.extra.update(
         kmeans_backend=backend,
         coarse_k=int(centroids.shape[0]),
-        coarse_sample=sampled,
         coarse_fit_seconds=round(time.perf_counter() - t0, 3),
         second_margin=d.second_margin,
     )
@@ -234,7 +260,12 @@ def _fine_pairs(
         block_size=d.block_size,
         include_stats=True,
     )
-    fine = assigned.groupBy("coarse").applyInPandas(fine_fn, FINE_SCHEMA)
+    if state is None:
+        fine = assigned.groupBy("coarse").applyInPandas(fine_fn, FINE_SCHEMA)
+    else:
+        fine = state.fine_rows(
+            assigned, lambda df: df.groupBy("coarse").applyInPandas(fine_fn, FINE_SCHEMA), summary
+        )
     fine = fine.persist(StorageLevel.MEMORY_AND_DISK)
     stats = fine.agg(
         F.count(F.when(F.col("a").isNull(), 1)).alias("clusters"),

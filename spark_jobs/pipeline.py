@@ -72,7 +72,7 @@ PIPELINE: tuple[Stage, ...] = (
     Stage("ingest", _list_shards, ingest.run, ("inputs", "files")),
     Stage("embed", config_check(embed.validate), embed.run, ("retry_errors",)),
     Stage("classify", config_check(embed.validate), classify.run, ("all_rows",)),
-    Stage("dedup", None, dedup.run),
+    Stage("dedup", None, dedup.run, ("full",)),
     Stage("filter", _check_filter, filter_job.run, ("explain",)),
     Stage("export", _check_output, export.run, ("output",)),
 )

@@ -88,6 +88,31 @@ DUPLICATE_PAIRS = TableDef(
     ("a", "b", "method"),
     "every similar pair found (a < b), semantic at the lowest threshold; with write_pairs",
 )
+DEDUP_CENTROIDS = TableDef(
+    "dedup_centroids",
+    "model STRING NOT NULL, seed BIGINT, k INT, dim INT, backend STRING, "
+    "centroid_id INT NOT NULL, centroid ARRAY<FLOAT>, run_id STRING, fitted_at TIMESTAMP",
+    ("model", "centroid_id"),
+    "semantic dedup: the coarse k-means centroids of each model (one set per model, with the "
+    "seed and k they were fitted with); incremental runs reuse them, a refit replaces them",
+)
+DEDUP_MEMBERS = TableDef(
+    "dedup_members",
+    "model STRING NOT NULL, coarse BIGINT NOT NULL, sample_id STRING NOT NULL, "
+    "embedding_hash BIGINT, basis STRING, run_id STRING",
+    ("model", "coarse", "sample_id"),
+    "semantic dedup state: the representatives of each coarse group (an incremental run "
+    "recomputes only the groups whose members changed); basis = centroid fit + parameters",
+)
+DEDUP_GROUP_PAIRS = TableDef(
+    "dedup_group_pairs",
+    "model STRING NOT NULL, coarse BIGINT NOT NULL, a STRING, b STRING, similarity DOUBLE, "
+    "cluster STRING, dist_a DOUBLE, dist_b DOUBLE, cluster_size BIGINT, basis STRING, "
+    "run_id STRING",
+    ("model", "cluster", "a", "b"),
+    "semantic dedup state: each coarse group's candidate pairs at the lowest threshold, and "
+    "one row per fine cluster with a = b = NULL (its size); kept for untouched groups",
+)
 CURATED = TableDef(
     "curated",
     "sample_id STRING NOT NULL, curated_at TIMESTAMP, run_id STRING",  # + the scored columns
@@ -113,7 +138,7 @@ ALL_TABLES: dict[str, TableDef] = {
     t.logical: t
     for t in (
         SHARDS, IMAGES, QUARANTINE, SCORES, PHASHES, DUPLICATES, DUPLICATE_PAIRS, CURATED,
-        FILTER_STATS, EXPORTED,
+        FILTER_STATS, EXPORTED, DEDUP_CENTROIDS, DEDUP_MEMBERS, DEDUP_GROUP_PAIRS,
     )  # fmt: skip
 }
 

@@ -83,7 +83,7 @@ def spark_view(spark, pipeline_run: PipelineRun) -> dict[str, dict[str, Any]]:  
 def test_the_run_wrote_every_table_with_rows(
     spark_view: dict[str, dict[str, Any]], pipeline_run: PipelineRun
 ) -> None:
-    assert len(ALL_TABLES) == 10
+    assert len(ALL_TABLES) == 13  # + dedup_centroids, dedup_members, dedup_group_pairs
     empty = [t for t, v in spark_view.items() if not v["rows"]]
     assert not empty, f"tables without rows: {empty}"
     images = sum(spark_view["images"]["rows"].values())

@@ -1,0 +1,213 @@
+"""Incremental semantic dedup: stored coarse centroids and per-coarse-group state.
+
+What is stored, and why (tables declared in spark_jobs/tables.py):
+- `dedup_centroids`: the coarse k-means centroids of each model, with the seed, k, embedding
+  dimension and backend they were fitted with, and the run that fitted them. A run whose
+  model/seed/coarse_k/dimension (and an explicit backend) match reuses them, so the coarse
+  assignment of an old representative never moves; otherwise, or with `curator dedup --full`,
+  the k-means is refitted and the set replaced (curator_udfs.coarse_reuse.refit_reason).
+- `dedup_members`: per coarse group, its representatives (sample_id and a hash of the
+  embedding): what tells which groups gained or lost a member.
+- `dedup_group_pairs`: per coarse group, the fine stage's output (candidate pairs at the
+  lowest threshold, and one size row per fine cluster).
+Both state tables carry a `basis`: the centroid fit plus the parameters a group's pairs depend
+on (lowest threshold, max_cluster_size, second_margin, backend, seed). A group's pairs depend
+only on its members and that basis, so recomputing the touched groups (new against new and
+new against the group's existing members) and keeping the stored pairs of the others gives
+exactly what a from-scratch run with the same centroids gives. Removed samples leave their
+groups' member sets, so those groups are touched and recomputed without them.
+
+State is written last (`commit`, after the `duplicates` rows), touched groups only (`replaceWhere
+model AND coarse IN (...)`), pairs before members: a crash in between leaves members that no
+longer match, so the next run recomputes those groups again; never a stale pair kept.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import numpy as np
+from delta.tables import DeltaTable
+from pyspark import StorageLevel
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from curator_udfs.coarse_reuse import StoredCentroids, refit_reason, state_basis, touched_groups
+from spark_jobs.config import Config
+from spark_jobs.summary import Summary
+from spark_jobs.tables import (
+    DEDUP_CENTROIDS,
+    DEDUP_GROUP_PAIRS,
+    DEDUP_MEMBERS,
+    is_delta,
+    replace_where,
+    sql_list,
+    table_path,
+)
+
+FINE_COLUMNS = ("a", "b", "similarity", "cluster", "dist_a", "dist_b", "cluster_size")
+Fitter = Callable[[], tuple[np.ndarray, str, int, int]]  # () -> (centroids, backend, k, sampled)
+
+
+def _coarse_of(cluster: str) -> Column:
+    """The coarse id inside a fine cluster name `{coarse}-{fine}`."""
+    return F.split(F.col(cluster), "-").getItem(0).cast("long")
+
+
+class SemanticState:
+    """The stored centroids and group state of one model, for one run of the job.
+
+    `centroids()` reuses or refits; `fine_rows()` recomputes the touched groups and keeps the
+    others; `commit()` writes the touched groups' state (call it after the last read of the
+    pairs); `unpersist()` drops the frames it holds.
+    """
+
+    def __init__(
+        self, spark: SparkSession, cfg: Config, model: str, run_id: str, *, full: bool = False
+    ) -> None:
+        self.spark, self.cfg, self.model, self.run_id, self.full = spark, cfg, model, run_id, full
+        self.reset = True  # no usable group state (until centroids() finds some)
+        self.basis = ""
+        self.touched: list[int] = []
+        self._new: DataFrame | None = None
+        self._members: DataFrame | None = None
+
+    # ---- centroids -----------------------------------------------------------------------------
+    def _where_model(self) -> str:
+        return f"model = {sql_list([self.model])}"
+
+    def _read(self, logical: str, version: int | None = None) -> DataFrame | None:
+        path = table_path(self.cfg, logical)
+        if not is_delta(path):
+            return None
+        reader = self.spark.read.format("delta")
+        if version is not None:
+            reader = reader.option("versionAsOf", version)
+        return reader.load(path).where(F.col("model") == self.model)
+
+    def stored(self) -> tuple[StoredCentroids | None, np.ndarray | None]:
+        """The model's stored centroid set (k rows to the driver), or (None, None)."""
+        df = self._read(DEDUP_CENTROIDS.logical)
+        rows = df.orderBy("centroid_id").collect() if df is not None else []
+        if not rows:
+            return None, None
+        first = rows[0]
+        meta = StoredCentroids(
+            seed=int(first["seed"]), k=int(first["k"]), dim=int(first["dim"]),
+            backend=str(first["backend"]), rows=len(rows), fit_id=str(first["run_id"]),
+        )  # fmt: skip
+        return meta, np.asarray([r["centroid"] for r in rows], dtype=np.float32)
+
+    def centroids(self, n: int, dim: int, fit: Fitter, summary: Summary) -> tuple[np.ndarray, str]:
+        """Reuse the stored centroids when they match this run, else `fit()` and store them;
+        return (centroids, backend). Says which, and why, in the summary."""
+        d = self.cfg.dedup
+        k = max(1, min(d.coarse_k or n // 5000, n))
+        stored, arr = self.stored()
+        reason = refit_reason(stored, seed=d.seed, k=k, auto_k=d.coarse_k is None, dim=dim,
+                              backend=d.backend, full=self.full)  # fmt: skip
+        if reason is None and stored is not None and arr is not None:
+            centroids, backend, fit_id = arr, stored.backend, stored.fit_id
+            summary.extra.update(centroids="reused", centroids_fitted_by=fit_id)
+            self.reset = False
+        else:
+            centroids, backend, k, sampled = fit()
+            fit_id = self.run_id
+            self._save(centroids, k, dim, backend)
+            summary.extra.update(centroids=f"refitted: {reason}", coarse_sample=sampled)
+        self.basis = state_basis(
+            fit_id, threshold=1.0 - max(d.eps), max_cluster_size=d.max_cluster_size,
+            second_margin=d.second_margin, backend=d.backend, seed=d.seed,
+        )  # fmt: skip
+        return centroids, backend
+
+    def _save(self, centroids: np.ndarray, k: int, dim: int, backend: str) -> None:
+        d = self.cfg.dedup
+        at = datetime.now(UTC)
+        rows = [
+            (self.model, d.seed, k, dim, backend, i, [float(v) for v in c], self.run_id, at)
+            for i, c in enumerate(centroids)
+        ]
+        df = self.spark.createDataFrame(rows, DEDUP_CENTROIDS.schema)
+        replace_where(self.spark, self.cfg, DEDUP_CENTROIDS, df, self._where_model())
+
+    # ---- groups --------------------------------------------------------------------------------
+    def _valid_members(self) -> DataFrame | None:
+        """The stored members under this run's basis, or None (and reset) if any stored row of
+        the model has another basis or there are none."""
+        old = None if self.reset else self._read(DEDUP_MEMBERS.logical)
+        if old is None or self._read(DEDUP_GROUP_PAIRS.logical) is None:
+            self.reset = True
+            return None
+        mine = F.col("basis") == self.basis
+        row = old.agg(
+            F.count(F.when(mine, 1)).alias("ok"), F.count(F.when(~mine, 1)).alias("other")
+        ).first()
+        if row is None or not row["ok"] or row["other"]:
+            self.reset = True
+            return None
+        return old.select("coarse", "sample_id", "embedding_hash")
+
+    def fine_rows(
+        self, assigned: DataFrame, fine: Callable[[DataFrame], DataFrame], summary: Summary
+    ) -> DataFrame:
+        """The fine stage's rows (FINE_COLUMNS) for every coarse group: `fine(assigned rows of
+        the touched groups)` plus the stored rows of the others. Counts go to the summary."""
+        members = assigned.select(
+            "coarse", "sample_id", F.xxhash64("embedding").alias("embedding_hash")
+        ).persist(StorageLevel.MEMORY_AND_DISK)
+        self._members = members
+        per_group = members.groupBy("coarse").count().collect()  # one row per coarse group
+        sizes = {int(r["coarse"]): int(r["count"]) for r in per_group}
+        old = self._valid_members()
+        changed: list[int] = []
+        if old is not None:
+            diff = members.subtract(old).unionByName(old.subtract(members))
+            changed = [int(r["coarse"]) for r in diff.select("coarse").distinct().collect()]
+        self.touched = touched_groups(changed, sizes, [], reset=self.reset)
+        compared = sum(sizes.get(c, 0) for c in self.touched)
+        total = len(set(sizes) | set(self.touched))
+        summary.extra.update(
+            coarse_groups_touched=len(self.touched),
+            coarse_groups_total=total,
+            representatives_compared=compared,
+            group_state="rebuilt" if self.reset else "incremental",
+        )
+        new = fine(assigned.where(F.col("coarse").isin(self.touched)))
+        new = new.select(*FINE_COLUMNS, _coarse_of("cluster").alias("coarse"))
+        self._new = new.persist(StorageLevel.MEMORY_AND_DISK)
+        out = self._new.select(*FINE_COLUMNS)
+        if not self.reset:
+            version = _version(self.spark, table_path(self.cfg, DEDUP_GROUP_PAIRS.logical))
+            kept = self._read(DEDUP_GROUP_PAIRS.logical, version)
+            assert kept is not None  # _valid_members checked the table exists
+            kept = kept.where((F.col("basis") == self.basis) & ~F.col("coarse").isin(self.touched))
+            out = out.unionByName(kept.select(*FINE_COLUMNS))
+        return out
+
+    def commit(self) -> None:
+        """Write the touched groups' pairs, then their members (module docstring)."""
+        if self._new is None or self._members is None or (not self.touched and not self.reset):
+            return
+        where = self._where_model()
+        if not self.reset:
+            where += f" AND coarse IN ({', '.join(str(c) for c in self.touched)})"
+        extra = (F.lit(self.model).alias("model"), F.lit(self.basis).alias("basis"),
+                 F.lit(self.run_id).alias("run_id"))  # fmt: skip
+        replace_where(self.spark, self.cfg, DEDUP_GROUP_PAIRS, self._new.select("*", *extra), where)
+        members = self._members.where(F.col("coarse").isin(self.touched))
+        replace_where(self.spark, self.cfg, DEDUP_MEMBERS, members.select("*", *extra), where)
+
+    def unpersist(self) -> None:
+        """Drop the persisted frames."""
+        for df in (self._new, self._members):
+            if df is not None:
+                df.unpersist()
+
+
+def _version(spark: SparkSession, path: str) -> int:
+    row = DeltaTable.forPath(spark, path).history(1).select("version").first()
+    assert row is not None  # a Delta table has at least one commit
+    return int(row["version"])
+

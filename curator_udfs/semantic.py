@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 import zlib
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -196,29 +197,16 @@ def fine_clusters(
 
 
 def fine_cluster_pairs(
-    pdf: pd.DataFrame,
-    *,
-    thresholds: list[float],
-    max_cluster_size: int,
-    seed: int,
-    backend: str = "auto",
-    block_size: int = 4096,
-    include_stats: bool = False,
+    pdf: pd.DataFrame, *, include_stats: bool = False, **params: Any
 ) -> pd.DataFrame:
-    """The ``applyInPandas`` entry point: pairs for one coarse group (see :func:`fine_clusters`).
+    """The ``applyInPandas`` entry point: pairs for one coarse group (see :func:`fine_clusters`,
+    which takes ``params``: thresholds, max_cluster_size, seed, backend, block_size).
 
     Input columns ``sample_id`` (str), ``embedding`` (float sequence), ``coarse`` (int).
     Output columns :data:`PAIR_COLUMNS`; with ``include_stats`` also ``cluster_size`` and one
     stats row per fine cluster with null ``a``/``b`` (module docstring).
     """
-    pairs, stats = fine_clusters(
-        pdf,
-        thresholds=thresholds,
-        max_cluster_size=max_cluster_size,
-        seed=seed,
-        backend=backend,
-        block_size=block_size,
-    )
+    pairs, stats = fine_clusters(pdf, **params)
     if not include_stats:
         return pairs
     size_of = dict(zip(stats["cluster"], stats["size"], strict=True))

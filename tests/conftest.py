@@ -122,7 +122,7 @@ class PipelineRun:
 def pipeline_run(spark, tmp_path_factory: pytest.TempPathFactory) -> PipelineRun:  # type: ignore[no-untyped-def]
     """Every stage once (`pipeline.run`) on small sample shards with the tiny random model.
 
-    All ten tables get rows: dedup writes `duplicate_pairs` too, and a truncated shard puts
+    All thirteen tables get rows: dedup writes `duplicate_pairs` too, and a truncated shard puts
     one sample in `quarantine`. Shared by the tests that only read its tables: do not write
     to its warehouse (make your own with `make_cfg`).
     """

@@ -47,6 +47,8 @@ LONGEST_FIRST = (
     "tests/faults/test_concurrent.py",
     "tests/faults/test_worker_crash.py",
     "tests/test_embed_job.py",
+    "tests/test_dedup_incremental.py",
+    "tests/test_embed_write.py",
     "tests/test_dedup_bad_input.py",
     "tests/test_dup_rule.py",
     "tests/test_check.py",

@@ -45,7 +45,8 @@ SECRET_SETS = (
     f"spark.conf.spark.hadoop.fs.s3a.secret.key={SECRET}",
 )
 # Columns that legitimately differ between two runs over the same input.
-VOLATILE = {"run_id", "output", "curated_version", "error_detail"}
+# `basis` (semantic dedup state) names the centroid fit by the run that made it, like run_id.
+VOLATILE = {"run_id", "output", "curated_version", "error_detail", "basis"}
 # Append-only logs (one row per run): more runs, more rows, by design.
 LOG_TABLES = {"filter_stats"}
 

@@ -28,7 +28,6 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 import numpy as np
-from delta.tables import DeltaTable
 from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -41,6 +40,7 @@ from spark_jobs.tables import (
     DEDUP_GROUP_PAIRS,
     DEDUP_MEMBERS,
     is_delta,
+    latest_version,
     replace_where,
     sql_list,
     table_path,
@@ -179,7 +179,7 @@ class SemanticState:
         self._new = new.persist(StorageLevel.MEMORY_AND_DISK)
         out = self._new.select(*FINE_COLUMNS)
         if not self.reset:
-            version = _version(self.spark, table_path(self.cfg, DEDUP_GROUP_PAIRS.logical))
+            version = latest_version(self.spark, table_path(self.cfg, DEDUP_GROUP_PAIRS.logical))
             kept = self._read(DEDUP_GROUP_PAIRS.logical, version)
             assert kept is not None  # _valid_members checked the table exists
             kept = kept.where((F.col("basis") == self.basis) & ~F.col("coarse").isin(self.touched))
@@ -204,10 +204,4 @@ class SemanticState:
         for df in (self._new, self._members):
             if df is not None:
                 df.unpersist()
-
-
-def _version(spark: SparkSession, path: str) -> int:
-    row = DeltaTable.forPath(spark, path).history(1).select("version").first()
-    assert row is not None  # a Delta table has at least one commit
-    return int(row["version"])
 

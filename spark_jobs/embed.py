@@ -40,12 +40,12 @@ from spark_jobs.embed_input import (
     Pending,
     batch_images,
     pending_ids,
-    session_conf,
     shard_batches,
     split_bytes,
 )
 from spark_jobs.errors import worker_message
 from spark_jobs.idempotent import TxnPoint, append_once, dml_once, recorded_version, txn_point
+from spark_jobs.session import session_conf
 from spark_jobs.summary import Summary, new_run_id
 from spark_jobs.tables import SCORES, ensure_table, read_table, sql_list, table_path
 
@@ -256,7 +256,7 @@ def run(spark: SparkSession, cfg: Config, *, retry_errors: bool = False) -> Summ
         if n:
             batches = shard_batches(pending.per_shard, cfg.embed.broadcast_ids)
             summary.extra["batches"] = len(batches)
-            with session_conf(spark, ARROW_BATCH_CONF, str(cfg.embed.arrow_batch_size)):
+            with session_conf(spark, {ARROW_BATCH_CONF: str(cfg.embed.arrow_batch_size)}):
                 for batch in batches:
                     done = _embed_batch(spark, cfg, spec, model, pending, batch, point, summary)
                     if done is None:
@@ -329,7 +329,7 @@ def _embed_batch(
     if recorded_version(spark, path, point.app_id) >= point.txn_version:
         return None  # lost already: do not spend the embedding work
     split = split_bytes(spark, cfg, batch.rows, num_tasks(spark, batch.rows, spec.batch_size))
-    with session_conf(spark, SPLIT_CONF, str(split)):
+    with session_conf(spark, {SPLIT_CONF: str(split)}):
         todo = batch_images(spark, cfg, pending, batch)
         scored = scored_frame(spark, cfg, spec, model, todo, summary.run_id)
         scored = scored.persist(StorageLevel.MEMORY_AND_DISK)

@@ -19,8 +19,6 @@ row-group boundaries, so a table with fewer row groups than that gives fewer tas
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 from pyspark.sql import DataFrame, SparkSession
@@ -131,17 +129,3 @@ def split_bytes(spark: SparkSession, cfg: Config, rows: int, tasks: int) -> int:
         return MIN_SPLIT
     share = int(size["sizeInBytes"] or 0) * min(rows, total) / total
     return max(MIN_SPLIT, math.ceil(share / max(tasks, 1)))
-
-
-@contextmanager
-def session_conf(spark: SparkSession, key: str, value: str) -> Iterator[None]:
-    """Set a SQL conf for the duration (it is read when the plan runs), then restore it."""
-    previous = spark.conf.get(key, None)
-    spark.conf.set(key, value)
-    try:
-        yield
-    finally:
-        if previous is None:
-            spark.conf.unset(key)
-        else:
-            spark.conf.set(key, previous)

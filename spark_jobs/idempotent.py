@@ -26,6 +26,9 @@ from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from spark_jobs.session import session_conf
+from spark_jobs.tables import latest_version
+
 # Session confs Delta reads for idempotent DML (MERGE/UPDATE/DELETE) and for commit metadata.
 DML_APP_ID = "spark.databricks.delta.write.txnAppId"
 DML_VERSION = "spark.databricks.delta.write.txnVersion"
@@ -68,14 +71,9 @@ def txn_point(spark: SparkSession, path: str, app_id: str) -> TxnPoint:
     return TxnPoint(app_id, int(snap.version()), recorded + 1)
 
 
-def _version(spark: SparkSession, path: str) -> int:
-    row = DeltaTable.forPath(spark, path).history(1).select("version").first()
-    return int(row["version"]) if row else -1
-
-
 def _our_commit(spark: SparkSession, path: str, before: int, note: str) -> dict[str, str] | None:
     """operationMetrics of the commit after `before` that carries `note`, None if none does."""
-    latest = _version(spark, path)
+    latest = latest_version(spark, path)
     if latest <= before:
         return None
     rows = (
@@ -101,7 +99,7 @@ def append_once(
     A blind append: it reads no target file, so its cost does not depend on the table's size.
     """
     note = _note(point, run_id)
-    before = _version(spark, path)
+    before = latest_version(spark, path)
     (
         df.write.format("delta")
         .mode("append")
@@ -121,21 +119,7 @@ def dml_once(
     operationMetrics, or None when Delta skipped it (see append_once)."""
     note = _note(point, run_id)
     confs = {DML_APP_ID: point.app_id, DML_VERSION: str(point.txn_version), USER_METADATA: note}
-    previous = {k: spark.conf.get(k, None) for k in confs}
-    before = _version(spark, path)
-    for k, v in confs.items():
-        spark.conf.set(k, v)
-    try:
+    before = latest_version(spark, path)
+    with session_conf(spark, confs):
         run()
-    finally:
-        for k, old in previous.items():
-            if old is None:
-                spark.conf.unset(k)
-            else:
-                spark.conf.set(k, old)
     return _our_commit(spark, path, before, note)
-
-
-def table_version(spark: SparkSession, path: str) -> int:
-    """The table's latest commit version (-1 for no commit)."""
-    return _version(spark, path)

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 from pyspark.sql import SparkSession
@@ -270,3 +271,20 @@ def build_session(cfg: Config, app_name: str = "curator") -> SparkSession:
 
     register_tables(spark, cfg)
     return spark
+
+
+@contextmanager
+def session_conf(spark: SparkSession, confs: Mapping[str, str]) -> Iterator[None]:
+    """Set SQL confs for the duration (they are read when a plan runs), then restore the
+    previous values (unset where there was none)."""
+    previous = {k: spark.conf.get(k, None) for k in confs}
+    for k, v in confs.items():
+        spark.conf.set(k, v)
+    try:
+        yield
+    finally:
+        for k, old in previous.items():
+            if old is None:
+                spark.conf.unset(k)
+            else:
+                spark.conf.set(k, old)

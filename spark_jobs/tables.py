@@ -406,6 +406,11 @@ def _version(table: DeltaTable) -> int:
     return int(row["version"]) if row else -1
 
 
+def latest_version(spark: SparkSession, path: str) -> int:
+    """The latest commit version of the Delta table at `path` (-1 for no commit)."""
+    return _version(DeltaTable.forPath(spark, path))
+
+
 def last_metric(table: DeltaTable, metric: str, *, since: int = -1) -> int:
     """An operation metric of the table's latest commit, 0 if nothing was committed after `since`.
 

@@ -30,7 +30,10 @@ Options = dict[str, Any]
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
-    help="Image-data curation on Spark + Delta Lake: ingest → embed → filter → dedup → export.",
+    help=(
+        "Image-data curation on Spark + Delta Lake: "
+        "ingest → embed → classify → dedup → filter → export."
+    ),
     pretty_exceptions_enable=False,
 )
 

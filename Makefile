@@ -108,9 +108,11 @@ demo: install jars
 
 # Two workers on the two cores, one test module at a time each (module fixtures built once).
 test: setup chromium
+	$(BIN)/python -m tests.jvm_archive
 	$(BIN)/python -m pytest -q -m "not slow" -n 2 --dist loadfile --no-loadscope-reorder
 
 test-faults: setup
+	$(BIN)/python -m tests.jvm_archive
 	$(BIN)/python -m pytest -q -m slow
 
 bench: setup

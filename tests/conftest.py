@@ -12,6 +12,8 @@ from typing import Any
 
 import pytest
 
+from tests.jvm_archive import jvm_opts
+
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
 
@@ -21,8 +23,9 @@ os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
 # Delta's log replay cost more CPU than they ever win back, and on two cores that CPU is
 # taken from the tests. Measured on this machine: a `spark-submit` ingest of 40 samples,
 # 66 s -> 36 s of CPU; tests/test_filter.py in one pytest, 178 s -> 144 s. The code paths
-# are the same (a JIT choice); users' jobs keep the JVM's defaults.
-TEST_JVM_OPTS = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
+# are the same (a JIT choice); users' jobs keep the JVM's defaults. Once `make test` has built
+# it, every test JVM also maps a class-data-sharing archive of Spark's classes (tests/jvm_archive).
+TEST_JVM_OPTS = jvm_opts()
 os.environ.setdefault("SPARK_SUBMIT_OPTS", TEST_JVM_OPTS)  # drivers (spark-submit, pyspark)
 os.environ.setdefault("SPARK_DAEMON_JAVA_OPTS", TEST_JVM_OPTS)  # standalone master/workers
 

@@ -44,35 +44,28 @@ def jvm_opts() -> str:
 
 
 def build(path: Path) -> None:
-    """Dump the archive at the normal exit of a small `curator run` (every stage's classes)."""
+    """Dump the archive at the normal exit of a small `curator run` (every stage's classes),
+    with the fault tests' configuration (tests/faults/harness.py)."""
+    from curator_udfs.sample_shards import write_sample_shards
+    from tests.faults import harness
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="jvm-archive-") as tmp:
-        base = Path(tmp)
-        partial = path.with_suffix(f".{os.getpid()}.part")
-        env = {
-            **os.environ,
-            "PYSPARK_PYTHON": sys.executable,
-            "PYSPARK_DRIVER_PYTHON": sys.executable,
-            "PYTHONPATH": str(ROOT),
-            "SPARK_SUBMIT_OPTS": f"{BASE_OPTS} -XX:ArchiveClassesAtExit={partial}",
-        }
-        curator = str(BIN / "curator")
-        shards = ["sample-shards", "--out", str(base / "shards"), "--shards", "1"]
-        subprocess.run([curator, *shards, "--per-shard", "12"], check=True, env=env, cwd=base,
-                       capture_output=True, timeout=300)
-        sets = [
-            "spark.conf={spark.master: 'local[2]', spark.sql.shuffle.partitions: 2}",
-            "embed.model=test_vit",
-            "embed.pretrained=false",
-            "classifiers=[{name: aesthetic, random_init: true}, {name: nsfw, random_init: true}]",
-        ]
-        args = ["run", "--warehouse", str(base / "wh"), "--input", str(base / "shards"),
-                "--output", str(base / "out"), *[a for s in sets for a in ("--set", s)]]
-        subprocess.run([curator, *args], check=True, env=env, cwd=base, capture_output=True,
-                       timeout=900)
+    partial = path.with_suffix(f".{os.getpid()}.part")
+    try:
+        with tempfile.TemporaryDirectory(prefix="jvm-archive-") as tmp:
+            base = Path(tmp)
+            write_sample_shards(base / "shards", shards=1, per_shard=12, seed=1)
+            args = ["run", "--warehouse", str(base / "wh"), "--input", str(base / "shards"),
+                    "--output", str(base / "out"), *harness.set_args()]  # fmt: skip
+            opts = f"{BASE_OPTS} -XX:ArchiveClassesAtExit={partial}"
+            subprocess.run([str(BIN / "curator"), *args], check=True, cwd=base,
+                           env=harness.env(SPARK_SUBMIT_OPTS=opts), capture_output=True,
+                           text=True, timeout=900)  # fmt: skip
         if not partial.is_file():
             raise SystemExit(f"jvm archive: the JVM wrote no archive at {partial}")
         partial.replace(path)  # atomic: a concurrent reader sees the old state or the whole file
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def main() -> None:

@@ -77,6 +77,13 @@ class IngestCfg(_Section):
     retry_failed: bool = Field(
         default=False, description="re-read shards recorded as failed (e.g. after fixing a file)"
     )
+    row_group_bytes: int = Field(
+        default=8 * 1024 * 1024,
+        ge=64 * 1024,
+        description="Parquet row-group size of the images files: Spark splits a file only "
+        "between row groups, so smaller groups let embed and dedup read one new shard in "
+        "several tasks",
+    )
 
 
 class HeadCfg(_Section):

@@ -8,7 +8,7 @@ import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame, SparkSession
@@ -190,23 +190,27 @@ class Dataset:
         """The rows plus `embedding`, `error` (and `heads`' scores), computed now and cached.
 
         What `embedder(ds)` calls. A previous embedding and its head columns are replaced.
+        Like the embed job, the images are read in the partitions they are stored in (no
+        shuffle of the bytes): the read of the images table is split for about one task per
+        few forward batches; a frame from elsewhere keeps its own partitions.
         """
         from spark_jobs.embed import ARROW_BATCH_CONF, num_tasks
+        from spark_jobs.embed_input import SPLIT_CONF, split_bytes
+        from spark_jobs.session import session_conf
+        from spark_jobs.tables import is_delta, table_path
 
         spec = spec_for(embedder, heads)
         columns = head_columns(spec)
         df = self.df.drop(*_EMBED_COLUMNS, *self.score_columns, *columns)
-        n = df.count()
-        parts = num_tasks(self.spark, n, spec.batch_size)
-        out = embed_dataframe(df.repartition(parts, "sample_id"), spec, image_col=image_col)
+        out = embed_dataframe(df, spec, image_col=image_col)
         out = out.persist(StorageLevel.MEMORY_AND_DISK)
-        # a default is given, so never None (pyspark's stub has no overload for that)
-        previous = cast(str, self.spark.conf.get(ARROW_BATCH_CONF, "10000"))
-        self.spark.conf.set(ARROW_BATCH_CONF, str(self.cfg.embed.arrow_batch_size))
-        try:
+        confs = {ARROW_BATCH_CONF: str(self.cfg.embed.arrow_batch_size)}
+        if is_delta(table_path(self.cfg, "images")):
+            n = df.count()
+            tasks = num_tasks(self.spark, n, spec.batch_size)
+            confs[SPLIT_CONF] = str(split_bytes(self.spark, self.cfg, n, tasks))
+        with session_conf(self.spark, confs):  # read when the plan runs: set for the first run
             row = out.agg(F.max(F.size("embedding")).alias("dim")).first()  # runs the model
-        finally:
-            self.spark.conf.set(ARROW_BATCH_CONF, previous)
         dim = row["dim"] if row and row["dim"] is not None and row["dim"] >= 0 else None
         return self._with(out, model=model_id(spec), embedding_dim=dim, score_columns=columns)
 

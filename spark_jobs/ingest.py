@@ -17,6 +17,7 @@ from pyspark.sql import functions as F
 from curator_udfs.ingest_batches import INGEST_ROW_DDL, ingest_shard_rows
 from curator_udfs.shard_listing import ShardFile, list_shards
 from spark_jobs.config import Config, ConfigError, InputCfg, ingest_limits
+from spark_jobs.session import session_conf
 from spark_jobs.summary import Summary, new_run_id
 from spark_jobs.tables import (
     IMAGES,
@@ -40,6 +41,16 @@ def pending_shards(spark: SparkSession, cfg: Config, files: list[ShardFile]) -> 
         done = done.where("status != 'failed'")
     recorded = {r.shard_uri for r in done.select("shard_uri").collect()}
     return [f for f in files if f.uri not in recorded]
+
+
+def row_group_conf(cfg: Config) -> dict[str, str]:
+    """Session settings that Delta's Parquet writer reads: row groups of about
+    `ingest.row_group_bytes`, the size checked from the 10th row on (Parquet's default, the
+    100th, would make a group of 100 large images before looking)."""
+    return {
+        "parquet.block.size": str(cfg.ingest.row_group_bytes),
+        "parquet.page.size.row.check.min": "10",
+    }
 
 
 def _batches(items: list[ShardFile], size: int) -> list[list[ShardFile]]:
@@ -79,7 +90,8 @@ def ingest_batch(
         )
         counts = {r["kind"]: r for r in agg.collect()}  # also materialises the cache
         stats = counts.get("shard")
-        inserted_images = merge_insert_new(spark, cfg, IMAGES, images, scope=scope)
+        with session_conf(spark, row_group_conf(cfg)):
+            inserted_images = merge_insert_new(spark, cfg, IMAGES, images, scope=scope)
         inserted_q = merge_insert_new(spark, cfg, QUARANTINE, quarantine, scope=scope)
         # Delta may warn "Merge source has 0 rows in initial scan" here: a miscount of its
         # first scan, not a changed source (conf/spark/log4j2.properties, tests/test_ingest.py).

@@ -27,6 +27,8 @@ from typing import Any
 
 import pytest
 
+from tests.jvm_archive import USERS_CODEGEN, jvm_flags
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 SPARK_HOME = Path(sysconfig.get_paths()["purelib"]) / "pyspark"
@@ -341,7 +343,9 @@ class Cluster:
             "--conf",
             "spark.executor.memory=1536m",
             "--conf",  # the executors' JVMs like every test JVM (tests/conftest.py)
-            f"spark.executor.extraJavaOptions={os.environ.get('SPARK_SUBMIT_OPTS', '')}",
+            f"spark.executor.extraJavaOptions={jvm_flags()}",
+            # but code generation as in users' jobs (tests/jvm_archive.py: INTERPRETED)
+            *(arg for conf in USERS_CODEGEN for arg in ("--conf", conf)),
             # the job file of the checkout the bundle was built from (they must match)
             str(self.dist.parent / "spark_jobs" / script),
             *args,

@@ -18,7 +18,8 @@ os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
 
 # Every JVM the tests start (this session's, each `curator` and spark-submit subprocess, the
-# standalone cluster's daemons and executors) runs with the C1 JIT only and the serial GC.
+# standalone cluster's daemons and executors) runs with the C1 JIT only, the serial GC and
+# interpreted (not generated) Spark SQL code (tests/jvm_archive.py: INTERPRETED).
 # Test JVMs live seconds to minutes on tiny data: C2 compiles of Spark's planner, Janino and
 # Delta's log replay cost more CPU than they ever win back, and on two cores that CPU is
 # taken from the tests. Measured on this machine: a `spark-submit` ingest of 40 samples,

@@ -23,6 +23,7 @@ from spark_jobs.api import (
     TimmImageEmbedder,
 )
 from spark_jobs.tables import read_table
+from tests.plans import exchanges
 from tests.tiny import TINY as BASE_TINY
 
 TEST_VIT_DIM = 1000
@@ -123,6 +124,17 @@ def test_pipeline_end_to_end(spark, scored: dict) -> None:
     ds.to_webdataset(out, samples_per_shard=8)
     assert {r.sample_id for r in read_table(spark, cfg, "exported").collect()} == kept
     assert json.loads((out / "manifest.json").read_text())["source"]["table"] == "curated"
+
+
+def test_embed_reads_the_images_where_they_are_stored(spark, scored: dict) -> None:
+    """The API's embed feeds the model from the images table's own partitions: no Exchange
+    of the plan carries the image bytes (the embed job's rule, tests/test_embed_write.py),
+    and the read is still split over several tasks."""
+    ds = Dataset.from_tables(spark, cfg=scored["cfg"], scores=False)
+    out = TimmImageEmbedder("test_vit", pretrained=False, batch_size=8)(ds)
+    assert out.df.where("embedding IS NOT NULL").count() == 40
+    assert not [e for e in exchanges(out.df) if "image" in e[1]], exchanges(out.df)
+    assert out.df.rdd.getNumPartitions() >= 2
 
 
 def test_semantic_dedup_matches_the_jobs(spark, scored: dict) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from typing import Any
 
 import pandas as pd
 import pytest
@@ -19,38 +18,11 @@ from spark_jobs.config import Config, load_config
 from spark_jobs.embed_input import Batch, batch_images, pending_ids, shard_batches
 from spark_jobs.idempotent import append_once, txn_point
 from spark_jobs.tables import SCORES, ensure_table, read_table, table_path
+from tests.plans import exchanges as _exchanges
 from tests.test_embed_job import _broken_jpeg_shard
 from tests.tiny import TINY
 
 MODEL = "m+random"
-
-
-def _nodes(plan: Any) -> Iterator[Any]:
-    """Every node of an executed plan, through AQE stages, cached relations and subqueries."""
-    cls = plan.getClass().getSimpleName()
-    if cls == "AdaptiveSparkPlanExec":
-        yield from _nodes(plan.executedPlan())
-        return
-    yield plan
-    inner = []
-    if "QueryStageExec" in cls:
-        inner.append(plan.plan())
-    if cls == "InMemoryTableScanExec":
-        inner.append(plan.relation().cachedPlan())
-    for seq in (plan.children(), plan.subqueries()):
-        inner += [seq.apply(i) for i in range(seq.size())]
-    for child in inner:
-        yield from _nodes(child)
-
-
-def _exchanges(df: DataFrame) -> list[tuple[str, list[str]]]:
-    """(node name, output columns) of every Exchange the executed plan of `df` ran."""
-    found = []
-    for node in _nodes(df._jdf.queryExecution().executedPlan()):
-        if "Exchange" in node.getClass().getSimpleName():
-            out = node.output()
-            found.append((node.nodeName(), [out.apply(i).name() for i in range(out.size())]))
-    return found
 
 
 def _fed_to_udf(todo: DataFrame) -> tuple[DataFrame, dict[str, int]]:

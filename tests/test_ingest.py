@@ -128,9 +128,7 @@ def test_rerun_adds_nothing_and_new_shards_only_are_read(spark, make_cfg, tmp_pa
     # an `images` table from before the caption signals: ingest adds their columns
     old = [f for f in spark.createDataFrame([], IMAGES.schema).schema.fields
            if not f.name.startswith("caption_")]  # fmt: skip
-    spark.createDataFrame([], StructType(old)).write.format("delta").save(
-        table_path(cfg, "images")
-    )
+    spark.createDataFrame([], StructType(old)).write.format("delta").save(table_path(cfg, "images"))
     first = _ingest(spark, cfg, str(d))
     assert first.rows_written == 20
     langs = {r.caption_language for r in read_table(spark, cfg, "images").collect()}
@@ -231,3 +229,43 @@ def test_missing_input_is_a_config_error(spark, make_cfg, tmp_path: Path) -> Non
 
     with pytest.raises(ConfigError, match="input.shards"):
         _ingest(spark, make_cfg(), str(tmp_path / "nothing-here"))
+
+
+def test_images_files_have_row_groups_of_the_configured_size(
+    spark, make_cfg, tmp_path: Path
+) -> None:
+    """A shard's images split into Parquet row groups of about `ingest.row_group_bytes`, so a
+    later read of that one shard runs in several tasks (Spark splits only between groups)."""
+    import pyarrow.parquet as pq
+
+    write_sample_shards(tmp_path / "shards", shards=1, per_shard=120, seed=3)
+    cfg = make_cfg("ingest.row_group_bytes=65536")
+    assert _ingest(spark, cfg, str(tmp_path / "shards")).rows_written == 120
+    files = sorted(Path(table_path(cfg, "images")).glob("*.parquet"))
+    metas = [pq.ParquetFile(f).metadata for f in files]
+    groups = [m.row_group(i) for m in metas for i in range(m.num_row_groups)]
+    assert sum(g.num_rows for g in groups) == 120
+    assert len(groups) >= 3 * len(files), [(m.num_rows, m.num_row_groups) for m in metas]
+    image = metas[0].schema.to_arrow_schema().get_field_index("image")
+    # each group stops at the first size check past the target: about one image over it
+    assert max(g.column(image).total_uncompressed_size for g in groups) < 2 * 65536
+
+    # a read split finer than a file gets rows in several tasks, not one
+    total = sum(f.stat().st_size for f in files)
+    spark.conf.set("spark.sql.files.maxPartitionBytes", str(max(total // 4, 1)))
+    try:
+        per_task = (
+            read_table(spark, cfg, "images")
+            .rdd.mapPartitions(lambda rows: [sum(1 for _ in rows)])
+            .collect()
+        )
+    finally:
+        spark.conf.unset("spark.sql.files.maxPartitionBytes")
+    assert sum(per_task) == 120 and sum(1 for n in per_task if n) >= 3, per_task
+
+    # the default: one group per 8 MiB, so these 120 small images are a single group per file
+    cfg2 = make_cfg()
+    _ingest(spark, cfg2, str(tmp_path / "shards"))
+    for f in Path(table_path(cfg2, "images")).glob("*.parquet"):
+        assert pq.ParquetFile(f).metadata.num_row_groups == 1
+    assert spark.conf.get("parquet.block.size", None) is None  # the setting was scoped

@@ -43,7 +43,11 @@ def _row_index(ids: pd.Series) -> np.ndarray:
 
 
 def pipeline(
-    x: np.ndarray, ids: np.ndarray, args: argparse.Namespace, second_margin: float | None
+    x: np.ndarray,
+    ids: np.ndarray,
+    args: argparse.Namespace,
+    second_margin: float | None,
+    fine_margin: float | None = None,
 ) -> dict[str, object]:
     """Coarse fit + assign + per-coarse fine clustering; returns pair keys, timings, stats."""
     n = x.shape[0]
@@ -75,6 +79,7 @@ def pipeline(
             max_cluster_size=args.max_cluster_size,
             seed=args.seed,
             backend=args.backend,
+            fine_margin=fine_margin,
         )
         frames.append(pairs[["a", "b"]])
         stats.append(st)
@@ -108,6 +113,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--coarse-sample", type=int, default=None, help="default: 256 * coarse_k")
     p.add_argument("--max-cluster-size", type=int, default=2000)
     p.add_argument("--second-margin", type=float, default=0.02)
+    p.add_argument(
+        "--fine-margins",
+        default="0.02,0.05",
+        help="comma-separated dedup.fine_margin values tried on top of two-nearest (none: '')",
+    )
     p.add_argument("--planted-fraction", type=float, default=0.02)
     p.add_argument("--backend", default="auto")
     p.add_argument("--seed", type=int, default=0)
@@ -134,10 +144,16 @@ def main(argv: list[str] | None = None) -> None:
     select_backend(args.backend).fit(x[:512], 4, seed=0, max_iter=2)  # warm-up: imports
 
     results = {}
-    variants = (("nearest only", None), (f"two-nearest<{args.second_margin}", args.second_margin))
-    for label, margin in variants:
+    two = f"two-nearest<{args.second_margin}"
+    variants: list[tuple[str, float | None, float | None]] = [
+        ("nearest only", None, None),
+        (two, args.second_margin, None),
+    ]
+    for fm in (float(v) for v in args.fine_margins.split(",") if v.strip()):
+        variants.append((f"{two} fine<{fm}", args.second_margin, fm))
+    for label, margin, fine_margin in variants:
         tracemalloc.start()
-        res = pipeline(x, ids, args, margin)
+        res = pipeline(x, ids, args, margin, fine_margin)
         res["traced_peak_mb"] = tracemalloc.get_traced_memory()[1] / 2**20
         tracemalloc.stop()
         results[label] = res
@@ -157,7 +173,7 @@ def main(argv: list[str] | None = None) -> None:
         )
 
     print()
-    header = f"{'method':<24}{'seconds':>9}{'speed-up':>10}{'pairs':>10}{'recall':>9}"
+    header = f"{'method':<34}{'seconds':>9}{'speed-up':>10}{'pairs':>10}{'recall':>9}"
     header += f"{'precision':>11}{'planted':>9}{'fine/largest':>14}{'peak MB':>9}"
     print(header)
     for label, res in results.items():
@@ -170,7 +186,7 @@ def main(argv: list[str] | None = None) -> None:
             recall = precision = "n/a"
         planted_recall = np.isin(planted_keys, keys).mean()
         print(
-            f"{label:<24}{res['seconds']:>9.1f}{exact_s / res['seconds']:>10.1f}{keys.size:>10}"
+            f"{label:<34}{res['seconds']:>9.1f}{exact_s / res['seconds']:>10.1f}{keys.size:>10}"
             f"{recall:>9}{precision:>11}{planted_recall:>9.4f}"
             f"{str(res['fine_clusters']) + '/' + str(res['largest_fine']):>14}"
             f"{res['traced_peak_mb']:>9.0f}"
@@ -178,11 +194,11 @@ def main(argv: list[str] | None = None) -> None:
     if exact_keys is not None:
         planted_exact = np.isin(planted_keys, exact_keys).mean()
         print(
-            f"{'exact all-pairs':<24}{exact_s:>9.1f}{1.0:>10.1f}{exact_keys.size:>10}"
+            f"{'exact all-pairs':<34}{exact_s:>9.1f}{1.0:>10.1f}{exact_keys.size:>10}"
             f"{'1.0000':>9}{'1.0000':>11}{planted_exact:>9.4f}{'-':>14}{'-':>9}"
         )
     else:
-        print(f"{'exact all-pairs':<24}{exact_s:>9.0f}{1.0:>10.1f}   (not run: {exact_note})")
+        print(f"{'exact all-pairs':<34}{exact_s:>9.0f}{1.0:>10.1f}   (not run: {exact_note})")
     print()
     for label, res in results.items():
         sizes = res["coarse_sizes"]

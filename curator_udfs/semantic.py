@@ -12,6 +12,14 @@ embeddings before this stage (spark_jobs.dedup_semantic: one representative per 
 only distinct vectors this close to each other can still form such a cluster. Then
 ``pairs_above`` at the lowest threshold runs inside each fine cluster.
 
+Borders: with ``fine_margin``, a k-means split also puts a row into its second-nearest child
+when ``cos_nearest - cos_second < fine_margin`` (the coarse stage's rule, one level down), so
+a near-duplicate pair cut by a fine border is still compared in one of the two children. Fine
+clusters then overlap; a pair found in both comes out twice (the job keeps one per (a, b)).
+A split keeps at most a quarter of its rows' second assignments (those closest to the border),
+so overlap grows a split's input by at most 25 %; one whose overlapping children would not be
+smaller than their parent drops them, so the recursion always makes progress.
+
 Determinism: members are sorted by sample_id before anything else and every k-means fit gets a
 seed derived from (seed, coarse, position in the split tree), so the output is identical for a
 fixed seed whatever the input row order.
@@ -48,6 +56,7 @@ STATS_COLUMNS = ["cluster", "size"]
 _SAME_POINT = 1e-6  # max 1 - cos to the centroid for a cluster to count as one point
 _MAX_ITER = 20
 _MAX_KMEANS_DEPTH = 32  # below this many nested k-means splits, cut by projection instead
+_MAX_OVERLAP = 0.25  # fine_margin: second assignments per split, at most this share of its rows
 
 
 def _sub_seed(seed: int, *parts: object) -> int:
@@ -75,6 +84,26 @@ def _projection_split(x: np.ndarray, k: int, seed: int) -> np.ndarray:
     return labels
 
 
+def _cap_overlap(
+    x: np.ndarray, centroids: np.ndarray, labels: np.ndarray, second: np.ndarray
+) -> np.ndarray:
+    """``second`` with at most ``_MAX_OVERLAP`` x n second assignments kept, the rows closest
+    to the border first (smallest margin): bounds how much a split can grow its input."""
+    extra = np.flatnonzero(second >= 0)
+    cap = int(_MAX_OVERLAP * x.shape[0])
+    if extra.size <= cap:
+        return second
+    c = np.asarray(centroids, dtype=np.float64)
+    xe = x[extra].astype(np.float64)
+    margin = np.einsum("ij,ij->i", xe, c[labels[extra]]) - np.einsum(
+        "ij,ij->i", xe, c[second[extra]]
+    )
+    keep = extra[np.argsort(margin, kind="stable")[:cap]]
+    out = np.full_like(second, -1)
+    out[keep] = second[keep]
+    return out
+
+
 def split_bounded(
     x: np.ndarray,
     max_cluster_size: int,
@@ -82,12 +111,14 @@ def split_bounded(
     backend: KMeansBackend,
     seed: int,
     path: tuple[int, ...] = (),
+    fine_margin: float | None = None,
 ) -> list[np.ndarray]:
     """Split rows of unit vectors ``x`` into index groups of size <= ``max_cluster_size``.
 
     Groups come in a deterministic order (depth-first over the split tree, children by
     centroid index); each group's indices are ascending. See the module docstring for the
-    one exception to the bound (a cluster of identical vectors).
+    one exception to the bound (a cluster of identical vectors) and for ``fine_margin``
+    (groups may overlap near the borders of a k-means split).
     """
     n = x.shape[0]
     if n <= max_cluster_size:
@@ -98,14 +129,26 @@ def split_bounded(
     k = math.ceil(n / max_cluster_size)
     sub_seed = _sub_seed(seed, *path)
     centroids = backend.fit(x, k, seed=sub_seed, max_iter=_MAX_ITER)
-    labels, _, _ = assign(x, centroids)
+    labels, second, _ = assign(x, centroids, second_margin=fine_margin)
     if np.unique(labels).size < 2 or len(path) > _MAX_KMEANS_DEPTH:
         labels = _projection_split(x, k, sub_seed)
+        second = np.full(n, -1, dtype=np.int64)
+    second = _cap_overlap(x, centroids, labels, second)
+    children = [
+        np.union1d(np.flatnonzero(labels == label), np.flatnonzero(second == label))
+        for label in np.unique(labels)
+    ]
+    if max(c.size for c in children) >= n:  # the overlap would stall the split
+        children = [np.flatnonzero(labels == label) for label in np.unique(labels)]
     groups: list[np.ndarray] = []
-    for label in np.unique(labels):
-        idx = np.flatnonzero(labels == label)
+    for label, idx in zip(np.unique(labels), children, strict=True):
         for sub in split_bounded(
-            x[idx], max_cluster_size, backend=backend, seed=seed, path=(*path, int(label))
+            x[idx],
+            max_cluster_size,
+            backend=backend,
+            seed=seed,
+            path=(*path, int(label)),
+            fine_margin=fine_margin,
         ):
             groups.append(idx[sub])
     return groups
@@ -144,8 +187,12 @@ def fine_clusters(
     seed: int,
     backend: str = "auto",
     block_size: int = 4096,
+    fine_margin: float | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Pairs at or above ``min(thresholds)`` inside bounded fine clusters, plus stats.
+
+    With ``fine_margin`` the fine clusters overlap at their borders (module docstring): a
+    pair may then come once per cluster holding both.
 
     Returns ``(pairs, stats)``: ``pairs`` has :data:`PAIR_COLUMNS` (``a < b`` by sample_id,
     sorted by cluster then a, b; ``dist_*`` = 1 - cos to the fine cluster's centroid, the
@@ -167,7 +214,9 @@ def fine_clusters(
     for coarse, part in df.groupby("coarse", sort=True):
         ids = part["sample_id"].to_numpy()
         x = l2_normalise(np.stack([np.asarray(e, dtype=np.float32) for e in part["embedding"]]))
-        groups = split_bounded(x, max_cluster_size, backend=km, seed=seed, path=(coarse,))
+        groups = split_bounded(
+            x, max_cluster_size, backend=km, seed=seed, path=(coarse,), fine_margin=fine_margin
+        )
         for fine, idx in enumerate(groups):
             name = f"{coarse}-{fine}"
             names.append(name)
@@ -200,7 +249,8 @@ def fine_cluster_pairs(
     pdf: pd.DataFrame, *, include_stats: bool = False, **params: Any
 ) -> pd.DataFrame:
     """The ``applyInPandas`` entry point: pairs for one coarse group (see :func:`fine_clusters`,
-    which takes ``params``: thresholds, max_cluster_size, seed, backend, block_size).
+    which takes ``params``: thresholds, max_cluster_size, seed, backend, block_size,
+    fine_margin).
 
     Input columns ``sample_id`` (str), ``embedding`` (float sequence), ``coarse`` (int).
     Output columns :data:`PAIR_COLUMNS`; with ``include_stats`` also ``cluster_size`` and one

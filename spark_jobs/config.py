@@ -233,6 +233,12 @@ class DedupCfg(_Section):
     max_cluster_size: int = Field(
         default=2000, ge=2, description="fine k-means splits each coarse group below this many rows"
     )
+    fine_margin: float | None = Field(
+        default=0.02,
+        ge=0.0,
+        description="also put a row into its second-nearest fine cluster when the cosine "
+        "margin is below this (recall at fine-cluster borders); null = nearest only",
+    )
     block_size: int = Field(
         default=4096,
         gt=0,

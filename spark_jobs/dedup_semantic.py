@@ -244,6 +244,7 @@ def _fine_pairs(
         coarse_k=int(centroids.shape[0]),
         coarse_fit_seconds=round(time.perf_counter() - t0, 3),
         second_margin=d.second_margin,
+        fine_margin=d.fine_margin,
     )
     bc = spark.sparkContext.broadcast(centroids)
     assigned = reps.select(
@@ -258,6 +259,7 @@ def _fine_pairs(
         seed=d.seed,
         backend=d.backend,
         block_size=d.block_size,
+        fine_margin=d.fine_margin,
         include_stats=True,
     )
     if state is None:

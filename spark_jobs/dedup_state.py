@@ -119,6 +119,7 @@ class SemanticState:
         self.basis = state_basis(
             fit_id, threshold=1.0 - max(d.eps), max_cluster_size=d.max_cluster_size,
             second_margin=d.second_margin, backend=d.backend, seed=d.seed,
+            fine_margin=d.fine_margin,
         )  # fmt: skip
         return centroids, backend
 

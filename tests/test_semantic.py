@@ -41,13 +41,19 @@ def _pair_set(df: pd.DataFrame) -> set[tuple[str, str]]:
     return set(zip(df["a"], df["b"], strict=True))
 
 
-def test_recall_precision_vs_exact(data, result) -> None:
-    pdf, planted = data
-    pairs, _ = result
+def _exact(pdf: pd.DataFrame) -> set[tuple[str, str]]:
+    """Every pair at the lowest threshold, by exact all-pairs search."""
     x = np.stack(pdf["embedding"].to_numpy())
     ids = pdf["sample_id"].to_numpy()
     i, j, _ = pairs_above(ids, x, min(THRESHOLDS))
-    exact = set(zip(ids[i], ids[j], strict=True))
+    return set(zip(ids[i], ids[j], strict=True))
+
+
+def test_recall_precision_vs_exact(data, result) -> None:
+    pdf, planted = data
+    pairs, _ = result
+    ids = pdf["sample_id"].to_numpy()
+    exact = _exact(pdf)
     found = _pair_set(pairs)
     assert found <= exact  # precision 1: every emitted pair is a real one
     assert len(found & exact) / len(exact) >= 0.9
@@ -121,3 +127,28 @@ def test_multiple_coarse_values_and_empty() -> None:
     assert {c.split("-")[0] for c in stats["cluster"]} == {"0", "1"}
     empty, stats0 = fine_clusters(pdf.iloc[:0], thresholds=[0.95], max_cluster_size=100, seed=0)
     assert empty.empty and list(empty.columns) == PAIR_COLUMNS and stats0.empty
+
+
+def test_fine_margin_finds_pairs_cut_by_a_fine_border(data, result) -> None:
+    """Pairs the plain split loses at its borders are compared once rows near a border also
+    join their second-nearest child: recall rises, precision stays 1, nothing found before is
+    lost, and the overlap stays small (a row is in at most a few clusters)."""
+    pdf, _ = data
+    plain, _ = result
+    exact = _exact(pdf)
+    lost = exact - _pair_set(plain)
+    assert lost, "the data must have pairs cut by a fine border, or the test proves nothing"
+
+    pairs, stats = fine_clusters(
+        pdf, thresholds=THRESHOLDS, max_cluster_size=400, seed=1, fine_margin=0.05
+    )
+    found = _pair_set(pairs)
+    assert found <= exact and _pair_set(plain) <= found
+    assert len(lost & found) >= len(lost) / 2, (len(lost), len(lost & found))
+    assert 3000 < stats["size"].sum() < 2 * 3000  # overlapping, not duplicating everything
+    assert stats["size"].max() <= 400
+    again, _ = fine_clusters(  # still deterministic whatever the input order
+        pdf.sample(frac=1.0, random_state=2).reset_index(drop=True),
+        thresholds=THRESHOLDS, max_cluster_size=400, seed=1, fine_margin=0.05,
+    )  # fmt: skip
+    pd.testing.assert_frame_equal(pairs, again)

@@ -115,7 +115,18 @@ test-faults: setup
 	$(BIN)/python -m tests.jvm_archive
 	$(BIN)/python -m pytest -q -m slow
 
-bench: setup
+# bench/embed.py runs Daft side by side: daft 0.7.26 needs pyarrow < 26, so it gets a venv of
+# its own that borrows this venv's torch and timm (bench/embed.py finds it there).
+DAFT_VENV := .cache/bench-daft-venv
+
+$(DAFT_VENV)/.installed: pyproject.toml
+	$(PY) -m venv $(DAFT_VENV)
+	$(DAFT_VENV)/bin/pip install -q "$$($(PYTHON) -c 'import tomllib; print(tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["bench"][0])')"
+	$(PYTHON) -c 'import site; print(site.getsitepackages()[0])' > \
+	  "$$($(DAFT_VENV)/bin/python -c 'import site; print(site.getsitepackages()[0])')/zz_main_venv.pth"
+	touch $@
+
+bench: setup $(DAFT_VENV)/.installed
 	$(PYTHON) bench/ingest.py
 	$(PYTHON) bench/embed.py
 	$(PYTHON) bench/filter.py

@@ -40,13 +40,11 @@ import argparse
 import io
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
@@ -54,7 +52,7 @@ from urllib.parse import unquote, urlparse
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.ingest import rounded  # noqa: E402
+from bench.ingest import json_line  # noqa: E402
 
 DAFT_VENV = ROOT / ".cache" / "bench-daft-venv" / "bin" / "python"
 WORKERS = 2  # worker processes everywhere, one torch thread each
@@ -326,14 +324,12 @@ def report(args: Any, shards: int, session_s: float, cold: dict, first: dict, se
     print(f"ratio job steady / bare torch steady: {ratios['job_vs_bare']:.2f}")
     print(f"growth: per-image cost second / first: "
           f"{ratios['growth_per_image_second_vs_first']:.2f}  (goal <= 1.25)")  # fmt: skip
-    print(json.dumps(rounded({
-        "bench": "embed", "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "platform": platform.platform(), "cpus": os.cpu_count(), "quick": args.quick,
-        "model": args.model, "batch_size": args.batch_size, "workers": WORKERS,
-        "shards": shards, "per_shard": args.per_shard, "session_start_s": round(session_s, 2),
-        "job_cold": cold, "job_steady": first, "job_growth": second, "scores_rows": held,
-        "bare_torch": bare, "daft": daft, "images_per_s": rate, "ratios": ratios,
-    })))  # fmt: skip
+    print(json_line(
+        "embed", quick=args.quick, model=args.model, batch_size=args.batch_size,
+        workers=WORKERS, shards=shards, per_shard=args.per_shard, session_start_s=session_s,
+        job_cold=cold, job_steady=first, job_growth=second, scores_rows=held,
+        bare_torch=bare, daft=daft, images_per_s=rate, ratios=ratios,
+    ))  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -119,6 +119,13 @@ def timed_ingest(spark: Any, cfg: Any, shard_dir: Path) -> dict[str, float]:
             "job_seconds": s.seconds, "images_rows": s.tables["images"]}  # fmt: skip
 
 
+def json_line(bench: str, **fields: Any) -> str:
+    """The bench's one JSON line: its name, the date and machine, then `fields` (rounded)."""
+    head = {"bench": bench, "date": datetime.now(UTC).isoformat(timespec="seconds"),
+            "platform": platform.platform(), "cpus": os.cpu_count()}  # fmt: skip
+    return json.dumps(rounded({**head, **fields}))
+
+
 def rounded(obj: Any) -> Any:
     """Floats to 3 decimals, recursively (for the JSON line)."""
     if isinstance(obj, float):
@@ -203,13 +210,11 @@ def report(quick: bool, shards: int, per: int, session_s: float, bare: dict, col
     print(f"ratio job steady / bare: {ratios['steady_vs_bare']:.3f}  (goal >= 1.0)")
     print(f"growth: per-sample cost second / first: "
           f"{ratios['growth_per_sample_second_vs_first']:.2f}  (goal <= 1.25)")  # fmt: skip
-    print(json.dumps(rounded({
-        "bench": "ingest", "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "platform": platform.platform(), "cpus": os.cpu_count(), "quick": quick,
-        "shards": shards, "per_shard": per, "workers": WORKERS,
-        "session_start_s": session_s, "bare": bare, "job_cold": cold, "job_steady": first,
-        "job_growth": second, "samples_per_s": rate, "ratios": ratios,
-    })))  # fmt: skip
+    print(json_line(
+        "ingest", quick=quick, shards=shards, per_shard=per, workers=WORKERS,
+        session_start_s=session_s, bare=bare, job_cold=cold, job_steady=first,
+        job_growth=second, samples_per_s=rate, ratios=ratios,
+    ))  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -12,7 +12,9 @@ What is timed (each labelled in the output):
 - steady: `--shards` shards (16 x 1,000 samples) into a fresh warehouse, warm session; this is
   the number compared with the bare pipeline (ratio job / bare, goal >= 1.0);
 - growth: `--shards` more shards into that warehouse (the table then holds 2x): per-sample
-  cost second / first (goal <= 1.25).
+  cost second / first (goal <= 1.25);
+- reference: the first `--shards` again, into a fresh warehouse with `ingest.bytes:
+  reference` (images keep byte ranges of the shards, not the bytes; goal >= 2.0 x bare).
 Every job number is the wall time of one `ingest.run` call (its table counts included).
 
     .venv/bin/python bench/ingest.py            # 1 cold + 16 + 16 shards x 1,000 samples
@@ -164,6 +166,8 @@ def main() -> None:
     sets = [f"spark.conf={{spark.master: 'local[{WORKERS}]'}}"]
     cfg = load_config(sets=sets, warehouse=str(work / "warehouse"))
     warm_cfg = load_config(sets=[*sets, "database=bench_warmup"], warehouse=str(work / "wh-w"))
+    ref_cfg = load_config(sets=[*sets, "database=bench_ref", "ingest.bytes=reference"],
+                          warehouse=str(work / "wh-ref"))  # fmt: skip
     t0 = time.perf_counter()
     spark = build_session(cfg, app_name="bench-ingest")
     session_s = time.perf_counter() - t0
@@ -175,20 +179,25 @@ def main() -> None:
     print(f"job steady, first {shards} shards: {first}", flush=True)
     second = timed_ingest(spark, cfg, work / "b")
     print(f"job growth, {shards} more shards: {second}", flush=True)
+    register_tables(spark, ref_cfg)
+    ref = timed_ingest(spark, ref_cfg, work / "a")
+    print(f"job steady, reference mode, the first {shards} shards: {ref}", flush=True)
     spark.stop()
-    assert first["samples"] == bare["samples"], (first, bare)
-    report(args.quick, shards, per, session_s, bare, cold, first, second)
+    assert first["samples"] == bare["samples"] == ref["samples"], (first, bare, ref)
+    report(args.quick, shards, per, session_s, bare, cold, first, second, ref)
     if not args.workdir:
         shutil.rmtree(work, ignore_errors=True)
 
 
 def report(quick: bool, shards: int, per: int, session_s: float, bare: dict, cold: dict,
-           first: dict, second: dict) -> None:  # fmt: skip
+           first: dict, second: dict, ref: dict) -> None:  # fmt: skip
     """The human-readable table, then one JSON line with every number."""
     rate = {k: d["samples"] / d["seconds"] for k, d in
-            (("bare", bare), ("cold", cold), ("steady", first), ("growth", second))}  # fmt: skip
+            (("bare", bare), ("cold", cold), ("steady", first), ("growth", second),
+             ("reference", ref))}  # fmt: skip
     ratios = {
         "steady_vs_bare": rate["steady"] / rate["bare"],
+        "reference_vs_bare": rate["reference"] / rate["bare"],
         "growth_per_sample_second_vs_first": rate["steady"] / rate["growth"],
     }
     rows = [
@@ -200,6 +209,7 @@ def report(quick: bool, shards: int, per: int, session_s: float, bare: dict, col
          first["seconds"]),
         (f"job growth: {shards} more (table {second['images_rows']})", rate["growth"],
          second["MB"], second["seconds"]),
+        ("job steady, ingest.bytes: reference", rate["reference"], ref["MB"], ref["seconds"]),
     ]  # fmt: skip
     print(f"\ningest bench: {shards} + {shards} shards x {per} samples, "
           f"{first['MB']:.1f} MB a step, {os.cpu_count()} cores, local[{WORKERS}]")  # fmt: skip
@@ -208,12 +218,13 @@ def report(quick: bool, shards: int, per: int, session_s: float, bare: dict, col
         sps_s = f"{sps:10.1f}{mb / secs:8.2f}" if sps is not None and mb is not None else " " * 18
         print(f"{name:46}{sps_s}{secs:9.1f}")
     print(f"ratio job steady / bare: {ratios['steady_vs_bare']:.3f}  (goal >= 1.0)")
+    print(f"ratio reference mode / bare: {ratios['reference_vs_bare']:.3f}  (goal >= 2.0)")
     print(f"growth: per-sample cost second / first: "
           f"{ratios['growth_per_sample_second_vs_first']:.2f}  (goal <= 1.25)")  # fmt: skip
     print(json_line(
         "ingest", quick=quick, shards=shards, per_shard=per, workers=WORKERS,
         session_start_s=session_s, bare=bare, job_cold=cold, job_steady=first,
-        job_growth=second, samples_per_s=rate, ratios=ratios,
+        job_growth=second, job_reference=ref, samples_per_s=rate, ratios=ratios,
     ))  # fmt: skip
 
 

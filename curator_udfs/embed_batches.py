@@ -26,6 +26,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from .byte_ranges import fill_images
 from .class_path import import_class
 from .classifiers import ClassifierHead, build_head
 from .device import current_device
@@ -185,6 +186,8 @@ def _embed_frame(
     with_text: bool = False,
 ) -> pd.DataFrame:
     _require(frame, ("sample_id", "image"), "embed")
+    frame = fill_images(frame)  # reference mode: the bytes from the shard, verified
+    unreadable = frame["image_error"].tolist()
     blobs = [None if _is_missing(b) else b for b in frame["image"].tolist()]
     if with_text:
         captions = frame["caption"].tolist() if "caption" in frame.columns else [None] * len(blobs)
@@ -205,7 +208,8 @@ def _embed_frame(
     out["sharpness"] = _nullable_float([s.sharpness if s else np.nan for s in signals])
     out["colorfulness"] = _nullable_float([s.colorfulness if s else np.nan for s in signals])
     out["grayscale"] = pd.array([s.grayscale if s else None for s in signals], dtype="boolean")
-    out["error"] = pd.Series(result.errors, dtype=object)
+    errors = [u if u is not None else e for u, e in zip(unreadable, result.errors, strict=True)]
+    out["error"] = pd.Series(errors, dtype=object)
     return out
 
 

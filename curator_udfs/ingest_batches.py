@@ -30,6 +30,7 @@ INGEST_ROW_SCHEMA = pa.schema(
         ("width", pa.int32()),
         ("height", pa.int32()),
         ("image_bytes", pa.int64()),
+        ("image_offset", pa.int64()),
         ("image_sha256", pa.string()),
         ("caption", pa.string()),
         ("meta", pa.string()),
@@ -51,6 +52,7 @@ INGEST_ROW_SCHEMA = pa.schema(
         ("error", pa.string()),
         ("at", pa.timestamp("us", tz="UTC")),
         ("run_id", pa.string()),
+        ("byte_mode", pa.string()),
     ]
 )
 
@@ -58,12 +60,12 @@ INGEST_ROW_SCHEMA = pa.schema(
 INGEST_ROW_DDL = (
     "kind STRING, shard_uri STRING, ordinal BIGINT, sample_id STRING, key STRING, image BINARY, "
     "image_format STRING, image_ext STRING, width INT, height INT, image_bytes BIGINT, "
-    "image_sha256 STRING, caption STRING, meta STRING, caption_language STRING, "
-    "caption_language_score DOUBLE, caption_words INT, caption_chars INT, "
+    "image_offset BIGINT, image_sha256 STRING, caption STRING, meta STRING, "
+    "caption_language STRING, caption_language_score DOUBLE, caption_words INT, caption_chars INT, "
     "warnings ARRAY<STRING>, member STRING, "
     "reason STRING, detail STRING, size BIGINT, mtime DOUBLE, samples BIGINT, images BIGINT, "
     "quarantined BIGINT, bytes_read BIGINT, status STRING, error STRING, at TIMESTAMP, "
-    "run_id STRING"
+    "run_id STRING, byte_mode STRING"
 )
 
 
@@ -96,13 +98,19 @@ def ingest_shard_rows(
     at: datetime,
     max_batch_bytes: int = 32 << 20,
     max_batch_rows: int = 2048,
+    reference: bool = False,
 ) -> Iterator[pa.RecordBatch]:
-    """Read every shard named in the input batches (columns shard_uri, size, mtime)."""
+    """Read every shard named in the input batches (columns shard_uri, size, mtime).
+
+    With `reference`, image rows keep the member's offset (and length, `image_bytes`) in the
+    shard instead of the bytes, where the shard has byte ranges (it is not compressed).
+    """
     rows = _Rows()
     for batch in batches:
         for shard in batch.to_pylist():
             uri = shard["shard_uri"]
             reader = ShardReader(uri, limits)
+            referenced = 0
             for ordinal, item in enumerate(reader):
                 common = {
                     "shard_uri": uri,
@@ -112,10 +120,13 @@ def ingest_shard_rows(
                     "run_id": run_id,
                 }
                 if isinstance(item, IngestedSample):
+                    by_ref = reference and item.image_offset is not None
+                    referenced += by_ref
                     rows.add(
                         kind="image",
                         sample_id=sample_id(uri, item.key),
-                        image=item.image,
+                        image=None if by_ref else item.image,
+                        image_offset=item.image_offset,
                         image_format=item.image_format,
                         image_ext=item.image_ext,
                         width=item.width,
@@ -128,7 +139,7 @@ def ingest_shard_rows(
                         warnings=list(item.warnings),
                         **common,
                     )
-                    rows.nbytes += len(item.image)
+                    rows.nbytes += 0 if by_ref else len(item.image)
                 else:
                     rows.add(
                         kind="quarantine",
@@ -155,6 +166,7 @@ def ingest_shard_rows(
                 error=out.error,
                 at=at,
                 run_id=run_id,
+                byte_mode="reference" if referenced else "copy",
             )
     if len(rows):
         yield rows.flush()

@@ -23,6 +23,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageOps
 
+from curator_udfs.byte_ranges import fill_images
+
 __all__ = [
     "PHASH_SCHEMA",
     "band_layout",
@@ -145,16 +147,20 @@ def hamming(a: int, b: int) -> int:
 
 
 def hash_images(frames: Iterable[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-    """mapInPandas body: (sample_id, image) → (sample_id, phash, error); bad images get error.
+    """mapInPandas body: (sample_id, image[, reference columns]) → (sample_id, phash, error);
+    bad or unreadable images get error.
 
     ``phash`` is a nullable Int64 (null where the image has no bytes or does not decode) and
     ``error`` the reason, cut to 500 characters; one output frame per input frame, same rows.
     """
     for pdf in frames:
+        pdf = fill_images(pdf)  # reference mode: the bytes from the shard, verified
         hashes: list[int | None] = []
         errors: list[str | None] = []
-        for data in pdf["image"]:
+        for data, unreadable in zip(pdf["image"], pdf["image_error"], strict=True):
             try:
+                if unreadable is not None:
+                    raise ValueError(unreadable)
                 if data is None:
                     raise ValueError("no image bytes")
                 hashes.append(phash64(bytes(data)))

@@ -33,6 +33,7 @@ __all__ = [
     "s3_storage_options",
     "storage_options",
     "url_to_fs",
+    "stat_shard",
 ]
 
 SHARD_SUFFIXES: tuple[str, ...] = (".tar", ".tar.gz", ".tgz")
@@ -179,3 +180,9 @@ def list_shards(patterns: list[str]) -> list[ShardFile]:
         for shard in shards:
             by_uri.setdefault(shard.uri, shard)
     return [by_uri[uri] for uri in sorted(by_uri)]
+
+
+def stat_shard(uri: str) -> ShardFile:
+    """The shard's size and mtime now, as listing reports them (FileNotFoundError if gone)."""
+    fs, path = url_to_fs(uri)
+    return _shard_file(fs, path, fs.info(path))

@@ -69,6 +69,9 @@ class IngestedSample:
     meta: str | None
     warnings: list[str]
     members: list[str]
+    # where the image's bytes start in the shard file; None when the shard is compressed
+    # (an offset into the decompressed stream is no byte range of the file)
+    image_offset: int | None = None
 
 
 @dataclass
@@ -170,6 +173,7 @@ class _Sample:
     image_member: str | None = None
     image_ext: str = ""
     image_size: int = 0
+    image_offset: int | None = None
     image: bytes | None = None
     caption_raw: bytes | None = None
     caption_truncated: bool = False
@@ -202,6 +206,7 @@ class ShardReader:
         self._status = "ok"
         self._error: str | None = None
         self._counter: _CountingReader | None = None
+        self._plain = False
 
     def __iter__(self) -> Iterator[IngestedSample | QuarantinedItem]:
         self._status, self._error, self._counter = "ok", None, None
@@ -259,6 +264,8 @@ class ShardReader:
             yield self._shard_failed("failed", "read_error", _describe(exc))
             return
         tar.curator_header_errors = header_errors  # type: ignore[attr-defined]
+        # "tar" = not compressed: a member's offset in the stream is its offset in the file
+        self._plain = getattr(tar.fileobj, "comptype", None) == "tar"
         current: _Sample | None = None
         seen: set[str] = set()
         try:
@@ -347,6 +354,7 @@ class ShardReader:
                 )
                 return
             sample.image_member, sample.image_ext, sample.image_size = name, ext, size
+            sample.image_offset = info.offset_data if self._plain else None
             if size > limits.max_image_bytes:
                 sample.fail(
                     "image_too_large",
@@ -429,6 +437,7 @@ class ShardReader:
             meta=meta,
             warnings=warnings,
             members=sample.members,
+            image_offset=sample.image_offset,
         )
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from curator_udfs.byte_ranges import UNREADABLE_REASONS
 from spark_jobs.config import Config
 from spark_jobs.summary import Summary, new_run_id
 from spark_jobs.tables import is_delta, read_table, table_path
@@ -77,8 +78,11 @@ def invariants(spark: SparkSession, cfg: Config) -> list[Invariant]:
                 "shard_uri",
                 "left",
             )
-            .join(
-                quarantine.groupBy("shard_uri").count().withColumnRenamed("count", "q"),
+            .join(  # samples quarantined after ingest (reference mode) are still in images
+                quarantine.where(~F.col("reason").isin(*UNREADABLE_REASONS))
+                .groupBy("shard_uri")
+                .count()
+                .withColumnRenamed("count", "q"),
                 "shard_uri",
                 "left",
             )
@@ -109,12 +113,19 @@ def invariants(spark: SparkSession, cfg: Config) -> list[Invariant]:
         ).select("d.sample_id")
         out.append(_count(kept_removed, "every duplicate_of is a kept sample", "sample_id"))
     if t["exported"] is not None:
-        out.extend(_export_invariants(spark, cfg, t["exported"]))
+        unreadable = None
+        if images is not None and quarantine is not None and "ordinal" in images.columns:
+            lost = quarantine.where(F.col("reason").isin(*UNREADABLE_REASONS))
+            unreadable = images.join(lost.select("shard_uri", "ordinal"), ["shard_uri", "ordinal"])
+        out.extend(_export_invariants(spark, cfg, t["exported"], unreadable))
     return out
 
 
-def _export_invariants(spark: SparkSession, cfg: Config, exported: DataFrame) -> list[Invariant]:
-    """The last export holds exactly the rows of the `curated` version it read (when known)."""
+def _export_invariants(
+    spark: SparkSession, cfg: Config, exported: DataFrame, unreadable: DataFrame | None
+) -> list[Invariant]:
+    """The last export holds exactly the rows of the `curated` version it read (when known),
+    but the `unreadable` images (reference mode: quarantined as their shard changed)."""
     versions = [r[0] for r in exported.select("curated_version").distinct().collect()]
     if len(versions) != 1 or versions[0] is None or not is_delta(table_path(cfg, "curated")):
         return []  # an export of a DataFrame (no curated version) has nothing to compare with
@@ -128,6 +139,8 @@ def _export_invariants(spark: SparkSession, cfg: Config, exported: DataFrame) ->
         source.schema  # noqa: B018 - resolves the version now (vacuumed away: nothing to check)
     except Exception:  # noqa: BLE001
         return []
+    if unreadable is not None:
+        source = source.join(unreadable.select("sample_id"), "sample_id", "left_anti")
     return [
         _count(
             exported.join(source, "sample_id", "left_anti"),

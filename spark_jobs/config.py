@@ -80,9 +80,13 @@ class IngestCfg(_Section):
     row_group_bytes: int = Field(
         default=8 * 1024 * 1024,
         ge=64 * 1024,
-        description="Parquet row-group size of the images files: Spark splits a file only "
-        "between row groups, so smaller groups let embed and dedup read one new shard in "
-        "several tasks",
+        description="Parquet row groups of the images files: Spark splits a file only between "
+        "them, so smaller groups let embed and dedup read one new shard in several tasks",
+    )
+    bytes: Literal["copy", "reference"] = Field(
+        default="copy",
+        description="copy: `images` holds the bytes; reference: byte ranges of the (unchanged, "
+        "unmoved) shards, read back by each stage (.tar.gz shards are copied)",
     )
 
 

@@ -17,6 +17,7 @@ import pandas as pd
 from pyspark.sql import DataFrame
 from pyspark.sql.types import StructType
 
+from curator_udfs.byte_ranges import REFERENCE_COLUMNS
 from curator_udfs.classifiers import ClassifierHead, head_class
 from curator_udfs.embed_batches import (
     classify_output_schema,
@@ -58,7 +59,10 @@ class _EmbedCommon(TypedDict):
 
 
 def _with_originals(fn: Any, column: str, out_name: str) -> Any:
-    """Wrap a batch function so each output frame is the input frame plus the new columns."""
+    """Wrap a batch function so each output frame is the input frame plus the new columns.
+
+    Images of a reference-mode table travel with their reference columns, which the batch
+    function reads the bytes by."""
 
     def run(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         originals: list[pd.DataFrame] = []
@@ -66,8 +70,11 @@ def _with_originals(fn: Any, column: str, out_name: str) -> Any:
         def feed() -> Iterator[pd.DataFrame]:
             for frame in frames:
                 originals.append(frame)
-                ids = np.arange(len(frame)).astype(str)
-                yield pd.DataFrame({"sample_id": ids, out_name: frame[column].to_numpy()})
+                cols = {"sample_id": np.arange(len(frame)).astype(str)}
+                cols[out_name] = frame[column].to_numpy()
+                if out_name == "image" and set(REFERENCE_COLUMNS) <= set(frame.columns):
+                    cols.update({c: frame[c].to_numpy() for c in REFERENCE_COLUMNS})
+                yield pd.DataFrame(cols)
 
         for out in fn(feed()):
             orig = originals.pop(0).reset_index(drop=True)

@@ -61,6 +61,7 @@ from spark_jobs.dedup_resolve import order_columns, resolve_counted
 from spark_jobs.dedup_semantic import embeddings, semantic_pairs, semantic_rows
 from spark_jobs.dedup_state import SemanticState
 from spark_jobs.model_choice import ModelChoice, model_choice
+from spark_jobs.references import Unreadable, image_columns, quarantine_changed
 from spark_jobs.summary import Summary, new_run_id
 from spark_jobs.tables import (
     DUPLICATE_PAIRS,
@@ -143,12 +144,18 @@ def exact_duplicates(ranked: DataFrame, order: str) -> DataFrame:
 
 
 # ---- perceptual --------------------------------------------------------------------------------
-def update_phashes(spark: SparkSession, cfg: Config, run_id: str) -> tuple[int, int]:
-    """Hash images not in `phashes` yet; return (hashed now, of which errors)."""
+def update_phashes(
+    spark: SparkSession, cfg: Config, run_id: str, unreadable: Unreadable | None = None
+) -> tuple[int, int]:
+    """Hash images not in `phashes` yet (but the `unreadable`: reference mode, their shard
+    changed); return (hashed now, of which errors)."""
     ensure_table(spark, cfg, PHASHES)
     done = read_table(spark, cfg, "phashes").select("sample_id")
-    todo = read_table(spark, cfg, "images").select("sample_id", "image")
+    cols = dict.fromkeys(("sample_id", *image_columns(spark, cfg)))
+    todo = read_table(spark, cfg, "images").select(*cols)
     todo = todo.join(done, "sample_id", "left_anti")
+    if unreadable is not None:
+        todo = unreadable.without(todo)
     hashed = todo.mapInPandas(hash_images, PHASH_SCHEMA).select(
         "sample_id",
         "phash",
@@ -173,7 +180,9 @@ def perceptual_rows(
 ) -> tuple[int, int]:
     """Hash what is new, resolve the grouped candidates, write; return (rows, pairs found)."""
     d = cfg.dedup
-    hashed, errors = update_phashes(spark, cfg, summary.run_id)
+    unreadable = quarantine_changed(spark, cfg, summary.run_id)  # reference mode
+    summary.extra.update(unreadable.summary())
+    hashed, errors = update_phashes(spark, cfg, summary.run_id, unreadable)
     n_bands = d.phash_bands or d.phash_max_distance + 1
     summary.extra.update(phashes_computed=hashed, phash_errors=errors, phash_bands=n_bands)
     hashes = read_table(spark, cfg, "phashes").where(F.col("phash").isNotNull())

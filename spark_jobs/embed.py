@@ -45,6 +45,7 @@ from spark_jobs.embed_input import (
 )
 from spark_jobs.errors import worker_message
 from spark_jobs.idempotent import TxnPoint, append_once, dml_once, recorded_version, txn_point
+from spark_jobs.references import quarantine_changed
 from spark_jobs.session import session_conf
 from spark_jobs.summary import Summary, new_run_id
 from spark_jobs.tables import SCORES, ensure_table, read_table, sql_list, table_path
@@ -245,9 +246,13 @@ def run(spark: SparkSession, cfg: Config, *, retry_errors: bool = False) -> Summ
     summary.extra.update(model=model, device=describe_device(spark), heads=",".join(columns))
     summary.extra["clip_score"] = clip_plan(spec)
 
+    unreadable = quarantine_changed(spark, cfg, summary.run_id)  # reference mode
+    summary.extra.update(unreadable.summary())
     # The pending set and the write's claim come from one snapshot of `scores`.
     point = txn_point(spark, table_path(cfg, "scores"), app_id(model))
-    pending = pending_ids(spark, cfg, model, point.table_version, retry_errors=retry_errors)
+    pending = pending_ids(
+        spark, cfg, model, point.table_version, retry_errors=retry_errors, unreadable=unreadable
+    )
     try:
         n = pending.rows
         summary.rows_in = n

@@ -25,6 +25,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from spark_jobs.config import Config
+from spark_jobs.references import Unreadable, image_columns
 from spark_jobs.tables import read_table, table_path
 
 SPLIT_CONF = "spark.sql.files.maxPartitionBytes"
@@ -53,13 +54,22 @@ class Pending:
     model_has_rows: bool
     version: int
     retry_errors: bool
+    image_columns: tuple[str, ...] = ("image",)  # with the reference columns in reference mode
+    unreadable: Unreadable | None = None  # left out (reference mode: their shard changed)
 
 
 def pending_ids(
-    spark: SparkSession, cfg: Config, model: str, version: int, *, retry_errors: bool = False
+    spark: SparkSession,
+    cfg: Config,
+    model: str,
+    version: int,
+    *,
+    retry_errors: bool = False,
+    unreadable: Unreadable | None = None,
 ) -> Pending:
     """The ids of images without a `scores` row for `model` at scores `version` (or with only
-    an error row, for `retry_errors`), persisted, with their count per shard."""
+    an error row, for `retry_errors`), persisted, with their count per shard; without the
+    `unreadable` samples (reference mode: their shard changed)."""
     images = read_table(spark, cfg, "images").select("sample_id", "shard_uri")
     scores = spark.read.format("delta").option("versionAsOf", version)
     done = scores.load(table_path(cfg, "scores")).where(F.col("model") == model)
@@ -67,11 +77,14 @@ def pending_ids(
         done = done.where(F.col("error").isNull())
     has_rows = done.limit(1).count() > 0
     ids = images.join(done.select("sample_id"), "sample_id", "left_anti") if has_rows else images
+    if unreadable is not None:
+        ids = unreadable.without(ids)
     ids = ids.persist()
     counts = ids.groupBy("shard_uri").count().collect()
     per_shard = tuple(sorted(((r["shard_uri"], int(r["count"])) for r in counts), key=_shard_key))
     rows = sum(c for _, c in per_shard)
-    return Pending(ids, rows, per_shard, has_rows, version, retry_errors)
+    cols = tuple(image_columns(spark, cfg))
+    return Pending(ids, rows, per_shard, has_rows, version, retry_errors, cols, unreadable)
 
 
 def _shard_key(item: tuple[str | None, int]) -> str:
@@ -115,7 +128,9 @@ def batch_images(spark: SparkSession, cfg: Config, pending: Pending, batch: Batc
         if not batch.every_shard:
             ids = ids.where(_in_shards(batch.shards))
         images = images.join(F.broadcast(ids.select("sample_id")), "sample_id", "left_semi")
-    return images.select("sample_id", "image", "caption")
+    elif pending.unreadable is not None:  # no join to leave them out
+        images = pending.unreadable.without(images)
+    return images.select(*dict.fromkeys(("sample_id", *pending.image_columns, "caption")))
 
 
 def split_bytes(spark: SparkSession, cfg: Config, rows: int, tasks: int) -> int:

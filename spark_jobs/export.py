@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from curator_udfs.byte_ranges import filled_frames
 from curator_udfs.export_shards import (
     remove_leftovers,
     sample_tar_estimate,
@@ -42,6 +43,7 @@ from curator_udfs.shard_listing import is_object_store, url_to_fs
 from curator_udfs.wds_writer import plan_shards, shard_name
 from spark_jobs.config import Config, ConfigError
 from spark_jobs.paths import StoreURI
+from spark_jobs.references import image_columns, quarantine_changed
 from spark_jobs.summary import Summary, new_run_id
 from spark_jobs.tables import EXPORTED, ensure_table, is_delta, read_table, table_path
 
@@ -144,6 +146,9 @@ def export_frame(
         raise ConfigError(f"export: the frame has no sample_id column (columns: {df.columns})")
     out = output_dir(cfg, output)
     _start_export(out)  # no manifest until this export is complete
+    unreadable = quarantine_changed(spark, cfg, summary.run_id)  # reference mode
+    summary.extra.update(unreadable.summary())
+    df = unreadable.without(df)
 
     sizes = _sizes(df)
     est = [sample_tar_estimate(r["img"], r["txt"], r["meta"]) for r in sizes]
@@ -158,8 +163,13 @@ def export_frame(
         "sample_id STRING, _shard INT, _task INT",
     )
     rows = df.join(assign, "sample_id")
+    cols = image_columns(spark, cfg)
     if "image" not in df.columns:
-        rows = rows.join(read_table(spark, cfg, "images").select("sample_id", "image"), "sample_id")
+        need = [c for c in cols if c not in df.columns]
+        rows = rows.join(read_table(spark, cfg, "images").select("sample_id", *need), "sample_id")
+    if len(cols) > 1 and "image_offset" in rows.columns:  # reference mode: bytes from shards
+        rows = rows.mapInPandas(filled_frames, rows.schema)
+        rows = rows.drop(*[c for c in cols if c != "image" and c not in df.columns])
     out_str, fail = str(out), fail_at_shard
     shards: list[dict[str, Any]] = []
     if n_shards:

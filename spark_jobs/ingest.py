@@ -66,8 +66,10 @@ def ingest_batch(
     shard_rows = [(f.uri, f.size, f.mtime) for f in batch]
     rdd = spark.sparkContext.parallelize(shard_rows, len(shard_rows))
     shards_df = spark.createDataFrame(rdd, "shard_uri STRING, size BIGINT, mtime DOUBLE")
+    reference = cfg.ingest.bytes == "reference"
     rows = shards_df.mapInArrow(
-        partial(ingest_shard_rows, limits=limits, run_id=run_id, at=at), INGEST_ROW_DDL
+        partial(ingest_shard_rows, limits=limits, run_id=run_id, at=at, reference=reference),
+        INGEST_ROW_DDL,
     )
     rows = rows.persist(StorageLevel.MEMORY_AND_DISK)
     try:
@@ -135,7 +137,8 @@ def run(
     summary = Summary(job="ingest", run_id=new_run_id("ingest"), unit="samples")
     files = list_inputs(cfg, inputs) if files is None else files
     todo = pending_shards(spark, cfg, files)
-    add_missing_columns(spark, cfg, IMAGES)  # a table from before the caption signals: NULLs
+    for tdef in (IMAGES, SHARDS):  # a table from before a column (caption signals, ...): NULLs
+        add_missing_columns(spark, cfg, tdef)
     summary.extra.update(
         shards_listed=len(files),
         shards_skipped=len(files) - len(todo),

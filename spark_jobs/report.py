@@ -17,6 +17,7 @@ from pyspark.sql import functions as F
 from curator_udfs.report_html import render_report, thumbnail_data_uri, write_report
 from spark_jobs.config import Config
 from spark_jobs.redact import redact
+from spark_jobs.references import image_bytes
 from spark_jobs.summary import Summary, new_run_id
 from spark_jobs.tables import is_delta, read_table, table_path
 from spark_jobs.views import head_score_columns, scored_model_id
@@ -120,10 +121,7 @@ def duplicate_groups(
             wanted.add(r["sample_id"])
     wanted |= heads
     thumbs = {
-        r["sample_id"]: thumbnail_data_uri(r["image"])
-        for r in images.where(F.col("sample_id").isin(list(wanted)))
-        .select("sample_id", "image")
-        .collect()
+        sid: thumbnail_data_uri(data) for sid, data in image_bytes(images, sorted(wanted)).items()
     }
     out = []
     for method, eps, kept in keys:
@@ -174,11 +172,12 @@ def lowest_clip_scores(images: DataFrame, scores: DataFrame, n: int = 8) -> list
         .orderBy("clip_score", "sample_id")
         .limit(n)
     )
-    rows = low.join(images.select("sample_id", "image", "caption"), "sample_id").collect()
+    rows = low.join(images.select("sample_id", "caption"), "sample_id").collect()
+    data = image_bytes(images, [r["sample_id"] for r in rows])
     return [
         {
             "sample_id": r["sample_id"],
-            "thumb": thumbnail_data_uri(r["image"]),
+            "thumb": thumbnail_data_uri(data.get(r["sample_id"])),
             "caption": redact(str(r["caption"] or ""))[:200],
             "clip_score": float(r["clip_score"]),
         }

@@ -35,19 +35,23 @@ SHARDS = TableDef(
     "shards",
     "shard_uri STRING NOT NULL, size BIGINT, mtime DOUBLE, samples BIGINT, images BIGINT, "
     "quarantined BIGINT, bytes_read BIGINT, status STRING, error STRING, "
-    "ingested_at TIMESTAMP, run_id STRING",
+    "ingested_at TIMESTAMP, run_id STRING, byte_mode STRING",
     ("shard_uri",),
-    "one row per ingested shard; status ok | truncated | failed",
+    "one row per ingested shard; status ok | truncated | failed; byte_mode copy | reference "
+    "(its images' bytes are read from the shard, which must keep its size and mtime)",
 )
 IMAGES = TableDef(
     "images",
     "sample_id STRING NOT NULL, key STRING, shard_uri STRING, image BINARY, image_format STRING, "
     "image_ext STRING, width INT, height INT, image_bytes BIGINT, image_sha256 STRING, "
     "caption STRING, meta STRING, warnings ARRAY<STRING>, ingested_at TIMESTAMP, run_id STRING, "
-    "caption_language STRING, caption_language_score DOUBLE, caption_words INT, caption_chars INT",
+    "caption_language STRING, caption_language_score DOUBLE, caption_words INT, caption_chars INT, "
+    "ordinal BIGINT, image_offset BIGINT",
     ("sample_id",),
-    "original image bytes (never re-encoded), header metadata, hashes, caption, JSON metadata, "
-    "caption signals (language, its score, words, characters; NULL on rows ingested before them)",
+    "original image bytes (never re-encoded; NULL in reference mode: bytes image_offset to "
+    "image_offset + image_bytes of the shard), header metadata, hashes, caption, JSON metadata, "
+    "caption signals (language, its score, words, characters; NULL on rows ingested before them), "
+    "ordinal (the sample's position in its shard, as in quarantine)",
 )
 QUARANTINE = TableDef(
     "quarantine",

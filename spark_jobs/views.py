@@ -16,8 +16,9 @@ from spark_jobs.config import Config, ConfigError, embed_spec
 from spark_jobs.tables import AsOf, read_table, sql_list, table_exists, table_ref
 
 SCORED_VIEW = "scored"
-# images columns left out of `scored`: the bytes (never read for filtering) and the run id.
-_IMAGE_EXCLUDED = ("image", "run_id")
+# images columns left out of `scored`: the bytes (never read for filtering), where they lie in
+# the shard (reference mode's storage detail) and the run id.
+_IMAGE_EXCLUDED = ("image", "run_id", "ordinal", "image_offset")
 # scores columns left out: the join key, the embedding (large; join `scores` for it), run id.
 _SCORE_EXCLUDED = ("sample_id", "embedding", "run_id")
 _SCORE_RENAMED = {"error": "score_error"}

@@ -45,7 +45,7 @@ def _unit(v: np.ndarray) -> np.ndarray:
 def _append(spark, cfg, ids: list[str], x: np.ndarray, aesthetic: np.ndarray) -> None:
     """Append images (metadata only) and scores rows of model "test"."""
     images = [(s, s, "file:///x.tar", None, "JPEG", "jpg", 64, 64, 1, None, None, None, [],
-               AT, "t", None, None, None, None) for s in ids]  # fmt: skip
+               AT, "t", None, None, None, None, None, None) for s in ids]  # fmt: skip
     spark.createDataFrame(images, IMAGES.schema).write.format("delta").mode("append").save(
         table_path(cfg, "images")
     )

@@ -62,7 +62,8 @@ def fake_images_and_scores(spark, cfg: Config, n: int, *, model: str | None = No
         lang = "de" if i % 5 == 0 else "en"  # caption signals as ingest writes them
         rows.append((sid, f"{i:09d}", "file:///x/00000.tar", img, "JPEG", "jpg", w, h, 100,
                      hashlib.sha256(img).hexdigest(), caption, json.dumps({"i": i}), [],
-                     at, "ingest-test", lang, 0.9, len(caption.split()), len(caption)))  # fmt: skip
+                     at, "ingest-test", lang, 0.9, len(caption.split()), len(caption),
+                     i, None))  # fmt: skip
     spark.createDataFrame(rows, IMAGES.schema).write.format("delta").save(table_path(cfg, "images"))
     images = {r.sample_id: r for r in read_table(spark, cfg, "images").drop("image").collect()}
     _write_scores(spark, cfg, sorted(images), model, other_model=other_model)

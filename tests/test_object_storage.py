@@ -249,6 +249,44 @@ def test_secrets_reach_no_output_summary_or_table(spark, s3: S3Server, s3_run, c
     assert f"s3a://{BUCKET}/wh" in joined  # the texts are the real ones
 
 
+def test_reference_mode_reads_byte_ranges_from_the_bucket(spark, s3_run) -> None:  # type: ignore[no-untyped-def]
+    """`ingest.bytes: reference` on the same s3:// shards: no bytes in the s3a:// lake, and embed
+    and export read the ranges from the bucket: the same embeddings and exported images."""
+    from spark_jobs import embed, export, filter, ingest
+    from spark_jobs.catalog import register_tables
+    from spark_jobs.tables import read_table
+
+    cfg = _cfg("s3ref", "ingest.bytes=reference")
+    register_tables(spark, cfg)
+    assert ingest.run(spark, cfg, inputs=[f"s3://{BUCKET}/shards/*.tar"]).rows_written == 12
+    assert read_table(spark, cfg, "images").where("image IS NOT NULL").count() == 0
+    assert embed.run(spark, cfg).rows_written == 12
+    filter.run(spark, cfg)
+    export.run(spark, cfg, output=f"s3://{BUCKET}/out-ref/")
+
+    def embeddings(c: Any) -> dict[str, list[float]]:
+        rows = read_table(spark, c, "scores").select("sample_id", "embedding").collect()
+        return {r[0]: list(r[1]) for r in rows}
+
+    assert embeddings(cfg) == embeddings(s3_run["cfg"])
+    fs = _fs()
+
+    def images(prefix: str) -> dict[str, bytes]:
+        out: dict[str, bytes] = {}
+        manifest = json.loads(fs.cat_file(f"{BUCKET}/{prefix}/manifest.json"))
+        for shard in manifest["shards"]:
+            data = fs.cat_file(f"{BUCKET}/{prefix}/{shard['name']}")
+            with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+                for m in tar.getmembers():
+                    f = tar.extractfile(m)
+                    if f is not None and not m.name.endswith((".json", ".txt")):
+                        out[m.name] = f.read()
+        return out
+
+    copied, referenced = images("out"), images("out-ref")
+    assert len(copied) == 12 and referenced == copied
+
+
 def test_object_store_outputs_are_validated() -> None:
     from spark_jobs.config import ConfigError, load_config
     from spark_jobs.export import output_dir

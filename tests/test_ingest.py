@@ -206,9 +206,10 @@ def test_four_then_twelve_shards_land_exactly_once(spark, make_cfg, tmp_path: Pa
     last = DeltaTable.forPath(spark, table_path(cfg, "shards")).history(1).first()
     metrics = last["operationMetrics"]
     assert last["operation"] == "MERGE" and metrics["numTargetRowsInserted"] == "8"
-    # 0 while this Delta version skips the first scan's source read; if this fails after an
-    # upgrade, Delta counts right and the MergeIntoCommand line in log4j2.properties can go.
-    assert metrics["numSourceRows"] == "0"
+    # The first scan counts 0 source rows when AQE drops its join unread (this test alone) or
+    # all 8 (after other tests in the same session: the full suite since `shards` has
+    # byte_mode); never a partial count. Either way all 8 rows landed exactly once (above).
+    assert metrics["numSourceRows"] in ("0", "8")
 
 
 def test_merge_source_warning_is_off_screen_other_delta_warnings_not(spark) -> None:

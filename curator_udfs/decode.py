@@ -14,7 +14,14 @@ import io
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-__all__ = ["decode_rgb", "DEFAULT_MAX_PIXELS", "DECODE_FORMATS", "MAX_ASPECT"]
+__all__ = [
+    "decode_rgb",
+    "open_checked",
+    "bound_aspect_box",
+    "DEFAULT_MAX_PIXELS",
+    "DECODE_FORMATS",
+    "MAX_ASPECT",
+]
 
 # PIL's own default for Image.MAX_IMAGE_PIXELS (and the ingest default max_image_pixels).
 DEFAULT_MAX_PIXELS = 89_478_485
@@ -37,6 +44,25 @@ def decode_rgb(data: bytes, *, max_pixels: int | None = None) -> Image.Image:
     Multi-frame images (GIF, APNG, WebP) give their first frame. Images longer than
     ``MAX_ASPECT``:1 come back center-cropped to that ratio (see :func:`_bound_aspect`).
     """
+    img = open_checked(data, max_pixels=max_pixels)
+    try:
+        if getattr(img, "n_frames", 1) > 1:
+            img.seek(0)
+        img.load()
+    except Image.DecompressionBombError as exc:
+        raise ValueError(f"decode: refused as a decompression bomb: {exc}") from exc
+    except _DECODER_ERRORS as exc:
+        raise ValueError(f"decode: image data is corrupt or truncated: {exc}") from exc
+    try:
+        return _to_rgb(_bound_aspect(_apply_exif_orientation(img)))
+    except (OSError, ValueError, TypeError) as exc:
+        raise ValueError(f"decode: could not convert {img.mode} image to RGB: {exc}") from exc
+
+
+def open_checked(data: bytes, *, max_pixels: int | None = None) -> Image.Image:
+    """Open ``data``'s header (no pixel decoded) and apply decode_rgb's refusals: empty data,
+    unknown formats, corrupt headers, empty sizes and more than ``max_pixels`` pixels, each a
+    ``ValueError`` with the reason. Shared by the PIL and torchvision decoders."""
     if data is None or len(data) == 0:
         raise ValueError("decode: no image bytes (empty or missing image)")
     limit = max_pixels if max_pixels is not None else (Image.MAX_IMAGE_PIXELS or DEFAULT_MAX_PIXELS)
@@ -61,18 +87,7 @@ def decode_rgb(data: bytes, *, max_pixels: int | None = None) -> Image.Image:
             f"decode: {width}x{height} = {width * height} pixels exceeds the limit of {limit} "
             "(decompression-bomb guard; raise ingest.max_image_pixels only for trusted data)"
         )
-    try:
-        if getattr(img, "n_frames", 1) > 1:
-            img.seek(0)
-        img.load()
-    except Image.DecompressionBombError as exc:
-        raise ValueError(f"decode: refused as a decompression bomb: {exc}") from exc
-    except _DECODER_ERRORS as exc:
-        raise ValueError(f"decode: image data is corrupt or truncated: {exc}") from exc
-    try:
-        return _to_rgb(_bound_aspect(_apply_exif_orientation(img)))
-    except (OSError, ValueError, TypeError) as exc:
-        raise ValueError(f"decode: could not convert {img.mode} image to RGB: {exc}") from exc
+    return img
 
 
 def _available_formats() -> list[str]:
@@ -98,16 +113,24 @@ def _bound_aspect(img: Image.Image, max_aspect: float = MAX_ASPECT) -> Image.Ima
     timm eval transform then center-crops a square (crop_pct <= 1), which lies inside the kept
     region, so the result is the same; squash-mode models see a 4:1 strip instead of a line.
     """
-    w, h = img.size
-    short, long_ = min(w, h), max(w, h)
+    box = bound_aspect_box(*img.size, max_aspect)
+    return img if box is None else img.crop(box)
+
+
+def bound_aspect_box(
+    width: int, height: int, max_aspect: float = MAX_ASPECT
+) -> tuple[int, int, int, int] | None:
+    """The (left, top, right, bottom) center crop of :func:`_bound_aspect`, None when the image
+    is within ``max_aspect`` (shared with the tensor decoder, so both crop the same pixels)."""
+    short, long_ = min(width, height), max(width, height)
     keep = max(1, int(short * max_aspect))
     if long_ <= keep:
-        return img
-    if w > h:
-        left = (w - keep) // 2
-        return img.crop((left, 0, left + keep, h))
-    top = (h - keep) // 2
-    return img.crop((0, top, w, top + keep))
+        return None
+    if width > height:
+        left = (width - keep) // 2
+        return (left, 0, left + keep, height)
+    top = (height - keep) // 2
+    return (0, top, width, top + keep)
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:

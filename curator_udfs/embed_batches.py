@@ -88,7 +88,9 @@ def build_embedder(spec: EmbedSpec) -> ImageEmbedder:
         "weights": spec.weights,
     }
     kwargs.update({k: v for k, v in optional.items() if k in params})
-    return cls(**kwargs)
+    embedder = cls(**kwargs)
+    embedder.decode = spec.decode
+    return embedder
 
 
 def clip_score_plan(spec: EmbedSpec) -> tuple[bool, str]:

@@ -1,10 +1,11 @@
 """Image embedders: bytes in, L2-normalised embeddings out, in batches on one device.
 
 :class:`ImageEmbedder` owns the batch loop every embedder shares — threaded decoding and
-preprocessing, batching, ``inference_mode``, fp16 autocast and pinned-memory copies on CUDA,
-L2 normalisation, per-image error capture — so a subclass only supplies ``load``,
-``preprocess``, ``forward``, ``embedding_dim`` and ``model_id``. :class:`TimmImageEmbedder` is
-the default: any timm model, with the preprocessing of its own pretrained config.
+preprocessing (or batch JPEG decoding on the device, :mod:`.tensor_decode`), batching,
+``inference_mode``, fp16 autocast and pinned-memory copies on CUDA, L2 normalisation, per-image
+error capture — so a subclass only supplies ``load``, ``preprocess``, ``forward``,
+``embedding_dim`` and ``model_id``. :class:`TimmImageEmbedder` is the default: any timm model,
+with the preprocessing of its own pretrained config.
 
 Two by-products of the same pass: image signals (:mod:`.image_signals`) from each decoded
 image, and, for embedders with a text tower (``has_text_tower``, e.g. open_clip models), the
@@ -30,6 +31,7 @@ from .decode import decode_rgb
 from .device import current_device
 from .image_signals import ImageSignals, image_signals
 from .specs import DEFAULT_MODEL, timm_model_id
+from .tensor_decode import TensorDecoder, TensorTransform, use_tensor_decode
 from .weights import WeightsError, hub_cache_dir, load_state_dict
 
 __all__ = [
@@ -108,6 +110,8 @@ class ImageEmbedder:
         self.autocast = bool(autocast)
         self.device: str | None = None
         self._pool: ThreadPoolExecutor | None = None
+        self.decode = "auto"  # embed.decode (curator_udfs.tensor_decode)
+        self._tensor_decoder: TensorDecoder | None = None
 
     # ---- the part subclasses provide -------------------------------------------------------
     def load(self, device: str) -> None:
@@ -146,6 +150,10 @@ class ImageEmbedder:
         """Load onto ``device`` and remember it (works whether or not ``load`` calls super)."""
         self.load(device)
         self.device = device
+        steps = None
+        if use_tensor_decode(self.decode, device):  # needs a transform that takes tensors
+            steps = TensorTransform.of(getattr(self, "transform", None))
+        self._tensor_decoder = TensorDecoder(steps, device) if steps is not None else None
         return self
 
     def embed_bytes(self, blobs: Sequence[bytes | None]) -> tuple[np.ndarray, list[str | None]]:
@@ -227,7 +235,17 @@ class ImageEmbedder:
             self._pool = ThreadPoolExecutor(
                 max_workers=self.num_threads_per_worker, thread_name_prefix="curator-decode"
             )
-        return [self._pool.submit(self._decode_one, blobs[i]) for i in rows]
+        batch = (
+            self._tensor_decoder.decode([blobs[i] for i in rows]) if self._tensor_decoder else []
+        )
+        futures: list[Future] = []
+        for j, i in enumerate(rows):
+            if j < len(batch) and batch[j] is not None:
+                futures.append(Future())
+                futures[-1].set_result(batch[j])
+            else:  # the PIL path: not decodable on the tensor path (or not asked for)
+                futures.append(self._pool.submit(self._decode_one, blobs[i]))
+        return futures
 
     def _decode_one(
         self, blob: bytes | None
@@ -257,16 +275,17 @@ class ImageEmbedder:
         dim: int,
         texts: list[str | None] | None = None,
     ) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray | None]:
+        device = torch.device(self.device or "cpu")
+        on_cuda = device.type == "cuda"
+        host = all(t.device.type == "cpu" for t in tensors)  # else some are decoded on device
         try:
-            batch = torch.stack(tensors)
+            batch = torch.stack(tensors if host else [t.to(device) for t in tensors])
         except RuntimeError as exc:
             raise ValueError(
                 f"{type(self).__name__}.preprocess returned tensors of different shapes ({exc}); "
                 "resize/crop to a fixed size in preprocess"
             ) from exc
-        device = torch.device(self.device or "cpu")
-        on_cuda = device.type == "cuda"
-        if on_cuda:
+        if on_cuda and host:
             batch = batch.pin_memory().to(device, non_blocking=True)
         else:
             batch = batch.to(device)

@@ -32,6 +32,7 @@ __all__ = [
     "image_signals",
     "is_grayscale",
     "sharpness",
+    "signals_of_rgb",
 ]
 
 SIGNAL_SIZE = 256
@@ -54,6 +55,13 @@ def image_signals(img: Image.Image) -> ImageSignals:
         rgb = _fixed_rgb(img)
     except Exception:  # noqa: BLE001 - a mode PIL cannot convert or resize: no signals
         return ImageSignals()
+    return signals_of_rgb(rgb)
+
+
+def signals_of_rgb(rgb: np.ndarray) -> ImageSignals:
+    """The signals of an already resized ``(SIGNAL_SIZE, SIGNAL_SIZE, 3)`` 0..255 RGB array
+    (the tensor decoder resizes on its device and hands the copy over)."""
+    rgb = np.asarray(rgb, dtype=np.float64)
     return ImageSignals(
         sharpness=_sharpness(rgb), colorfulness=_colorfulness(rgb), grayscale=_grayscale(rgb)
     )

@@ -102,6 +102,7 @@ class EmbedSpec:
     num_threads_per_worker: int = 4
     normalize: bool = True
     autocast: bool = True
+    decode: str = "auto"  # curator_udfs.tensor_decode.DECODE_MODES
     heads: tuple[HeadSpec, ...] = ()
     embedder_class: str | None = None
     # clip_score: True = compute (the model must have a text tower), False = never,

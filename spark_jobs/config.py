@@ -56,14 +56,10 @@ class InputCfg(_Section):
 
 class IngestCfg(_Section):
     max_image_pixels: int = Field(
-        default=89_478_485,
-        gt=0,
-        description="images with more pixels are quarantined (decompression bombs)",
+        default=89_478_485, gt=0, description="images with more pixels are quarantined (bombs)"
     )
     max_image_bytes: int = Field(
-        default=50_000_000,
-        gt=0,
-        description="image members larger than this are quarantined unread",
+        default=50_000_000, gt=0, description="image members larger than this are quarantined"
     )
     max_caption_bytes: int = Field(
         default=1_000_000, gt=0, description="longer captions are truncated, with a warning"
@@ -123,6 +119,9 @@ class EmbedCfg(_Section):
         default=4, gt=0, description="decode threads per Python worker"
     )
     autocast: bool = Field(default=True, description="fp16 autocast on CUDA")
+    decode: Literal["auto", "pil", "torchvision"] = Field(
+        default="auto", description="JPEG decoder: auto = nvJPEG batches on CUDA, else PIL"
+    )
     normalize: bool = Field(
         default=True, description="L2-normalise embeddings (the heads expect it)"
     )

@@ -55,6 +55,7 @@ class _EmbedCommon(TypedDict):
     num_threads_per_worker: int
     normalize: bool
     autocast: bool
+    decode: str
     heads: tuple[HeadSpec, ...]
 
 
@@ -155,6 +156,7 @@ def spec_for(embedder: ImageEmbedder | None, heads: Sequence[Any] = ()) -> Embed
         "num_threads_per_worker": embedder.num_threads_per_worker,
         "normalize": embedder.normalize_embeddings,
         "autocast": embedder.autocast,
+        "decode": embedder.decode,
         "heads": head_specs,
     }
     cls = _executor_class(type(embedder))

@@ -222,3 +222,33 @@ def test_cli_embed_json(spark, make_cfg, tmp_path: Path) -> None:
     assert summary["job"] == "embed" and summary["rows_in"] == summary["rows_written"] == 12
     assert summary["extra"]["model"] == MODEL_ID and summary["tables"]["scores"] == 12
     assert summary["throughput_per_s"] > 0 and summary["extra"]["images_per_s"] > 0
+
+
+def test_torchvision_decoder_on_executors_matches_pil(spark, make_cfg, tmp_path: Path) -> None:
+    """`embed.decode: torchvision` travels in the spec to the Python workers (the CPU path of
+    the nvJPEG decoder here): the same errors and, within float noise, the same embeddings."""
+    from spark_jobs.config import embed_spec
+    from spark_jobs.dataset_ops import embed_dataframe
+
+    write_sample_shards(tmp_path / "a", shards=1, per_shard=24, seed=5)
+    cfg = make_cfg(*TINY)
+    _ingest(spark, cfg, str(tmp_path / "a"))
+    images = read_table(spark, cfg, "images").select("sample_id", "image", "image_format")
+    formats = {r.image_format for r in images.collect()}
+    assert "JPEG" in formats and len(formats) > 1  # both paths are taken
+    out = {}
+    for decode in ("pil", "torchvision"):
+        spec = embed_spec(make_cfg(*TINY, f"embed.decode={decode}", database=cfg.database))
+        assert spec.decode == decode
+        rows = embed_dataframe(images, spec).collect()
+        out[decode] = {r.sample_id: r for r in rows}
+    pil, tv = out["pil"], out["torchvision"]
+    assert pil.keys() == tv.keys() and len(pil) == 24
+    for sid, r in pil.items():
+        assert r.error == tv[sid].error
+        if r.error is None:
+            cos = float(np.dot(r.embedding, tv[sid].embedding))
+            assert cos >= 0.9999, (sid, r.image_format, cos)
+    # the other decoder really ran on the JPEGs: not bit-identical to PIL's (~1 level apart)
+    jpegs = [s for s, r in pil.items() if r.image_format == "JPEG" and r.error is None]
+    assert any(pil[s].embedding != tv[s].embedding for s in jpegs)

@@ -24,6 +24,7 @@ __all__ = [
     "UNREADABLE_REASONS",
     "fill_images",
     "filled_frames",
+    "is_missing",
     "shard_change",
     "shard_changes",
 ]
@@ -77,7 +78,7 @@ def fill_images(frame: pd.DataFrame) -> pd.DataFrame:
         return out
     wanted: dict[str, list[int]] = defaultdict(list)
     for i, (image, offset) in enumerate(zip(images, out["image_offset"], strict=True)):
-        if _missing(image) and not _missing(offset):
+        if is_missing(image) and not is_missing(offset):
             wanted[str(out["shard_uri"].iat[i])].append(i)
     for uri, rows in wanted.items():
         rows.sort(key=lambda i: int(out["image_offset"].iat[i]))
@@ -117,12 +118,14 @@ def _verified(blob: object, sha256: object) -> tuple[bytes | None, str | None]:
         return None, f"shard_unreadable: {type(blob).__name__}: {blob}"[:500]
     data = bytes(blob)  # type: ignore[call-overload]
     digest = hashlib.sha256(data).hexdigest()
-    if _missing(sha256) or digest != sha256:
+    if is_missing(sha256) or digest != sha256:
         return None, f"image_changed: sha256 {digest[:16]}… of {len(data)} bytes, not as at ingest"
     return data, None
 
 
-def _missing(value: object) -> bool:
+def is_missing(value: object) -> bool:
+    """None, NaN or pd.NA (what a missing cell of a pandas frame from Arrow can be); arrays
+    and bytes are values."""
     if value is None:
         return True
     try:
@@ -132,8 +135,8 @@ def _missing(value: object) -> bool:
 
 
 def _int_or_none(value: object) -> int | None:
-    return None if _missing(value) else int(value)  # type: ignore[call-overload]
+    return None if is_missing(value) else int(value)  # type: ignore[call-overload]
 
 
 def _float_or_none(value: object) -> float | None:
-    return None if _missing(value) else float(value)  # type: ignore[arg-type]
+    return None if is_missing(value) else float(value)  # type: ignore[arg-type]

@@ -26,7 +26,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from .byte_ranges import fill_images
+from .byte_ranges import fill_images, is_missing
 from .class_path import import_class
 from .classifiers import ClassifierHead, build_head
 from .device import current_device
@@ -190,7 +190,7 @@ def _embed_frame(
     _require(frame, ("sample_id", "image"), "embed")
     frame = fill_images(frame)  # reference mode: the bytes from the shard, verified
     unreadable = frame["image_error"].tolist()
-    blobs = [None if _is_missing(b) else b for b in frame["image"].tolist()]
+    blobs = [None if is_missing(b) else b for b in frame["image"].tolist()]
     if with_text:
         captions = frame["caption"].tolist() if "caption" in frame.columns else [None] * len(blobs)
         result = embedder.embed_and_score(blobs, heads, captions=captions)
@@ -226,7 +226,7 @@ def _classify_frame(
 ) -> pd.DataFrame:
     _require(frame, ("sample_id", "embedding"), "classify")
     values = frame["embedding"].tolist()
-    valid = [i for i, v in enumerate(values) if not _is_missing(v) and len(v) > 0]
+    valid = [i for i, v in enumerate(values) if not is_missing(v) and len(v) > 0]
     out = pd.DataFrame({"sample_id": frame["sample_id"].astype(str).to_numpy()})
     for col in columns:
         out[col] = np.full(len(frame), np.nan, dtype=np.float64)
@@ -250,12 +250,3 @@ def _classify_frame(
             scores = head.score(head_in).cpu().numpy().astype(np.float64)
             out.loc[idx, col] = scores
     return out
-
-
-def _is_missing(value: object) -> bool:
-    if value is None:
-        return True
-    try:
-        return bool(pd.isna(value))  # NaN / pd.NA scalars; arrays raise and are not missing
-    except (TypeError, ValueError):
-        return False

@@ -16,7 +16,6 @@ and the L2-normalised text embedding, computed on the same device in the same ba
 from __future__ import annotations
 
 import contextlib
-import sys
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -32,7 +31,7 @@ from .device import current_device
 from .image_signals import ImageSignals, image_signals
 from .specs import DEFAULT_MODEL, timm_model_id
 from .tensor_decode import TensorDecoder, TensorTransform, use_tensor_decode
-from .weights import WeightsError, hub_cache_dir, load_state_dict
+from .weights import WeightsError, hub_cache_dir, load_state_dict, load_strict, seeded
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -44,7 +43,6 @@ __all__ = [
     "clean_caption",
 ]
 
-RANDOM_INIT_SEED = 0
 # Captions are cut to this many characters before tokenising (the tokenizer then truncates to
 # its context length, 77 tokens for CLIP): BPE over a megabyte of scraped text would be slow.
 MAX_CAPTION_CHARS = 2000
@@ -150,11 +148,14 @@ class ImageEmbedder:
         """Load onto ``device`` and remember it (works whether or not ``load`` calls super)."""
         self.load(device)
         self.device = device
-        steps = None
-        if use_tensor_decode(self.decode, device):  # needs a transform that takes tensors
-            steps = TensorTransform.of(getattr(self, "transform", None))
+        steps = self.tensor_transform() if use_tensor_decode(self.decode, device) else None
         self._tensor_decoder = TensorDecoder(steps, device) if steps is not None else None
         return self
+
+    def tensor_transform(self) -> TensorTransform | None:
+        """``preprocess`` as steps on decoded tensors (batch decoding on the device), or None:
+        then every image goes through PIL and ``preprocess``. None unless a subclass says."""
+        return None
 
     def embed_bytes(self, blobs: Sequence[bytes | None]) -> tuple[np.ndarray, list[str | None]]:
         """Embed encoded images: ``(n, d)`` float32 array and one error (or None) per blob.
@@ -378,6 +379,13 @@ class NamedModelEmbedder(ImageEmbedder):
             raise RuntimeError(f"{self.model_name}: call prepare(device) before preprocess()")
         return torch.stack([self.transform(img) for img in images])
 
+    def tensor_transform(self) -> TensorTransform | None:
+        """``self.transform`` on tensors, when it is made of steps that take them and
+        ``preprocess`` is this one (a subclass's own preprocess is never bypassed)."""
+        if type(self).preprocess is not NamedModelEmbedder.preprocess:
+            return None
+        return TensorTransform.of(self.transform)
+
 
 class TimmImageEmbedder(NamedModelEmbedder):
     """Any timm image model, classifier/projection head kept, preprocessing from its config.
@@ -411,11 +419,11 @@ class TimmImageEmbedder(NamedModelEmbedder):
                 "or test_vit for tests)"
             )
         if self.weights:
-            model = _seeded(lambda: timm.create_model(self.model_name, pretrained=False))
-            _load_strict(model, load_state_dict(self.weights), self.weights, self.model_name)
+            model = seeded(lambda: timm.create_model(self.model_name, pretrained=False))
+            load_strict(model, load_state_dict(self.weights), self.weights, self.model_name)
             return model
         if not self.pretrained:
-            return _seeded(lambda: timm.create_model(self.model_name, pretrained=False))
+            return seeded(lambda: timm.create_model(self.model_name, pretrained=False))
         try:
             return timm.create_model(self.model_name, pretrained=True)
         except Exception as exc:  # noqa: BLE001 - network/cache/auth failures all end here
@@ -448,48 +456,3 @@ class TimmImageEmbedder(NamedModelEmbedder):
         if self.model is None:
             raise RuntimeError(f"{self.model_name}: call prepare(device) before forward()")
         return self.model(batch)
-
-
-def _seeded(build: Any) -> Any:
-    """Run ``build()`` with a fixed torch seed, leaving the global RNG state untouched."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(RANDOM_INIT_SEED)
-        return build()
-
-
-def _mismatch(model: torch.nn.Module, sd: dict[str, torch.Tensor]) -> list[str]:
-    """Shape mismatches first (the most telling), then unexpected, then missing keys."""
-    expected = model.state_dict()
-    problems = [
-        f"{k}: file {tuple(sd[k].shape)} vs model {tuple(v.shape)}"
-        for k, v in expected.items()
-        if k in sd and tuple(sd[k].shape) != tuple(v.shape)
-    ]
-    problems += [f"unexpected {k}" for k in sd if k not in expected]
-    problems += [f"missing {k}" for k in expected if k not in sd]
-    return problems
-
-
-def _load_strict(
-    model: torch.nn.Module, sd: dict[str, torch.Tensor], source: str, model_name: str
-) -> None:
-    """Load ``sd`` strictly; retry through the timm module's checkpoint_filter_fn, which maps
-    OpenAI / open_clip checkpoints to timm's key layout."""
-    problems = _mismatch(model, sd)
-    if problems:
-        filter_fn = getattr(sys.modules.get(type(model).__module__), "checkpoint_filter_fn", None)
-        if filter_fn is not None:
-            try:
-                filtered = filter_fn(dict(sd), model)
-            except Exception:  # noqa: BLE001 - the filter only helps; report the raw mismatch
-                filtered = None
-            if filtered is not None and not _mismatch(model, filtered):
-                sd, problems = filtered, []
-    if problems:
-        more = f"; … {len(problems) - 6} more" if len(problems) > 6 else ""
-        shown = "; ".join(problems[:6]) + more
-        raise WeightsError(
-            f"embed.weights: {source} does not fit {model_name} ({len(problems)} problems: "
-            f"{shown}); use weights saved from this exact timm model, or change embed.model"
-        )
-    model.load_state_dict(sd, strict=True)

@@ -22,9 +22,9 @@ from typing import Any
 
 import torch
 
-from .embedders import NamedModelEmbedder, _mismatch, _seeded
+from .embedders import NamedModelEmbedder
 from .specs import open_clip_name
-from .weights import WeightsError, hub_file, load_state_dict
+from .weights import WeightsError, hub_file, load_state_dict, seeded, state_dict_mismatch
 
 __all__ = ["CONFIG_FILE", "OpenClipEmbedder", "open_clip_config"]
 
@@ -139,7 +139,7 @@ class OpenClipEmbedder(NamedModelEmbedder):
             "force_quick_gelu": bool(cfg["model_cfg"].get("quick_gelu")),
             "force_preprocess_cfg": cfg["preprocess_cfg"] or None,
         }
-        model = _seeded(lambda: open_clip.create_model(source, **kwargs))
+        model = seeded(lambda: open_clip.create_model(source, **kwargs))
         path: str | None = self.weights
         if not path and self.pretrained and cfg["hub_repo"]:
             path = str(
@@ -223,7 +223,7 @@ def _load_open_clip_strict(
         resize_pos_embed(sd, model)
     except Exception:  # noqa: BLE001 - only helps; a real mismatch is reported below
         pass
-    problems = _mismatch(model, sd)
+    problems = state_dict_mismatch(model, sd)
     if problems:
         more = f"; … {len(problems) - 6} more" if len(problems) > 6 else ""
         raise WeightsError(

@@ -11,8 +11,10 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -23,6 +25,9 @@ __all__ = [
     "hub_file",
     "hub_cache_dir",
     "WEIGHT_SUFFIXES",
+    "load_strict",
+    "seeded",
+    "state_dict_mismatch",
 ]
 
 SAFETENSORS_SUFFIXES = (".safetensors",)
@@ -239,3 +244,52 @@ def hub_file(repo_id: str, filenames: Sequence[str], *, what: str, local_hint: s
         f"downloaded ({cause}). Fix: {local_hint}; or download once with network "
         f"(`hf download {repo_id} {filenames[0]}`) and copy the cache directory to the workers"
     )
+
+
+# ---- building and strict loading (the embedders) --------------------------------------------
+RANDOM_INIT_SEED = 0
+
+
+def seeded(build: Any) -> Any:
+    """Run ``build()`` with a fixed torch seed, leaving the global RNG state untouched."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(RANDOM_INIT_SEED)
+        return build()
+
+
+def state_dict_mismatch(model: torch.nn.Module, sd: dict[str, torch.Tensor]) -> list[str]:
+    """Shape mismatches first (the most telling), then unexpected, then missing keys."""
+    expected = model.state_dict()
+    problems = [
+        f"{k}: file {tuple(sd[k].shape)} vs model {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in sd and tuple(sd[k].shape) != tuple(v.shape)
+    ]
+    problems += [f"unexpected {k}" for k in sd if k not in expected]
+    problems += [f"missing {k}" for k in expected if k not in sd]
+    return problems
+
+
+def load_strict(
+    model: torch.nn.Module, sd: dict[str, torch.Tensor], source: str, model_name: str
+) -> None:
+    """Load ``sd`` strictly; retry through the timm module's checkpoint_filter_fn, which maps
+    OpenAI / open_clip checkpoints to timm's key layout."""
+    problems = state_dict_mismatch(model, sd)
+    if problems:
+        filter_fn = getattr(sys.modules.get(type(model).__module__), "checkpoint_filter_fn", None)
+        if filter_fn is not None:
+            try:
+                filtered = filter_fn(dict(sd), model)
+            except Exception:  # noqa: BLE001 - the filter only helps; report the raw mismatch
+                filtered = None
+            if filtered is not None and not state_dict_mismatch(model, filtered):
+                sd, problems = filtered, []
+    if problems:
+        more = f"; … {len(problems) - 6} more" if len(problems) > 6 else ""
+        shown = "; ".join(problems[:6]) + more
+        raise WeightsError(
+            f"embed.weights: {source} does not fit {model_name} ({len(problems)} problems: "
+            f"{shown}); use weights saved from this exact timm model, or change embed.model"
+        )
+    model.load_state_dict(sd, strict=True)

@@ -163,3 +163,17 @@ def test_embedder_gives_the_same_embeddings_and_errors_with_either_decoder() -> 
     for i in ok:
         a, b = pil.signals[i], tv.signals[i]
         assert a is not None and b is not None and a.grayscale == b.grayscale
+
+
+def test_a_subclass_with_its_own_preprocess_is_never_bypassed() -> None:
+    class Gray(TimmImageEmbedder):
+        def preprocess(self, images: list[Image.Image]) -> torch.Tensor:
+            return super().preprocess([im.convert("L").convert("RGB") for im in images])
+
+    embedder = Gray("test_vit", pretrained=False, batch_size=2, num_threads_per_worker=1)
+    embedder.decode = "torchvision"
+    embedder.prepare("cpu")
+    assert embedder._tensor_decoder is None  # its preprocess runs on every image
+    plain = TimmImageEmbedder("test_vit", pretrained=False, batch_size=2)
+    plain.decode = "torchvision"
+    assert plain.prepare("cpu")._tensor_decoder is not None

@@ -28,7 +28,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.synthetic import mixture_embeddings  # noqa: E402
-from curator_udfs.kmeans import assign, select_backend  # noqa: E402
+from curator_udfs.kmeans import nearest_ids, select_backend  # noqa: E402
 from curator_udfs.semantic import fine_clusters  # noqa: E402
 from curator_udfs.similarity import pairs_above  # noqa: E402
 
@@ -48,6 +48,7 @@ def pipeline(
     args: argparse.Namespace,
     second_margin: float | None,
     fine_margin: float | None = None,
+    assignments: int = 2,
 ) -> dict[str, object]:
     """Coarse fit + assign + per-coarse fine clustering; returns pair keys, timings, stats."""
     n = x.shape[0]
@@ -57,11 +58,9 @@ def pipeline(
     sample = np.sort(rng.choice(n, size=min(n, args.coarse_sample), replace=False))
     centroids = backend.fit(x[sample], args.coarse_k, seed=args.seed, max_iter=20)
     t_fit = time.perf_counter() - t0
-    nearest, second, _ = assign(x, centroids, second_margin=second_margin)
-    rows = np.arange(n)
-    extra = second >= 0
-    member = np.concatenate([rows, rows[extra]])
-    coarse = np.concatenate([nearest, second[extra]])
+    ids_of = nearest_ids(x, centroids, margin=second_margin, max_ids=assignments)
+    member = np.repeat(np.arange(n), [len(c) for c in ids_of])
+    coarse = np.fromiter((c for cs in ids_of for c in cs), dtype=np.int64, count=member.size)
     t_assign = time.perf_counter() - t0 - t_fit
     order = np.lexsort((member, coarse))
     member, coarse = member[order], coarse[order]
@@ -115,8 +114,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--second-margin", type=float, default=0.02)
     p.add_argument(
         "--fine-margins",
-        default="0.02,0.05",
-        help="comma-separated dedup.fine_margin values tried on top of two-nearest (none: '')",
+        default="0.02",
+        help="comma-separated dedup.fine_margin values tried on top of two-nearest and of "
+        "--coarse-assignments (none: '')",
+    )
+    p.add_argument(
+        "--coarse-assignments",
+        type=int,
+        default=3,
+        help="dedup.coarse_assignments of the last variants (the job's default: 3)",
     )
     p.add_argument("--planted-fraction", type=float, default=0.02)
     p.add_argument("--backend", default="auto")
@@ -145,15 +151,20 @@ def main(argv: list[str] | None = None) -> None:
 
     results = {}
     two = f"two-nearest<{args.second_margin}"
-    variants: list[tuple[str, float | None, float | None]] = [
-        ("nearest only", None, None),
-        (two, args.second_margin, None),
+    variants: list[tuple[str, float | None, float | None, int]] = [
+        ("nearest only", None, None, 1),
+        (two, args.second_margin, None, 2),
     ]
-    for fm in (float(v) for v in args.fine_margins.split(",") if v.strip()):
-        variants.append((f"{two} fine<{fm}", args.second_margin, fm))
-    for label, margin, fine_margin in variants:
+    fine_margins = [float(v) for v in args.fine_margins.split(",") if v.strip()]
+    for fm in fine_margins:
+        variants.append((f"{two} fine<{fm}", args.second_margin, fm, 2))
+    if args.coarse_assignments != 2:
+        many = f"{args.coarse_assignments}-nearest<{args.second_margin}"
+        for fm in fine_margins:
+            variants.append((f"{many} fine<{fm}", args.second_margin, fm, args.coarse_assignments))
+    for label, margin, fine_margin, assignments in variants:
         tracemalloc.start()
-        res = pipeline(x, ids, args, margin, fine_margin)
+        res = pipeline(x, ids, args, margin, fine_margin, assignments)
         res["traced_peak_mb"] = tracemalloc.get_traced_memory()[1] / 2**20
         tracemalloc.stop()
         results[label] = res

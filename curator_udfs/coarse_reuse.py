@@ -73,12 +73,15 @@ def state_basis(
     backend: str,
     seed: int,
     fine_margin: float | None = None,
+    assignments: int = 2,
 ) -> str:
     """The key under which per-group state is valid: the centroid fit and the fine-stage
     parameters that change a group's pairs. State written under another basis is ignored."""
     return (
         f"fit={fit_id};t={threshold!r};max={max_cluster_size};margin={second_margin!r};"
-        f"backend={backend};seed={seed}" + ("" if fine_margin is None else f";fine={fine_margin!r}")
+        f"backend={backend};seed={seed}"
+        + ("" if fine_margin is None else f";fine={fine_margin!r}")
+        + ("" if assignments == 2 else f";assign={assignments}")
     )
 
 

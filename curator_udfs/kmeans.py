@@ -36,6 +36,7 @@ __all__ = [
     "assign_ids",
     "fit_sample",
     "l2_normalise",
+    "nearest_ids",
     "select_backend",
     "stack_embeddings",
 ]
@@ -286,19 +287,54 @@ def fit_sample(
     return km.fit(stack_embeddings(rows["embedding"]), k, seed=seed, max_iter=max_iter), km.name
 
 
+def nearest_ids(
+    x: np.ndarray,
+    centroids: np.ndarray,
+    *,
+    margin: float | None,
+    max_ids: int = 2,
+    chunk_size: int = 16384,
+) -> list[list[int]]:
+    """Per row, its nearest centroid plus, up to ``max_ids`` in all, every next nearest whose
+    cosine is within ``margin`` of the nearest's (nearest first; ties to the lower index).
+
+    With ``max_ids = 2`` this is :func:`assign`'s (nearest, second). A third id helps where
+    centroids crowd: two near-duplicates close to a point where three clusters meet can get
+    disjoint pairs of centroids. Same float64 products and chunking as :func:`assign`.
+    """
+    if max_ids < 1:
+        raise ValueError(f"max_ids must be >= 1, got {max_ids}")
+    c = np.ascontiguousarray(centroids, dtype=np.float64)
+    if c.shape[0] == 0:
+        raise ValueError("nearest_ids() needs at least one centroid")
+    width = min(max_ids if margin is not None else 1, c.shape[0])
+    out: list[list[int]] = []
+    for start in range(0, x.shape[0], chunk_size):
+        chunk = np.asarray(x[start : start + chunk_size]).astype(np.float64)
+        sims = (chunk @ c.T).astype(np.float32)
+        order = np.argsort(-sims, axis=1, kind="stable")[:, :width]
+        top = np.take_along_axis(sims, order, axis=1)
+        keep = (top[:, :1] - top) < (margin if margin is not None else 0.0)
+        keep[:, 0] = True
+        out.extend([int(i) for i in row[k]] for row, k in zip(order, keep, strict=True))
+    return out
+
+
 def assign_ids(
-    embeddings: pd.Series, centroids: np.ndarray, *, second_margin: float | None = None
+    embeddings: pd.Series,
+    centroids: np.ndarray,
+    *,
+    second_margin: float | None = None,
+    max_ids: int = 2,
 ) -> pd.Series:
-    """Per embedding, ``[nearest]`` or ``[nearest, second]`` centroid ids (see :func:`assign`).
+    """Per embedding, the list of its coarse centroid ids (see :func:`nearest_ids`).
 
     Lists so that exploding them gives one row per (embedding, centroid): a sample near a
-    border is then in both clusters, and its pairs across the border are still found.
+    border is then in each of those clusters, and its pairs across the border are still found.
     """
     if embeddings.empty:
         return pd.Series([], dtype=object)
-    nearest, second, _ = assign(
-        stack_embeddings(embeddings), centroids, second_margin=second_margin
+    ids = nearest_ids(
+        stack_embeddings(embeddings), centroids, margin=second_margin, max_ids=max_ids
     )
-    return pd.Series(
-        [[int(a)] if b < 0 else [int(a), int(b)] for a, b in zip(nearest, second, strict=True)]
-    )
+    return pd.Series(ids, dtype=object)

@@ -162,8 +162,7 @@ class FilterCfg(_Section):
     )
     presets: list[str] = Field(
         default_factory=list,
-        description="named predicate sets ANDed with `predicates`: "
-        + ", ".join(preset_names()),
+        description="named predicate sets ANDed with `predicates`: " + ", ".join(preset_names()),
     )
     clip_score_min: float = Field(
         default=0.28, ge=-1.0, le=1.0, description="clip_score_laion: clip_score >= this"
@@ -230,8 +229,11 @@ class DedupCfg(_Section):
     second_margin: float | None = Field(
         default=0.02,
         ge=0.0,
-        description="also assign a row to its second-nearest coarse centroid when the cosine "
-        "margin is below this (recall at cluster borders); null = nearest only",
+        description="also assign a row to each next-nearest coarse centroid whose cosine is "
+        "within this of the nearest's (recall at cluster borders); null = nearest only",
+    )
+    coarse_assignments: int = Field(
+        default=3, ge=1, le=8, description="coarse centroids a row joins at most (nearest first)"
     )
     max_cluster_size: int = Field(
         default=2000, ge=2, description="fine k-means splits each coarse group below this many rows"
@@ -258,8 +260,7 @@ class DedupCfg(_Section):
         "(finds every pair within the bound); fewer, wider bands = fewer candidates at scale",
     )
     write_pairs: bool = Field(
-        default=False,
-        description="also write the duplicate_pairs table (every pair found, for checks)",
+        default=False, description="also write the duplicate_pairs table (every pair, for checks)"
     )
 
     @field_validator("eps")
@@ -272,12 +273,8 @@ class DedupCfg(_Section):
 
 
 class ExportCfg(_Section):
-    output: str = Field(
-        default="./curated", description="directory for the curated WebDataset shards"
-    )
-    samples_per_shard: int = Field(
-        default=10_000, gt=0, description="target samples per output shard"
-    )
+    output: str = Field(default="./curated", description="directory of the curated shards")
+    samples_per_shard: int = Field(default=10_000, gt=0, description="target samples per shard")
     max_shard_bytes: int | None = Field(
         default=None,
         gt=0,

@@ -8,9 +8,10 @@
    copies tie by construction), goes on; so 10^5 copies of one vector cost one row, not a
    cluster that cannot be split and 10^10 pairs.
 3. Coarse k-means on a seeded sample of the representatives on the driver, centroids
-   broadcast, each assigned in a pandas UDF to its nearest centroid (and the second nearest
-   when the margin is small); grouped by coarse centroid, `applyInPandas(fine_cluster_pairs)`
-   splits each group below `max_cluster_size` and emits the pairs at the lowest threshold.
+   broadcast, each assigned in a pandas UDF to its nearest centroid (and up to
+   `coarse_assignments` in all, the next nearest within `second_margin`); grouped by coarse
+   centroid, `applyInPandas(fine_cluster_pairs)` splits each group below
+   `max_cluster_size` and emits the pairs at the lowest threshold.
    With fewer than two distinct vectors there is nothing to pair: no k-means runs.
    In the job the centroids come from `dedup_centroids` when they match (model, seed, k,
    dimension) and only the coarse groups whose members changed go through the fine stage;
@@ -107,13 +108,13 @@ def coarse_centroids(emb: DataFrame, cfg: Config, n: int) -> tuple[np.ndarray, s
     return centroids, backend, k, len(pdf)
 
 
-def coarse_assign_udf(centroids: Any, second_margin: float | None) -> Any:
-    """pandas UDF: embedding → [nearest] or [nearest, second nearest] coarse centroid ids."""
+def coarse_assign_udf(centroids: Any, second_margin: float | None, max_ids: int) -> Any:
+    """pandas UDF: embedding → its coarse centroid ids, nearest first (`nearest_ids`)."""
 
     # pyspark's stubs lack the type-hint form pandas_udf(returnType) without functionType
     @F.pandas_udf(ArrayType(LongType()))  # type: ignore[call-overload]
     def coarse_ids(emb: pd.Series) -> pd.Series:
-        return assign_ids(emb, centroids.value, second_margin=second_margin)
+        return assign_ids(emb, centroids.value, second_margin=second_margin, max_ids=max_ids)
 
     return coarse_ids
 
@@ -244,13 +245,16 @@ def _fine_pairs(
         coarse_k=int(centroids.shape[0]),
         coarse_fit_seconds=round(time.perf_counter() - t0, 3),
         second_margin=d.second_margin,
+        coarse_assignments=d.coarse_assignments,
         fine_margin=d.fine_margin,
     )
     bc = spark.sparkContext.broadcast(centroids)
     assigned = reps.select(
         "sample_id",
         "embedding",
-        F.explode(coarse_assign_udf(bc, d.second_margin)("embedding")).alias("coarse"),
+        F.explode(coarse_assign_udf(bc, d.second_margin, d.coarse_assignments)("embedding")).alias(
+            "coarse"
+        ),
     )
     fine_fn = partial(
         fine_cluster_pairs,

@@ -11,11 +11,12 @@ What is stored, and why (tables declared in spark_jobs/tables.py):
 - `dedup_group_pairs`: per coarse group, the fine stage's output (candidate pairs at the
   lowest threshold, and one size row per fine cluster).
 Both state tables carry a `basis`: the centroid fit plus the parameters a group's pairs depend
-on (lowest threshold, max_cluster_size, second_margin, backend, seed). A group's pairs depend
-only on its members and that basis, so recomputing the touched groups (new against new and
-new against the group's existing members) and keeping the stored pairs of the others gives
-exactly what a from-scratch run with the same centroids gives. Removed samples leave their
-groups' member sets, so those groups are touched and recomputed without them.
+on (lowest threshold, max_cluster_size, second_margin, coarse_assignments, backend, seed). A
+group's pairs depend only on its members and that basis, so recomputing the touched groups
+(new against new and new against the group's existing members) and keeping the stored pairs
+of the others gives exactly what a from-scratch run with the same centroids gives. Removed
+samples leave their groups' member sets, so those groups are touched and recomputed without
+them.
 
 State is written last (`commit`, after the `duplicates` rows), touched groups only (`replaceWhere
 model AND coarse IN (...)`), pairs before members: a crash in between leaves members that no
@@ -119,7 +120,7 @@ class SemanticState:
         self.basis = state_basis(
             fit_id, threshold=1.0 - max(d.eps), max_cluster_size=d.max_cluster_size,
             second_margin=d.second_margin, backend=d.backend, seed=d.seed,
-            fine_margin=d.fine_margin,
+            fine_margin=d.fine_margin, assignments=d.coarse_assignments,
         )  # fmt: skip
         return centroids, backend
 
@@ -205,4 +206,3 @@ class SemanticState:
         for df in (self._new, self._members):
             if df is not None:
                 df.unpersist()
-

@@ -14,6 +14,7 @@ from curator_udfs.kmeans import (
     assign_ids,
     fit_sample,
     l2_normalise,
+    nearest_ids,
     select_backend,
     stack_embeddings,
 )
@@ -133,3 +134,28 @@ def test_assign_ids_lists_nearest_and_second_near_a_border() -> None:
     assert all(type(i) is int for ids in out for i in ids)  # plain ints for Arrow
     empty = assign_ids(pd.Series([], dtype=object), c, second_margin=0.05)
     assert empty.empty and empty.dtype == object
+
+
+def test_nearest_ids_two_is_assign_and_a_third_joins_where_centroids_crowd() -> None:
+    rng = np.random.default_rng(3)
+    x = l2_normalise(rng.standard_normal((500, 16)).astype(np.float32))
+    c = l2_normalise(rng.standard_normal((12, 16)).astype(np.float32))
+    nearest, second, _ = assign(x, c, second_margin=0.1)
+    want = [[int(a)] if b < 0 else [int(a), int(b)] for a, b in zip(nearest, second, strict=True)]
+    assert nearest_ids(x, c, margin=0.1, max_ids=2, chunk_size=77) == want
+    three = nearest_ids(x, c, margin=0.1, max_ids=3)
+    assert [ids[:2] for ids in three] == want  # a third id only ever adds to the two
+    assert any(len(ids) == 3 for ids in three) and all(len(ids) <= 3 for ids in three)
+    sims = x @ c.T
+    for row, ids in zip(sims, three, strict=True):  # every id within the margin of the best
+        assert all(row[ids[0]] - row[i] < 0.1 + 1e-6 for i in ids)
+    assert nearest_ids(x, c, margin=None, max_ids=3) == [[int(a)] for a in nearest]
+    # three centroids 120 degrees apart: the centre point is near all three
+    tri = l2_normalise(np.array([[1, 0, 0.2], [-0.5, 0.866, 0.2], [-0.5, -0.866, 0.2]]))
+    mid = l2_normalise(np.array([[0.02, 0.0, 1.0]], dtype=np.float32))
+    assert assign_ids(pd.Series(list(mid)), tri, second_margin=0.05).tolist() == [[0, 1]]
+    assert assign_ids(pd.Series(list(mid)), tri, second_margin=0.05, max_ids=3).tolist() == [
+        [0, 1, 2]
+    ]
+    with pytest.raises(ValueError, match="max_ids"):
+        nearest_ids(x, c, margin=0.1, max_ids=0)

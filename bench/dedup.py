@@ -7,6 +7,9 @@ coarse centroid only (no border margins), and with the defaults (up to three coa
 within ``dedup.second_margin``, ``dedup.fine_margin`` at fine borders). The pairs it writes to
 ``duplicate_pairs`` are compared with an exact blocked all-pairs search (``pairs_above``, the
 same threshold, measured in this process): recall, precision, planted-pair recall, speed-up.
+Before those two full runs (``full=True``), the incremental path: the job on a seeded 90 % of
+the rows, the other 10 % appended, the job again (stored centroids, touched groups only); its
+wall time against the full run's is the incremental cost.
 
 Part 2 (default n = 1M) runs ``bench/dedup_core.py`` (the same functions, in process, no
 Spark) in a subprocess: time, peak memory and planted recall, exact cost extrapolated as n^2.
@@ -43,8 +46,9 @@ def _keys(i: np.ndarray, j: np.ndarray, n: int) -> np.ndarray:
     return np.unique(lo * n + hi)
 
 
-def write_tables(spark, cfg, x: np.ndarray, ids: np.ndarray) -> None:  # noqa: ANN001
-    """Write `scores` (model "bench") and a minimal `images` table with pyarrow → Delta."""
+def write_tables(spark, cfg, x: np.ndarray, ids: np.ndarray, mode: str = "overwrite") -> None:  # noqa: ANN001
+    """Write `scores` (model "bench") and a minimal `images` table with pyarrow → Delta
+    (`mode` "append": new rows into the existing tables)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -81,10 +85,43 @@ def write_tables(spark, cfg, x: np.ndarray, ids: np.ndarray) -> None:  # noqa: A
     )
     pq.write_table(images, tmp / "images.parquet")
     for name in ("scores", "images"):
-        spark.read.parquet(str(tmp / f"{name}.parquet")).write.format("delta").mode(
-            "overwrite"
-        ).save(table_path(cfg, name))
+        spark.read.parquet(str(tmp / f"{name}.parquet")).write.format("delta").mode(mode).save(
+            table_path(cfg, name)
+        )
     register_tables(spark, cfg)
+
+
+class Increment:
+    """The incremental run's numbers (its line is formatted once the full run's wall is in)."""
+
+    def __init__(self, first: float, wall: float, sem: float, extra: dict) -> None:
+        self.first, self.wall, self.sem, self.extra = first, wall, sem, extra
+
+    def format(self, *, full_wall: float, ratio: float) -> str:
+        e = self.extra
+        return (
+            f"incremental: first run on 90 % {self.first:.1f}s; + 10 % new rows {self.wall:.1f}s "
+            f"(semantic {self.sem:.1f}s, coarse groups touched {e.get('coarse_groups_touched')}"
+            f"/{e.get('coarse_groups_total')}, representatives compared "
+            f"{e.get('representatives_compared')}, centroids {e.get('centroids')}) = "
+            f"{ratio:.2f} x the full run on all rows ({full_wall:.1f}s)"
+        )
+
+
+def _incremental(spark, cfg, x: np.ndarray, ids: np.ndarray, new: np.ndarray) -> Increment:  # noqa: ANN001
+    """The job on the first 90 %, then the 10 % appended and the job again (incremental)."""
+    from spark_jobs import dedup
+
+    t = time.perf_counter()
+    dedup.run(spark, cfg)
+    first = time.perf_counter() - t
+    write_tables(spark, cfg, x[new], ids[new], mode="append")
+    t = time.perf_counter()
+    summary = dedup.run(spark, cfg)
+    wall = time.perf_counter() - t
+    sem = summary.extra["method_seconds"]["semantic"]
+    print(f"  incremental: first {first:.0f}s, +10 % {wall:.0f}s", flush=True)
+    return Increment(first, wall, sem, dict(summary.extra))
 
 
 def spark_part(args: argparse.Namespace) -> list[str]:
@@ -116,8 +153,11 @@ def spark_part(args: argparse.Namespace) -> list[str]:
     ]
     cfg = load_config(sets=common, warehouse=str(warehouse))
     spark = build_session(cfg, app_name="bench-dedup")
+    # 10 % of the rows (seeded, spread over the data) arrive in a second increment
+    new = np.zeros(n, dtype=bool)
+    new[np.random.default_rng(args.seed + 1).choice(n, size=n // 10, replace=False)] = True
     t1 = time.perf_counter()
-    write_tables(spark, cfg, x, ids)
+    write_tables(spark, cfg, x[~new], ids[~new])
     write_s = time.perf_counter() - t1
     print(
         f"part 1: n={n} d={args.d} planted={len(planted)} threshold={args.threshold} "
@@ -125,6 +165,7 @@ def spark_part(args: argparse.Namespace) -> list[str]:
         f"local[{args.cores}] (generate {gen_s:.0f}s, write Delta {write_s:.0f}s)",
         flush=True,
     )
+    incremental = _incremental(spark, cfg, x, ids, new)
     results = {}
     variants = (
         ("spark nearest only", ["dedup.second_margin=null", "dedup.fine_margin=null"]),
@@ -133,7 +174,7 @@ def spark_part(args: argparse.Namespace) -> list[str]:
     for label, sets in variants:
         run_cfg = load_config(sets=[*common, *sets], warehouse=str(warehouse))
         t = time.perf_counter()
-        summary = dedup.run(spark, run_cfg)
+        summary = dedup.run(spark, run_cfg, full=True)
         wall = time.perf_counter() - t
         pairs = (
             read_table(spark, run_cfg, "duplicate_pairs")
@@ -162,6 +203,8 @@ def spark_part(args: argparse.Namespace) -> list[str]:
             f"{np.isin(planted_keys, keys).mean():>9.4f}"
             f"{summary.extra['fine_clusters']:>7}/{summary.extra['largest_fine_cluster']:<6}"
         )
+    full_wall = results["spark defaults"][2]
+    lines.append(incremental.format(full_wall=full_wall, ratio=incremental.wall / full_wall))
     planted_exact = np.isin(planted_keys, exact_keys).mean()
     lines.append(
         f"{'exact all-pairs (1 proc)':<26}{n:>9}{exact_s:>9.1f}{exact_s:>9.1f}{1.0:>9.1f}"

@@ -84,21 +84,14 @@ def _projection_split(x: np.ndarray, k: int, seed: int) -> np.ndarray:
     return labels
 
 
-def _cap_overlap(
-    x: np.ndarray, centroids: np.ndarray, labels: np.ndarray, second: np.ndarray
-) -> np.ndarray:
+def _cap_overlap(second: np.ndarray, margin: np.ndarray) -> np.ndarray:
     """``second`` with at most ``_MAX_OVERLAP`` x n second assignments kept, the rows closest
     to the border first (smallest margin): bounds how much a split can grow its input."""
     extra = np.flatnonzero(second >= 0)
-    cap = int(_MAX_OVERLAP * x.shape[0])
+    cap = int(_MAX_OVERLAP * second.shape[0])
     if extra.size <= cap:
         return second
-    c = np.asarray(centroids, dtype=np.float64)
-    xe = x[extra].astype(np.float64)
-    margin = np.einsum("ij,ij->i", xe, c[labels[extra]]) - np.einsum(
-        "ij,ij->i", xe, c[second[extra]]
-    )
-    keep = extra[np.argsort(margin, kind="stable")[:cap]]
+    keep = extra[np.argsort(margin[extra], kind="stable")[:cap]]
     out = np.full_like(second, -1)
     out[keep] = second[keep]
     return out
@@ -129,11 +122,12 @@ def split_bounded(
     k = math.ceil(n / max_cluster_size)
     sub_seed = _sub_seed(seed, *path)
     centroids = backend.fit(x, k, seed=sub_seed, max_iter=_MAX_ITER)
-    labels, second, _ = assign(x, centroids, second_margin=fine_margin)
+    # float32 products: a split always sees the whole group (sorted), so the result is stable
+    labels, second, margin = assign(x, centroids, second_margin=fine_margin, precise=False)
     if np.unique(labels).size < 2 or len(path) > _MAX_KMEANS_DEPTH:
         labels = _projection_split(x, k, sub_seed)
         second = np.full(n, -1, dtype=np.int64)
-    second = _cap_overlap(x, centroids, labels, second)
+    second = _cap_overlap(second, margin)
     children = [
         np.union1d(np.flatnonzero(labels == label), np.flatnonzero(second == label))
         for label in np.unique(labels)

@@ -82,13 +82,16 @@ def test_assign_nearest_and_second_margin() -> None:
             dtype=np.float32,
         )
     )
-    nearest, second, dist = assign(x, c)
+    nearest, second, margin = assign(x, c)
     np.testing.assert_array_equal(nearest, [0, 0, 2])
     np.testing.assert_array_equal(second, [-1, -1, -1])
-    np.testing.assert_allclose(dist, 1 - np.max(x @ c.T, axis=1), atol=1e-6)
-    nearest, second, _ = assign(x, c, second_margin=0.05, chunk_size=2)
-    np.testing.assert_array_equal(nearest, [0, 0, 2])
-    np.testing.assert_array_equal(second, [-1, 1, -1])
+    assert np.isnan(margin).all()  # no second asked for: no margin computed
+    top = np.sort(x @ c.T, axis=1)
+    for precise in (True, False):
+        nearest, second, margin = assign(x, c, second_margin=0.05, chunk_size=2, precise=precise)
+        np.testing.assert_array_equal(nearest, [0, 0, 2])
+        np.testing.assert_array_equal(second, [-1, 1, -1])
+        np.testing.assert_allclose(margin, top[:, -1] - top[:, -2], atol=1e-6)
     _, second, _ = assign(x, c, second_margin=2.0)
     np.testing.assert_array_equal(second, [1, 1, 1])  # row 0: tie 1 vs 2 -> lower index
 
@@ -142,14 +145,15 @@ def test_nearest_ids_two_is_assign_and_a_third_joins_where_centroids_crowd() -> 
     c = l2_normalise(rng.standard_normal((12, 16)).astype(np.float32))
     nearest, second, _ = assign(x, c, second_margin=0.1)
     want = [[int(a)] if b < 0 else [int(a), int(b)] for a, b in zip(nearest, second, strict=True)]
-    assert nearest_ids(x, c, margin=0.1, max_ids=2, chunk_size=77) == want
-    three = nearest_ids(x, c, margin=0.1, max_ids=3)
+    two = nearest_ids(x, c, margin=0.1, max_ids=2, chunk_size=77)
+    assert two.shape == (500, 2) and [[int(i) for i in r if i >= 0] for r in two] == want
+    three = [[int(i) for i in r if i >= 0] for r in nearest_ids(x, c, margin=0.1, max_ids=3)]
     assert [ids[:2] for ids in three] == want  # a third id only ever adds to the two
     assert any(len(ids) == 3 for ids in three) and all(len(ids) <= 3 for ids in three)
     sims = x @ c.T
     for row, ids in zip(sims, three, strict=True):  # every id within the margin of the best
         assert all(row[ids[0]] - row[i] < 0.1 + 1e-6 for i in ids)
-    assert nearest_ids(x, c, margin=None, max_ids=3) == [[int(a)] for a in nearest]
+    np.testing.assert_array_equal(nearest_ids(x, c, margin=None, max_ids=3), nearest[:, None])
     # three centroids 120 degrees apart: the centre point is near all three
     tri = l2_normalise(np.array([[1, 0, 0.2], [-0.5, 0.866, 0.2], [-0.5, -0.866, 0.2]]))
     mid = l2_normalise(np.array([[0.02, 0.0, 1.0]], dtype=np.float32))

@@ -32,7 +32,10 @@ BIN = Path(sys.executable).parent
 # (USERS_CODEGEN): one end-to-end run generates code as users' jobs do.
 INTERPRETED = "-Dspark.sql.codegen.wholeStage=false -Dspark.sql.codegen.factoryMode=NO_CODEGEN"
 USERS_CODEGEN = ("spark.sql.codegen.wholeStage=true", "spark.sql.codegen.factoryMode=FALLBACK")
-BASE_OPTS = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
+# C1 alone gets a 48 MB code cache by default (tiered gets 240 MB): a whole `curator run` in
+# one JVM filled it (CI, tests/faults/test_bad_corpus.py: "CodeCache is full. Compiler has
+# been disabled", then a failed localCheckpoint), so the tests' JVMs get the tiered size.
+BASE_OPTS = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC -XX:ReservedCodeCacheSize=240m"
 QUIET = "-Xlog:cds*=off"
 
 

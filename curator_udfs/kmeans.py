@@ -246,30 +246,42 @@ def assign(
     on its Arrow batch. Without it (float32, about twice as fast), the result is still the
     same for the same ``x``: for callers that always see a group's rows together.
     """
-    x = np.asarray(x)
     c = np.ascontiguousarray(centroids, dtype=np.float64 if precise else np.float32)
-    n, k = x.shape[0], c.shape[0]
-    if k == 0:
+    if c.shape[0] == 0:
         raise ValueError("assign() needs at least one centroid")
-    nearest = np.empty(n, dtype=np.int64)
-    second = np.full(n, -1, dtype=np.int64)
-    margin = np.full(n, np.nan, dtype=np.float32)
-    use_second = second_margin is not None and k >= 2
+    width = 2 if second_margin is not None and c.shape[0] >= 2 else 1
+    ids, margin = _ranked(np.asarray(x), c, width, second_margin, chunk_size)
+    second = ids[:, 1] if width == 2 else np.full(ids.shape[0], -1, dtype=np.int64)
+    return ids[:, 0].copy(), second.copy(), margin
+
+
+def _ranked(
+    x: np.ndarray, c: np.ndarray, width: int, margin: float | None, chunk_size: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The core of :func:`assign` and :func:`nearest_ids`: per row, its `width` nearest
+    centroids by cosine, nearest first, -1 where one is not within `margin` of the nearest's
+    cosine (ties to the lower index: one argmax per column), and the float32 gap
+    cos_nearest - cos_second (NaN when width is 1). Products in `c`'s dtype, in row chunks."""
+    n = x.shape[0]
+    ids = np.full((n, width), -1, dtype=np.int64)
+    gap = np.full(n, np.nan, dtype=np.float32)
+    limit = np.inf if margin is None else margin  # width is 1 without a margin
     rows = np.arange(min(chunk_size, max(n, 1)))
     for start in range(0, n, chunk_size):
         stop = min(start + chunk_size, n)
         sims = (x[start:stop].astype(c.dtype, copy=False) @ c.T).astype(np.float32, copy=False)
         r = rows[: stop - start]
-        best = np.argmax(sims, axis=1)
-        best_sim = sims[r, best]
-        nearest[start:stop] = best
-        if use_second:
-            sims[r, best] = -np.inf
-            nxt = np.argmax(sims, axis=1)
-            gap = best_sim - sims[r, nxt]
-            margin[start:stop] = gap
-            second[start:stop] = np.where(gap < second_margin, nxt, -1)
-    return nearest, second, margin
+        taken = np.argmax(sims, axis=1)
+        best_sim = sims[r, taken]
+        ids[start:stop, 0] = taken
+        for col in range(1, width):  # the next nearest, one argmax at a time
+            sims[r, taken] = -np.inf
+            taken = np.argmax(sims, axis=1)
+            g = best_sim - sims[r, taken]
+            if col == 1:
+                gap[start:stop] = g
+            ids[start:stop, col] = np.where(g < limit, taken, -1)
+    return ids, gap
 
 
 def stack_embeddings(values: Iterable[Any]) -> np.ndarray:
@@ -310,25 +322,10 @@ def nearest_ids(
     if max_ids < 1:
         raise ValueError(f"max_ids must be >= 1, got {max_ids}")
     c = np.ascontiguousarray(centroids, dtype=np.float64)
-    n, k = x.shape[0], c.shape[0]
-    if k == 0:
+    if c.shape[0] == 0:
         raise ValueError("nearest_ids() needs at least one centroid")
-    width = min(max_ids if margin is not None else 1, k)
-    out = np.full((n, width), -1, dtype=np.int64)
-    rows = np.arange(min(chunk_size, max(n, 1)))
-    for start in range(0, n, chunk_size):
-        stop = min(start + chunk_size, n)
-        sims = (np.asarray(x[start:stop]).astype(np.float64) @ c.T).astype(np.float32)
-        r = rows[: stop - start]
-        best = np.argmax(sims, axis=1)
-        best_sim = sims[r, best]
-        out[start:stop, 0] = taken = best
-        for col in range(1, width):  # the next nearest, one argmax at a time
-            sims[r, taken] = -np.inf
-            taken = np.argmax(sims, axis=1)
-            close = (best_sim - sims[r, taken]) < margin
-            out[start:stop, col] = np.where(close, taken, -1)
-    return out
+    width = min(max_ids if margin is not None else 1, c.shape[0])
+    return _ranked(np.asarray(x), c, width, margin, chunk_size)[0]
 
 
 def assign_ids(

@@ -55,7 +55,22 @@ def resolve_config(
 def _session(cfg: Config, name: str) -> Any:
     from spark_jobs.session import build_session
 
+    _quiet_error_context_logs()
     return build_session(cfg, app_name=f"curator-{name}")
+
+
+def _quiet_error_context_logs() -> None:
+    """PySpark logs each analysis error with its query context as a JSON line at ERROR
+    before the command prints its own one-line message for it: only that line is kept
+    (CURATOR_DEBUG=1 shows both)."""
+    if _debug():
+        return
+    import logging
+
+    from pyspark.logger import PySparkLogger
+
+    for name in ("SQLQueryContextLogger", "DataFrameQueryContextLogger"):
+        PySparkLogger.getLogger(name).setLevel(logging.CRITICAL)
 
 
 def _failed(name: str, exc: BaseException, hint: bool) -> typer.Exit:

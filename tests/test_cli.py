@@ -61,6 +61,9 @@ def test_exit_codes_and_messages(tmp_path: Path) -> None:
         "sql", "--warehouse", str(tmp_path / "w"), "SELECT * FROM curator.nope", check=False
     )
     assert sql_err.returncode == 1 and "Traceback" not in sql_err.stderr
+    # one line for the error: not also PySpark's JSON log record of it and its query context
+    assert "curator sql failed: AnalysisException" in sql_err.stderr
+    assert "QueryContextLogger" not in sql_err.stderr and '"level": "ERROR"' not in sql_err.stderr
     usage = curator("ingest", "--no-such-flag", check=False)
     assert usage.returncode == 2
 

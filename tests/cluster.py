@@ -76,6 +76,10 @@ def get_json(url: str, timeout: float = 5.0) -> Any:
         return json.loads(r.read())
 
 
+class JobEnded(Exception):
+    """Raised by a `wait_for` check when what it waits for can no longer happen."""
+
+
 def wait_for(what: str, check: Callable[[], Any], timeout: float, every: float = 0.25) -> Any:
     """Poll `check` until it returns something truthy; fail after `timeout` seconds."""
     deadline = time.monotonic() + timeout
@@ -85,6 +89,8 @@ def wait_for(what: str, check: Callable[[], Any], timeout: float, every: float =
             got = check()
             if got:
                 return got
+        except JobEnded:
+            raise
         except Exception as exc:  # noqa: BLE001 - not up yet
             last = exc
         time.sleep(every)
@@ -318,6 +324,8 @@ class Cluster:
 
         `during(sub)` runs in a thread while the job runs (e.g. to kill an executor)."""
         ui_port = free_port()
+        event_dir = cwd / f"events.{time.monotonic_ns()}"
+        event_dir.mkdir()
         cmd = [
             str(BIN / "spark-submit"),
             "--master",
@@ -338,6 +346,9 @@ class Cluster:
             "spark.port.maxRetries=50",
             "--conf",
             "spark.driver.host=127.0.0.1",
+            *("--conf", "spark.eventLog.enabled=true"),  # Submitted.lost_tasks()
+            *("--conf", f"spark.eventLog.dir={event_dir.as_uri()}"),
+            *("--conf", "spark.eventLog.compress=false"),
             "--conf",
             "spark.driver.memory=2g",
             "--conf",
@@ -358,7 +369,7 @@ class Cluster:
                 cmd, cwd=cwd, env=env, stdout=so, stderr=se, start_new_session=True
             )
             self.procs.append(proc)
-            sub = Submitted(self, proc, f"http://127.0.0.1:{ui_port}", stdout, stderr)
+            sub = Submitted(self, proc, f"http://127.0.0.1:{ui_port}", stdout, stderr, event_dir)
             helper = None
             if during is not None:
                 helper = threading.Thread(target=sub.run_during, args=(during,), daemon=True)
@@ -374,6 +385,8 @@ class Cluster:
                 kill_group(proc, grace=2)  # the driver's Python, if anything is left
             if helper is not None:
                 helper.join(timeout=30)
+                if helper.is_alive():
+                    sub.during_error = "the `during` hook was still running after the job"
         sub.returncode = proc.returncode
         sub.stdout = stdout.read_text()
         sub.stderr = stderr.read_text()
@@ -392,13 +405,16 @@ class Submitted:
     ui: str
     stdout_path: Path
     stderr_path: Path
+    event_dir: Path
     returncode: int | None = None
     stdout: str = ""
     stderr: str = ""
     summary: Any = None
     during_error: str | None = None
     killed_app: str | None = None
+    killed_executor: str | None = None
     notes: list[str] = field(default_factory=list)
+    _app: str | None = None
 
     def tail(self) -> str:
         out = self.stdout_path.read_text()[-2000:]
@@ -412,11 +428,31 @@ class Submitted:
             self.during_error = f"{type(exc).__name__}: {exc}"
 
     def app_id(self) -> str:
-        apps = get_json(f"{self.ui}/api/v1/applications")
-        return str(apps[0]["id"])
+        if self._app is None:
+            self._app = str(get_json(f"{self.ui}/api/v1/applications")[0]["id"])
+        return self._app
 
-    def active_stages(self) -> list[dict[str, Any]]:
-        return get_json(f"{self.ui}/api/v1/applications/{self.app_id()}/stages?status=active")
+    def lost_tasks(self) -> list[dict[str, Any]]:
+        """Tasks that ended because their executor was lost (ExecutorLostFailure), from the
+        job's event log: `{"stage": ..., "task": ..., "executor": ...}` each."""
+        lost = []
+        for path in sorted(self.event_dir.glob("*/events_*")):  # rolling log, v2 layout
+            for line in path.read_text().splitlines():
+                event = json.loads(line)
+                reason = event.get("Task End Reason", {})
+                if (
+                    event.get("Event") == "SparkListenerTaskEnd"
+                    and reason.get("Reason") == "ExecutorLostFailure"
+                ):
+                    info = event["Task Info"]
+                    lost.append(
+                        {
+                            "stage": event["Stage ID"],
+                            "task": info["Task ID"],
+                            "executor": info["Executor ID"],
+                        }
+                    )
+        return lost
 
 
 def python_workers(pid: int) -> list[int]:
@@ -443,49 +479,50 @@ def python_workers(pid: int) -> list[int]:
 
 
 def kill_executor_when_python_runs(timeout: float = 150) -> Callable[[Submitted], None]:
-    """A `during` hook: kill -9, once, the executor JVM (CoarseGrainedExecutorBackend) that
-    has a task running right now and has started the job's Python UDF workers.
+    """A `during` hook: kill -9, once, the first executor JVM (CoarseGrainedExecutorBackend)
+    of the job that starts a Python UDF worker, the moment it does.
 
-    In ingest and embed the first Python a task runs is the stage's own UDF (mapInArrow over
-    the shards, mapInPandas over the images), so the kill lands inside that stage: its running
-    task, its cached blocks and its shuffle files are lost with the executor.
+    An executor forks its `pyspark.daemon` inside the task that first needs Python, and that
+    task then waits for the worker's imports (seconds), so the kill lands on it. In ingest and
+    embed that task is the stage's own UDF (mapInArrow over the shards, mapInPandas over the
+    images): its running task, its cached blocks and its shuffle files are lost with the
+    executor. `Submitted.lost_tasks()` checks afterwards, from the event log, that it did.
+
+    Only /proc is polled: the web UI's task list lags the scheduler under load, and a
+    seconds-long task could start and end between two of its updates.
     """
 
     def hook(sub: Submitted) -> None:
         cluster = sub.cluster
 
-        def target() -> tuple[str, int, int] | None:
+        def target() -> tuple[int, int] | None:
             if sub.proc.poll() is not None:
-                raise AssertionError("the job ended before an executor ran its Python UDF")
+                raise JobEnded("the job ended before an executor started a Python UDF worker")
             app = sub.app_id()
-            for s in sub.active_stages():
-                if s["numActiveTasks"] <= 0:
-                    continue
-                tasks = get_json(
-                    f"{sub.ui}/api/v1/applications/{app}/stages/{s['stageId']}/"
-                    f"{s['attemptId']}/taskList?status=RUNNING&length=100"
-                )
-                for t in tasks:
-                    if t.get("status") != "RUNNING":
-                        continue
-                    for i, worker in enumerate(cluster.workers):
-                        for pid in cluster.executors(worker, app, str(t["executorId"])):
-                            if python_workers(pid):
-                                where = f"task {t['taskId']} of stage {s['stageId']} {s['name']!r}"
-                                return where, i, pid
+            for i, worker in enumerate(cluster.workers):
+                for pid in cluster.executors(worker, app):
+                    if python_workers(pid):
+                        return i, pid
             return None
 
         try:
-            where, worker, pid = wait_for("a running task of the stage", target, timeout, 0.1)
-        except (AssertionError, TimeoutError) as exc:
+            worker, pid = wait_for("an executor with a Python UDF worker", target, timeout, 0.05)
+        except (JobEnded, TimeoutError) as exc:
             sub.during_error = str(exc)
             return
+        executor_id = executor_id_of(pid)
         os.kill(pid, signal.SIGKILL)
-        sub.killed_app = sub.app_id()
-        sub.notes.append(f"kill -9 executor JVM {pid} (worker {worker}) running {where}")
+        sub.killed_app, sub.killed_executor = sub.app_id(), executor_id
+        sub.notes.append(f"kill -9 executor {executor_id} (JVM {pid}, worker {worker})")
         say(sub.notes[-1])
 
     return hook
+
+
+def executor_id_of(pid: int) -> str:
+    """The `--executor-id` a CoarseGrainedExecutorBackend JVM was started with."""
+    cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    return cmd[cmd.index(b"--executor-id") + 1].decode()
 
 
 def relaunched(cluster: Cluster, app_id: str) -> int:

@@ -98,6 +98,8 @@ def stage(cluster: Cluster, run: Run, job: str, *extra: str, **kw: Any) -> Any: 
 def assert_recovered(cluster: Cluster, sub: Any) -> None:  # noqa: F811
     """The kill landed on a running task, Spark saw it, the master started a new executor."""
     assert sub.notes and sub.killed_app, "no executor was killed"
+    lost = sub.lost_tasks()
+    assert any(t["executor"] == sub.killed_executor for t in lost), (sub.notes, lost)
     assert "Lost executor" in sub.stderr, sub.stderr[-3000:]
     assert relaunched(cluster, sub.killed_app) >= 3  # two at the start, one after the kill
 

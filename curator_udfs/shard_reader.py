@@ -190,6 +190,12 @@ class _Sample:
             self.problem = QuarantinedItem(self.key, member, reason, detail, size)
         self.image = self.caption_raw = self.json_raw = None
 
+    def second(self, reason: str, what: str, first: str | None, member: str, size: int) -> bool:
+        """Quarantine the sample when it already has a `what` member (`first`); True if so."""
+        if first is not None:
+            self.fail(reason, member, f"second {what} member (first {first!r})", size)
+        return first is not None
+
 
 class ShardReader:
     """Iterate a shard's samples in order: IngestedSample or QuarantinedItem, never raising.
@@ -345,13 +351,7 @@ class ShardReader:
         if sample.problem is not None:
             return  # doomed sample: read nothing more of it
         if ext in IMAGE_EXTENSIONS:
-            if sample.image_member is not None:
-                sample.fail(
-                    "multiple_images",
-                    name,
-                    f"second image member (first {sample.image_member!r})",
-                    size,
-                )
+            if sample.second("multiple_images", "image", sample.image_member, name, size):
                 return
             sample.image_member, sample.image_ext, sample.image_size = name, ext, size
             sample.image_offset = info.offset_data if self._plain else None
@@ -365,25 +365,13 @@ class ShardReader:
                 return
             sample.image = _read(tar, info, size)
         elif ext == "txt":
-            if sample.txt_member is not None:
-                sample.fail(
-                    "duplicate_member",
-                    name,
-                    f"second caption member (first {sample.txt_member!r})",
-                    size,
-                )
+            if sample.second("duplicate_member", "caption", sample.txt_member, name, size):
                 return
             sample.txt_member = name
             sample.caption_truncated = size > limits.max_caption_bytes
             sample.caption_raw = _read(tar, info, min(size, limits.max_caption_bytes))
         elif ext == "json":
-            if sample.json_member is not None:
-                sample.fail(
-                    "duplicate_member",
-                    name,
-                    f"second json member (first {sample.json_member!r})",
-                    size,
-                )
+            if sample.second("duplicate_member", "json", sample.json_member, name, size):
                 return
             sample.json_member = name
             if size > limits.max_json_bytes:

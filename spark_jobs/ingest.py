@@ -33,14 +33,20 @@ from spark_jobs.tables import (
 )
 
 
-def pending_shards(spark: SparkSession, cfg: Config, files: list[ShardFile]) -> list[ShardFile]:
-    """The listed shards not yet recorded in `shards` (failed ones too, with retry_failed)."""
+def recorded_shards(spark: SparkSession, cfg: Config) -> dict[str, str]:
+    """shard_uri → status of every shard recorded in `shards`."""
     ensure_table(spark, cfg, SHARDS)
-    done = read_table(spark, cfg, "shards")
-    if cfg.ingest.retry_failed:
-        done = done.where("status != 'failed'")
-    recorded = {r.shard_uri for r in done.select("shard_uri").collect()}
-    return [f for f in files if f.uri not in recorded]
+    done = read_table(spark, cfg, "shards").select("shard_uri", "status").collect()
+    return {r.shard_uri: r.status for r in done}
+
+
+def pending_shards(
+    files: list[ShardFile], recorded: dict[str, str], *, retry_failed: bool
+) -> list[ShardFile]:
+    """The listed shards not yet recorded (failed ones too, with `retry_failed`)."""
+    return [
+        f for f in files if f.uri not in recorded or (retry_failed and recorded[f.uri] == "failed")
+    ]
 
 
 def row_group_conf(cfg: Config) -> dict[str, str]:
@@ -58,9 +64,18 @@ def _batches(items: list[ShardFile], size: int) -> list[list[ShardFile]]:
 
 
 def ingest_batch(
-    spark: SparkSession, cfg: Config, batch: list[ShardFile], run_id: str, summary: Summary
+    spark: SparkSession,
+    cfg: Config,
+    batch: list[ShardFile],
+    run_id: str,
+    summary: Summary,
+    *,
+    retried: bool = False,
 ) -> None:
-    """Read one batch of shards (one task each) and commit it to the three tables."""
+    """Read one batch of shards (one task each) and commit it to the three tables.
+
+    `retried`: some shard of the batch is recorded already (failed, retried), so its `shards`
+    row is updated; otherwise the rows are only inserted, the cheaper MERGE."""
     limits = ingest_limits(cfg)
     at = datetime.now(UTC)
     shard_rows = [(f.uri, f.size, f.mtime) for f in batch]
@@ -94,10 +109,13 @@ def ingest_batch(
         stats = counts.get("shard")
         with session_conf(spark, row_group_conf(cfg)):
             inserted_images = merge_insert_new(spark, cfg, IMAGES, images, scope=scope)
-        inserted_q = merge_insert_new(spark, cfg, QUARANTINE, quarantine, scope=scope)
+        inserted_q = 0
+        if "quarantine" in counts:  # an empty source would still cost a transaction's work
+            inserted_q = merge_insert_new(spark, cfg, QUARANTINE, quarantine, scope=scope)
         # Delta may warn "Merge source has 0 rows in initial scan" here: a miscount of its
         # first scan, not a changed source (conf/spark/log4j2.properties, tests/test_ingest.py).
-        merge_upsert(spark, cfg, SHARDS, shards, scope=scope)  # recorded last
+        record = merge_upsert if retried else merge_insert_new
+        record(spark, cfg, SHARDS, shards, scope=scope)  # recorded last
     finally:
         rows.unpersist()
     read_in = sum(counts[k]["n"] for k in ("image", "quarantine") if k in counts)
@@ -136,8 +154,11 @@ def run(
     """Ingest every shard of `input.shards` (plus `inputs`) not ingested yet."""
     summary = Summary(job="ingest", run_id=new_run_id("ingest"), unit="samples")
     files = list_inputs(cfg, inputs) if files is None else files
-    todo = pending_shards(spark, cfg, files)
-    for tdef in (IMAGES, SHARDS):  # a table from before a column (caption signals, ...): NULLs
+    recorded = recorded_shards(spark, cfg)
+    todo = pending_shards(files, recorded, retry_failed=cfg.ingest.retry_failed)
+    # all three exist after a run, each with every column (a table from before a column,
+    # caption signals, ...: NULLs there), also when no batch quarantines anything
+    for tdef in (IMAGES, QUARANTINE, SHARDS):
         add_missing_columns(spark, cfg, tdef)
     summary.extra.update(
         shards_listed=len(files),
@@ -148,7 +169,8 @@ def run(
         bytes_read=0,
     )
     for batch in _batches(todo, cfg.ingest.shards_per_batch):
-        ingest_batch(spark, cfg, batch, summary.run_id, summary)
+        retried = any(f.uri in recorded for f in batch)
+        ingest_batch(spark, cfg, batch, summary.run_id, summary, retried=retried)
     mb = summary.extra["bytes_read"] / 1e6
     summary.finish()
     summary.extra["MB_per_s"] = round(mb / summary.seconds, 2) if summary.seconds else 0.0

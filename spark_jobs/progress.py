@@ -128,7 +128,9 @@ def expected_work(
     try:
         if stage == "ingest":
             files = options.get("files") or ingest.list_inputs(cfg, options.get("inputs"))
-            return len(ingest.pending_shards(spark, cfg, files)), "shards"
+            recorded = ingest.recorded_shards(spark, cfg)
+            todo = ingest.pending_shards(files, recorded, retry_failed=cfg.ingest.retry_failed)
+            return len(todo), "shards"
         if stage == "embed":
             if is_delta(table_path(cfg, "scores")):
                 return embed.pending_images(spark, cfg, scored_model_id(cfg)).count(), "images"

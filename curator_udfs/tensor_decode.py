@@ -27,10 +27,10 @@ from PIL import Image
 
 from .decode import bound_aspect_box, open_checked
 from .image_signals import SIGNAL_SIZE, ImageSignals, signals_of_rgb
+from .specs import DECODE_MODES
 
 __all__ = ["DECODE_MODES", "Decoded", "TensorDecoder", "TensorTransform", "use_tensor_decode"]
 
-DECODE_MODES = ("auto", "pil", "torchvision")
 # One image's result, as the embedders' PIL path returns it: (tensor, error, signals).
 Decoded = tuple[torch.Tensor | None, str | None, ImageSignals | None]
 

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from curator_udfs.presets import NamedPredicate, PresetThresholds, expand_presets, preset_names
 from curator_udfs.shard_reader import IngestLimits
-from curator_udfs.specs import EmbedSpec, HeadSpec
+from curator_udfs.specs import DecodeMode, EmbedSpec, HeadSpec
 from spark_jobs.config_keys import dotted_key, field_help, known_keys
 from spark_jobs.paths import StoreURI, is_uri, resolve_config_path
 from spark_jobs.redact import MASK, is_secret_key, redact, remember_secrets, secret_values
@@ -119,7 +119,7 @@ class EmbedCfg(_Section):
         default=4, gt=0, description="decode threads per Python worker"
     )
     autocast: bool = Field(default=True, description="fp16 autocast on CUDA")
-    decode: Literal["auto", "pil", "torchvision"] = Field(
+    decode: DecodeMode = Field(
         default="auto", description="JPEG decoder: auto = nvJPEG batches on CUDA, else PIL"
     )
     normalize: bool = Field(

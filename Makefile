@@ -20,7 +20,7 @@ DEMO_DIR := demo
 export PYSPARK_PYTHON := $(abspath $(PYTHON))
 export PYSPARK_DRIVER_PYTHON := $(abspath $(PYTHON))
 
-.PHONY: setup install jars rapids-jar chromium cluster-bundle check-py312 demo test test-faults bench lint clean
+.PHONY: setup test-setup install jars rapids-jar chromium cluster-bundle check-py312 demo test test-faults bench lint clean
 
 # The set-up steps wait on the network, not on each other: they run side by side (jars and the
 # RAPIDS jar one after the other, as two Maven runs must not fill ~/.m2 at once).
@@ -28,6 +28,10 @@ SETUP := install jars rapids-jar
 
 setup:
 	@$(MAKE) --no-print-directory -j3 --output-sync=target $(SETUP)
+
+# What `make test` needs: the set-up and Debian's Chromium, side by side (.ci/run calls it too).
+test-setup:
+	@$(MAKE) --no-print-directory -j4 --output-sync=target $(SETUP) chromium
 
 install: $(VENV)/.installed
 
@@ -118,8 +122,7 @@ demo: install jars
 	@echo "report: $(abspath $(DEMO_DIR))/report/index.html"
 
 # Two workers on the two cores, one test module at a time each (module fixtures built once).
-test:
-	@$(MAKE) --no-print-directory -j4 --output-sync=target $(SETUP) chromium
+test: test-setup
 	$(BIN)/python -m tests.jvm_archive
 	$(BIN)/python -m pytest -q -m "not slow" -n 2 --dist loadfile --no-loadscope-reorder
 

@@ -17,7 +17,12 @@ Spark) in a subprocess: time, peak memory and planted recall, exact cost extrapo
 writing them to Delta) does not fit the ~10 minutes this benchmark is meant to take, so the
 1M numbers are the in-process pipeline's, as its output says.
 
+Above ``--exact-max`` rows the exact search covers every pair touching ``--exact-sample``
+seeded rows (recall and precision over those pairs; the all-pairs time extrapolated from it),
+so the job can be measured at 1M without an n^2 search of hours:
+
     .venv/bin/python bench/dedup.py                      # 100k via Spark, then 1M in process
+    .venv/bin/python bench/dedup.py --n 1000000 --large-n 0 --defaults-only
     .venv/bin/python bench/dedup.py --n 20000 --large-n 0
 """
 

@@ -152,8 +152,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument(
         "--coarse-assignments",
         type=int,
-        default=3,
-        help="dedup.coarse_assignments of the last variants (the job's default: 3)",
+        default=4,
+        help="dedup.coarse_assignments of the last variants (the job's default: 4)",
     )
     p.add_argument("--planted-fraction", type=float, default=0.02)
     p.add_argument("--backend", default="auto")

@@ -233,7 +233,7 @@ class DedupCfg(_Section):
         "within this of the nearest's (recall at cluster borders); null = nearest only",
     )
     coarse_assignments: int = Field(
-        default=3, ge=1, le=8, description="coarse centroids a row joins at most (nearest first)"
+        default=4, ge=1, le=8, description="coarse centroids a row joins at most (nearest first)"
     )
     max_cluster_size: int = Field(
         default=2000, ge=2, description="fine k-means splits each coarse group below this many rows"

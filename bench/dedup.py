@@ -63,8 +63,9 @@ def sampled_exact(
     found_i, found_j = [], []
     for start in range(0, rows.size, block):
         r = rows[start : start + block]
+        xr = x[r]  # gathered once per row block, not once per tile
         for bj in range(0, n, 8192):
-            ii, jj = np.nonzero(x[r] @ x[bj : bj + 8192].T >= thr)
+            ii, jj = np.nonzero(xr @ x[bj : bj + 8192].T >= thr)
             jj = jj + bj
             keep = r[ii] != jj
             found_i.append(r[ii][keep])

@@ -49,6 +49,7 @@ def pipeline(
     second_margin: float | None,
     fine_margin: float | None = None,
     assignments: int = 2,
+    resplits: int = 0,
 ) -> dict[str, object]:
     """Coarse fit + assign + per-coarse fine clustering; returns pair keys, timings, stats."""
     n = x.shape[0]
@@ -80,6 +81,7 @@ def pipeline(
             seed=args.seed,
             backend=args.backend,
             fine_margin=fine_margin,
+            fine_resplits=resplits,
         )
         frames.append(pairs[["a", "b"]])
         stats.append(st)
@@ -155,6 +157,12 @@ def main(argv: list[str] | None = None) -> None:
         default=4,
         help="dedup.coarse_assignments of the last variants (the job's default: 4)",
     )
+    p.add_argument(
+        "--fine-resplits",
+        type=int,
+        default=1,
+        help="dedup.fine_resplits of the last variant (the job's default: 1; 0: no variant)",
+    )
     p.add_argument("--planted-fraction", type=float, default=0.02)
     p.add_argument("--backend", default="auto")
     p.add_argument("--seed", type=int, default=0)
@@ -182,20 +190,28 @@ def main(argv: list[str] | None = None) -> None:
 
     results = {}
     two = f"two-nearest<{args.second_margin}"
-    variants: list[tuple[str, float | None, float | None, int]] = [
-        ("nearest only", None, None, 1),
-        (two, args.second_margin, None, 2),
+    variants: list[tuple[str, float | None, float | None, int, int]] = [
+        ("nearest only", None, None, 1, 0),
+        (two, args.second_margin, None, 2, 0),
     ]
     fine_margins = [float(v) for v in args.fine_margins.split(",") if v.strip()]
     for fm in fine_margins:
-        variants.append((f"{two} fine<{fm}", args.second_margin, fm, 2))
+        variants.append((f"{two} fine<{fm}", args.second_margin, fm, 2, 0))
+    many = f"{args.coarse_assignments}-nearest<{args.second_margin}"
     if args.coarse_assignments != 2:
-        many = f"{args.coarse_assignments}-nearest<{args.second_margin}"
         for fm in fine_margins:
-            variants.append((f"{many} fine<{fm}", args.second_margin, fm, args.coarse_assignments))
-    for label, margin, fine_margin, assignments in variants:
+            variants.append(
+                (f"{many} fine<{fm}", args.second_margin, fm, args.coarse_assignments, 0)
+            )
+    if args.fine_resplits and fine_margins:
+        fm = fine_margins[-1]
+        label = f"{many} fine<{fm} +{args.fine_resplits} splits"
+        variants.append(
+            (label, args.second_margin, fm, args.coarse_assignments, args.fine_resplits)
+        )
+    for label, margin, fine_margin, assignments, resplits in variants:
         with PeakRss() as mem:
-            res = pipeline(x, ids, args, margin, fine_margin, assignments)
+            res = pipeline(x, ids, args, margin, fine_margin, assignments, resplits)
         res["peak_mb"] = mem.above_mb
         results[label] = res
 
@@ -214,7 +230,7 @@ def main(argv: list[str] | None = None) -> None:
         )
 
     print()
-    header = f"{'method':<34}{'seconds':>9}{'speed-up':>10}{'pairs':>10}{'recall':>9}"
+    header = f"{'method':<38}{'seconds':>9}{'speed-up':>10}{'pairs':>10}{'recall':>9}"
     header += f"{'precision':>11}{'planted':>9}{'fine/largest':>14}{'peak MB':>9}"
     print(header)
     for label, res in results.items():
@@ -227,7 +243,7 @@ def main(argv: list[str] | None = None) -> None:
             recall = precision = "n/a"
         planted_recall = np.isin(planted_keys, keys).mean()
         print(
-            f"{label:<34}{res['seconds']:>9.1f}{exact_s / res['seconds']:>10.1f}{keys.size:>10}"
+            f"{label:<38}{res['seconds']:>9.1f}{exact_s / res['seconds']:>10.1f}{keys.size:>10}"
             f"{recall:>9}{precision:>11}{planted_recall:>9.4f}"
             f"{str(res['fine_clusters']) + '/' + str(res['largest_fine']):>14}"
             f"{res['peak_mb']:>9.0f}"
@@ -235,11 +251,11 @@ def main(argv: list[str] | None = None) -> None:
     if exact_keys is not None:
         planted_exact = np.isin(planted_keys, exact_keys).mean()
         print(
-            f"{'exact all-pairs':<34}{exact_s:>9.1f}{1.0:>10.1f}{exact_keys.size:>10}"
+            f"{'exact all-pairs':<38}{exact_s:>9.1f}{1.0:>10.1f}{exact_keys.size:>10}"
             f"{'1.0000':>9}{'1.0000':>11}{planted_exact:>9.4f}{'-':>14}{'-':>9}"
         )
     else:
-        print(f"{'exact all-pairs':<34}{exact_s:>9.0f}{1.0:>10.1f}   (not run: {exact_note})")
+        print(f"{'exact all-pairs':<38}{exact_s:>9.0f}{1.0:>10.1f}   (not run: {exact_note})")
     print()
     for label, res in results.items():
         sizes = res["coarse_sizes"]

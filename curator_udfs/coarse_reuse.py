@@ -74,6 +74,7 @@ def state_basis(
     seed: int,
     fine_margin: float | None = None,
     assignments: int = 2,
+    resplits: int = 0,
 ) -> str:
     """The key under which per-group state is valid: the centroid fit and the fine-stage
     parameters that change a group's pairs. State written under another basis is ignored."""
@@ -82,6 +83,7 @@ def state_basis(
         f"backend={backend};seed={seed}"
         + ("" if fine_margin is None else f";fine={fine_margin!r}")
         + ("" if assignments == 2 else f";assign={assignments}")
+        + ("" if resplits == 0 else f";resplits={resplits}")
     )
 
 

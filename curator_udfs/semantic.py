@@ -19,10 +19,15 @@ clusters then overlap; a pair found in both comes out twice (the job keeps one p
 A split keeps at most a quarter of its rows' second assignments (those closest to the border),
 so overlap grows a split's input by at most 25 %; one whose overlapping children would not be
 smaller than their parent drops them, so the recursion always makes progress.
+In a dense coarse group the cap binds and one split keeps only about 0.9 of the pairs (measured
+at 300k, README); with ``fine_resplits`` such a group (only such a group) is split again, whole,
+with other seeds, and the union of the splits' fine clusters is searched: a pair cut by one
+split's borders is rarely cut by every split's (0.900 / 0.983 / 0.998 of that group's pairs
+with 1 / 2 / 3 splits).
 
 Determinism: members are sorted by sample_id before anything else and every k-means fit gets a
-seed derived from (seed, coarse, position in the split tree), so the output is identical for a
-fixed seed whatever the input row order.
+seed derived from (seed, split number, coarse, position in the split tree), so the output is
+identical for a fixed seed whatever the input row order.
 
 Stats for the job summary: :func:`fine_clusters` returns ``(pairs, stats)`` with one stats row
 per fine cluster (``cluster``, ``size``). Inside ``applyInPandas`` (one output schema) call
@@ -46,6 +51,7 @@ from curator_udfs.similarity import pairs_above
 __all__ = [
     "PAIR_COLUMNS",
     "STATS_COLUMNS",
+    "coarse_group_splits",
     "fine_cluster_pairs",
     "fine_clusters",
     "split_bounded",
@@ -84,17 +90,18 @@ def _projection_split(x: np.ndarray, k: int, seed: int) -> np.ndarray:
     return labels
 
 
-def _cap_overlap(second: np.ndarray, margin: np.ndarray) -> np.ndarray:
+def _cap_overlap(second: np.ndarray, margin: np.ndarray) -> tuple[np.ndarray, bool]:
     """``second`` with at most ``_MAX_OVERLAP`` x n second assignments kept, the rows closest
-    to the border first (smallest margin): bounds how much a split can grow its input."""
+    to the border first (smallest margin): bounds how much a split can grow its input. The flag
+    says whether the cap dropped any (the split lost border rows it wanted to share)."""
     extra = np.flatnonzero(second >= 0)
     cap = int(_MAX_OVERLAP * second.shape[0])
     if extra.size <= cap:
-        return second
+        return second, False
     keep = extra[np.argsort(margin[extra], kind="stable")[:cap]]
     out = np.full_like(second, -1)
     out[keep] = second[keep]
-    return out
+    return out, True
 
 
 def split_bounded(
@@ -105,29 +112,44 @@ def split_bounded(
     seed: int,
     path: tuple[int, ...] = (),
     fine_margin: float | None = None,
+    salt: str = "",
 ) -> list[np.ndarray]:
     """Split rows of unit vectors ``x`` into index groups of size <= ``max_cluster_size``.
 
     Groups come in a deterministic order (depth-first over the split tree, children by
     centroid index); each group's indices are ascending. See the module docstring for the
     one exception to the bound (a cluster of identical vectors) and for ``fine_margin``
-    (groups may overlap near the borders of a k-means split).
+    (groups may overlap near the borders of a k-means split). A non-empty ``salt`` gives
+    every k-means fit of the tree other seeds (an independent split of the same rows).
     """
+    return _split_tree(x, max_cluster_size, backend, seed, path, fine_margin, salt)[0]
+
+
+def _split_tree(
+    x: np.ndarray,
+    max_cluster_size: int,
+    backend: KMeansBackend,
+    seed: int,
+    path: tuple[int, ...],
+    fine_margin: float | None,
+    salt: str,
+) -> tuple[list[np.ndarray], bool]:
+    """:func:`split_bounded`'s groups, and whether the overlap cap bound in any split."""
     n = x.shape[0]
     if n <= max_cluster_size:
-        return [np.arange(n)]
+        return [np.arange(n)], False
     c = _centroid(x)
     if float(np.max(1.0 - x @ c)) <= _SAME_POINT:
-        return [np.arange(n)]
+        return [np.arange(n)], False
     k = math.ceil(n / max_cluster_size)
-    sub_seed = _sub_seed(seed, *path)
+    sub_seed = _sub_seed(seed, *path) if not salt else _sub_seed(seed, salt, *path)
     centroids = backend.fit(x, k, seed=sub_seed, max_iter=_MAX_ITER)
     # float32 products: a split always sees the whole group (sorted), so the result is stable
     labels, second, margin = assign(x, centroids, second_margin=fine_margin, precise=False)
     if np.unique(labels).size < 2 or len(path) > _MAX_KMEANS_DEPTH:
         labels = _projection_split(x, k, sub_seed)
         second = np.full(n, -1, dtype=np.int64)
-    second = _cap_overlap(second, margin)
+    second, capped = _cap_overlap(second, margin)
     children = [
         np.union1d(np.flatnonzero(labels == label), np.flatnonzero(second == label))
         for label in np.unique(labels)
@@ -136,15 +158,35 @@ def split_bounded(
         children = [np.flatnonzero(labels == label) for label in np.unique(labels)]
     groups: list[np.ndarray] = []
     for label, idx in zip(np.unique(labels), children, strict=True):
-        for sub in split_bounded(
-            x[idx],
-            max_cluster_size,
-            backend=backend,
-            seed=seed,
-            path=(*path, int(label)),
-            fine_margin=fine_margin,
-        ):
-            groups.append(idx[sub])
+        sub_groups, sub_capped = _split_tree(
+            x[idx], max_cluster_size, backend, seed, (*path, int(label)), fine_margin, salt
+        )
+        capped = capped or sub_capped
+        groups.extend(idx[sub] for sub in sub_groups)
+    return groups, capped
+
+
+def coarse_group_splits(
+    x: np.ndarray,
+    max_cluster_size: int,
+    *,
+    backend: KMeansBackend,
+    seed: int,
+    coarse: int,
+    fine_margin: float | None = None,
+    resplits: int = 0,
+) -> list[np.ndarray]:
+    """The fine clusters of one coarse group: its bounded split, then, if the overlap cap bound
+    anywhere in that split, up to ``resplits`` more independently seeded splits of the whole
+    group (module docstring: a dense group's pairs cut by one split's borders are rarely cut by
+    every split's)."""
+    groups, capped = _split_tree(x, max_cluster_size, backend, seed, (coarse,), fine_margin, "")
+    if capped:
+        for r in range(1, resplits + 1):
+            groups += split_bounded(
+                x, max_cluster_size, backend=backend, seed=seed, path=(coarse,),
+                fine_margin=fine_margin, salt=f"resplit{r}",
+            )  # fmt: skip
     return groups
 
 
@@ -182,11 +224,12 @@ def fine_clusters(
     backend: str = "auto",
     block_size: int = 4096,
     fine_margin: float | None = None,
+    fine_resplits: int = 0,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Pairs at or above ``min(thresholds)`` inside bounded fine clusters, plus stats.
 
     With ``fine_margin`` the fine clusters overlap at their borders (module docstring): a
-    pair may then come once per cluster holding both.
+    pair may then come once per cluster holding both; so may it with ``fine_resplits``.
 
     Returns ``(pairs, stats)``: ``pairs`` has :data:`PAIR_COLUMNS` (``a < b`` by sample_id,
     sorted by cluster then a, b; ``dist_*`` = 1 - cos to the fine cluster's centroid, the
@@ -208,9 +251,10 @@ def fine_clusters(
     for coarse, part in df.groupby("coarse", sort=True):
         ids = part["sample_id"].to_numpy()
         x = l2_normalise(np.stack([np.asarray(e, dtype=np.float32) for e in part["embedding"]]))
-        groups = split_bounded(
-            x, max_cluster_size, backend=km, seed=seed, path=(coarse,), fine_margin=fine_margin
-        )
+        groups = coarse_group_splits(
+            x, max_cluster_size, backend=km, seed=seed, coarse=int(coarse),
+            fine_margin=fine_margin, resplits=fine_resplits,
+        )  # fmt: skip
         for fine, idx in enumerate(groups):
             name = f"{coarse}-{fine}"
             names.append(name)
@@ -244,7 +288,7 @@ def fine_cluster_pairs(
 ) -> pd.DataFrame:
     """The ``applyInPandas`` entry point: pairs for one coarse group (see :func:`fine_clusters`,
     which takes ``params``: thresholds, max_cluster_size, seed, backend, block_size,
-    fine_margin).
+    fine_margin, fine_resplits).
 
     Input columns ``sample_id`` (str), ``embedding`` (float sequence), ``coarse`` (int).
     Output columns :data:`PAIR_COLUMNS`; with ``include_stats`` also ``cluster_size`` and one

@@ -244,6 +244,10 @@ class DedupCfg(_Section):
         description="also put a row into its second-nearest fine cluster when the cosine "
         "margin is below this (recall at fine-cluster borders); null = nearest only",
     )
+    fine_resplits: int = Field(
+        default=1, ge=0, le=8, description="extra seeded fine splits of a coarse group whose "
+        "split hit the fine_margin overlap cap (recall in dense groups); 0 = none",
+    )  # fmt: skip
     block_size: int = Field(
         default=4096,
         gt=0,

@@ -247,6 +247,7 @@ def _fine_pairs(
         second_margin=d.second_margin,
         coarse_assignments=d.coarse_assignments,
         fine_margin=d.fine_margin,
+        fine_resplits=d.fine_resplits,
     )
     bc = spark.sparkContext.broadcast(centroids)
     assigned = reps.select(
@@ -264,6 +265,7 @@ def _fine_pairs(
         backend=d.backend,
         block_size=d.block_size,
         fine_margin=d.fine_margin,
+        fine_resplits=d.fine_resplits,
         include_stats=True,
     )
     if state is None:

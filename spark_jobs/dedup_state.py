@@ -121,6 +121,7 @@ class SemanticState:
             fit_id, threshold=1.0 - max(d.eps), max_cluster_size=d.max_cluster_size,
             second_margin=d.second_margin, backend=d.backend, seed=d.seed,
             fine_margin=d.fine_margin, assignments=d.coarse_assignments,
+            resplits=d.fine_resplits,
         )  # fmt: skip
         return centroids, backend
 

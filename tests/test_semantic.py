@@ -152,3 +152,24 @@ def test_fine_margin_finds_pairs_cut_by_a_fine_border(data, result) -> None:
         thresholds=THRESHOLDS, max_cluster_size=400, seed=1, fine_margin=0.05,
     )  # fmt: skip
     pd.testing.assert_frame_equal(pairs, again)
+
+
+def test_resplits_recover_pairs_a_capped_split_loses() -> None:
+    """Where the overlap cap binds (dense data: most rows near a border), more seeded splits of
+    the same group find pairs the first split cut: a superset of its pairs, all real, every
+    cluster within the bound, deterministic; where the cap does not bind, nothing changes."""
+    pdf, _ = _frame(n=6000)
+    exact = _exact(pdf)
+    params = dict(thresholds=THRESHOLDS, max_cluster_size=400, seed=1, fine_margin=0.05)
+    one, stats1 = fine_clusters(pdf, **params)
+    three, stats3 = fine_clusters(pdf, fine_resplits=2, **params)
+    assert exact - _pair_set(one), "the capped split must lose pairs, or the test proves nothing"
+    assert _pair_set(one) < _pair_set(three) <= exact
+    assert len(stats3) > len(stats1) and stats3["size"].max() <= 400
+    pd.testing.assert_frame_equal(stats3.iloc[: len(stats1)], stats1)  # the first split first
+    again, _ = fine_clusters(pdf.iloc[::-1].reset_index(drop=True), fine_resplits=2, **params)
+    pd.testing.assert_frame_equal(three, again)
+
+    tight = dict(params, fine_margin=1e-4)  # too narrow for the cap to bind
+    plain, _ = fine_clusters(pdf, **tight)
+    pd.testing.assert_frame_equal(plain, fine_clusters(pdf, fine_resplits=2, **tight)[0])

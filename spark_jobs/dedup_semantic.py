@@ -3,10 +3,10 @@
 1. Usable embeddings only: a row whose embedding is NULL, empty, holds a NaN or a NULL
    element, or whose scores row has an `error` (decoding failed) is skipped and counted
    (`embeddings_skipped` in the summary), never a crash or a NaN similarity.
-2. Identical embeddings are grouped first (equal arrays): one representative per distinct
-   vector, its best-ranked sample (smallest sample_id under farthest_from_centroid, where
-   copies tie by construction), goes on; so 10^5 copies of one vector cost one row, not a
-   cluster that cannot be split and 10^10 pairs.
+2. Identical embeddings are grouped first (by two hashes of the array, 96 bits): one
+   representative per distinct vector, its best-ranked sample (smallest sample_id under
+   farthest_from_centroid, where copies tie by construction), goes on; so 10^5 copies of one
+   vector cost one row, not a cluster that cannot be split and 10^10 pairs.
 3. Coarse k-means on a seeded sample of the representatives on the driver, centroids
    broadcast, each assigned in a pandas UDF to its nearest centroid (and up to
    `coarse_assignments` in all, the next nearest within `second_margin`); grouped by coarse
@@ -144,17 +144,27 @@ class SemanticPairs:
 
 
 def _group_identical(emb: DataFrame, ranked: DataFrame, order: str) -> tuple[DataFrame, DataFrame]:
-    """(keyed: sample_id, embedding, key; groups: embedding, rep, size), both persisted.
+    """(keyed: sample_id, h1, h2; groups: h1, h2, rep, embedding, size), both persisted.
 
-    `emb` has a NULL embedding where it is unusable: those rows form the one group with a
-    NULL embedding (counted, never paired)."""
+    Grouped by two independent hashes of the array (xxhash64 and murmur3, 96 bits: two distinct
+    vectors among 10^9 share a group with probability ~10^-11), not by the array itself, so
+    the embeddings are shuffled and cached once, as the representative's value, never as a key
+    (keyed by the array, 1M x 768 cached them twice and ran a 6 GB local driver out of heap).
+    `emb` has a NULL embedding where it is unusable: those rows form the one group with a NULL
+    embedding (counted, never paired)."""
     key = F.struct("sample_id") if order == "farthest_from_centroid" else rank_key(order)
-    keyed = emb.join(ranked, "sample_id", "left").select("sample_id", "embedding", key.alias("key"))
-    keyed = keyed.persist(StorageLevel.MEMORY_AND_DISK)
-    groups = keyed.groupBy("embedding").agg(
-        F.min(F.struct("key", "sample_id")).alias("m"), F.count(F.lit(1)).alias("size")
+    keyed = emb.join(ranked, "sample_id", "left").select(
+        "sample_id", "embedding", key.alias("key"),
+        F.xxhash64("embedding").alias("h1"), F.hash("embedding").alias("h2"),
+    )  # fmt: skip
+    groups = keyed.groupBy("h1", "h2").agg(
+        F.min(F.struct("key", "sample_id", "embedding")).alias("m"), F.count(F.lit(1)).alias("size")
     )
-    groups = groups.select("embedding", F.col("m.sample_id").alias("rep"), "size")
+    groups = groups.select(
+        "h1", "h2", F.col("m.sample_id").alias("rep"), F.col("m.embedding").alias("embedding"),
+        "size",
+    )  # fmt: skip
+    keyed = keyed.select("sample_id", "h1", "h2").persist(StorageLevel.MEMORY_AND_DISK)
     return keyed, groups.persist(StorageLevel.MEMORY_AND_DISK)
 
 
@@ -200,7 +210,7 @@ def semantic_pairs(
     usable = groups.where(ok)
     reps = usable.select(F.col("rep").alias("sample_id"), "embedding")
     copies = (
-        keyed.join(usable.where(F.col("size") > 1), "embedding")
+        keyed.join(usable.where(F.col("size") > 1).select("h1", "h2", "rep"), ["h1", "h2"])
         .where(F.col("sample_id") != F.col("rep"))
         .select("sample_id", "rep")
     )

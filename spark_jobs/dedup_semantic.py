@@ -165,7 +165,9 @@ def _group_identical(emb: DataFrame, ranked: DataFrame, order: str) -> tuple[Dat
         "size",
     )  # fmt: skip
     keyed = keyed.select("sample_id", "h1", "h2").persist(StorageLevel.MEMORY_AND_DISK)
-    return keyed, groups.persist(StorageLevel.MEMORY_AND_DISK)
+    # on disk only: a cached partition of embeddings is read back as one buffer when its level
+    # allows memory (1M x 768 in 8 shuffle partitions: ~350 MB each, two tasks at a time, heap out)
+    return keyed, groups.persist(StorageLevel.DISK_ONLY)
 
 
 def semantic_pairs(

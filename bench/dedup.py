@@ -29,7 +29,9 @@ so the job can be measured at 1M without an n^2 search of hours:
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -93,6 +95,7 @@ def write_tables(spark, cfg, x: np.ndarray, ids: np.ndarray, mode: str = "overwr
 
     n, d = x.shape
     tmp = Path(tempfile.mkdtemp(prefix="bench-dedup-"))
+    atexit.register(shutil.rmtree, tmp, True)  # the staged parquet (3 GB at 1M)
     emb = pa.ListArray.from_arrays(
         pa.array(np.arange(0, (n + 1) * d, d, dtype=np.int32)), pa.array(x.reshape(-1))
     )
@@ -180,6 +183,7 @@ def spark_part(args: argparse.Namespace) -> list[str]:
     sample = max(256 * coarse_k, 10_000)
     eps = round(1.0 - args.threshold, 6)
     warehouse = Path(tempfile.mkdtemp(prefix="bench-dedup-wh-"))
+    atexit.register(shutil.rmtree, warehouse, True)  # also when a run fails
     common = [
         "database=bench",
         f"spark.conf={{spark.master: 'local[{args.cores}]', spark.sql.shuffle.partitions: 8}}",

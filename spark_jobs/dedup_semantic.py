@@ -144,7 +144,8 @@ class SemanticPairs:
 
 
 def _group_identical(emb: DataFrame, ranked: DataFrame, order: str) -> tuple[DataFrame, DataFrame]:
-    """(keyed: sample_id, h1, h2; groups: h1, h2, rep, embedding, size), both persisted.
+    """(keyed: sample_id, h1, h2, read once, by the persisted copies; groups: h1, h2, rep,
+    embedding, size, persisted).
 
     Grouped by two independent hashes of the array (xxhash64 and murmur3, 96 bits: two distinct
     vectors among 10^9 share a group with probability ~10^-11), not by the array itself, so
@@ -164,7 +165,7 @@ def _group_identical(emb: DataFrame, ranked: DataFrame, order: str) -> tuple[Dat
         "h1", "h2", F.col("m.sample_id").alias("rep"), F.col("m.embedding").alias("embedding"),
         "size",
     )  # fmt: skip
-    keyed = keyed.select("sample_id", "h1", "h2").persist(StorageLevel.MEMORY_AND_DISK)
+    keyed = keyed.select("sample_id", "h1", "h2")
     # on disk only: a cached partition of embeddings is read back as one buffer when its level
     # allows memory (1M x 768 in 8 shuffle partitions: ~350 MB each, two tasks at a time, heap out)
     return keyed, groups.persist(StorageLevel.DISK_ONLY)
@@ -217,7 +218,7 @@ def semantic_pairs(
         .select("sample_id", "rep")
     )
     copies = copies.persist(StorageLevel.MEMORY_AND_DISK)
-    held: tuple[DataFrame, ...] = (keyed, groups)
+    held: tuple[DataFrame, ...] = (groups,)
     if n_reps < 2:
         summary.extra["semantic_note"] = (
             f"{n_reps} distinct embedding(s) of {n:,}: nothing to compare beyond identical "

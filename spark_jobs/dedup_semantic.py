@@ -16,7 +16,9 @@
    In the job the centroids come from `dedup_centroids` when they match (model, seed, k,
    dimension) and only the coarse groups whose members changed go through the fine stage;
    the others' rows are read from `dedup_group_pairs` (spark_jobs.dedup_state says what is
-   stored and why). The API passes no state and computes everything.
+   stored and why). The API passes no state and computes everything. The job runs the
+   assignment UDF once, into a small persisted frame both the membership pass and the fine
+   stage read (`_assigned_once`).
 4. Per eps, pairs with similarity >= 1 - eps, plus for every copy: an edge to its
    representative (similarity 1, no cluster) and one to its representative's best-ranked
    partner at that eps. As for perceptual groups (spark_jobs.dedup_perceptual), that keeps
@@ -64,6 +66,7 @@ __all__ = [
     "usable_embedding",
 ]
 
+_EMB = ("sample_id", "embedding")
 FINE_SCHEMA = (
     "a STRING, b STRING, similarity DOUBLE, cluster STRING, dist_a DOUBLE, dist_b DOUBLE, "
     "cluster_size BIGINT"
@@ -143,32 +146,53 @@ class SemanticPairs:
         return self.pairs.select("a", "b", "similarity", "cluster").unionByName(copies)
 
 
-def _group_identical(emb: DataFrame, ranked: DataFrame, order: str) -> tuple[DataFrame, DataFrame]:
-    """(keyed: sample_id, h1, h2, read once, by the persisted copies; groups: h1, h2, rep,
-    embedding, size, persisted).
+def _group_identical(
+    emb: DataFrame, ranked: DataFrame, order: str
+) -> tuple[DataFrame, DataFrame, DataFrame]:
+    """(keyed: sample_id, h1, h2, read once, by the persisted copies; best: h1, h2, rep, size,
+    ok, dim, one row per distinct vector, persisted; reps: h1, h2, sample_id (= rep),
+    embedding, persisted on disk, partitioned by (h1, h2, sample_id)).
 
     Grouped by two independent hashes of the array (xxhash64 and murmur3, 96 bits: two distinct
-    vectors among 10^9 share a group with probability ~10^-11), not by the array itself, so
-    the embeddings are shuffled and cached once, as the representative's value, never as a key
-    (keyed by the array, 1M x 768 cached them twice and ran a 6 GB local driver out of heap).
-    `emb` has a NULL embedding where it is unusable: those rows form the one group with a NULL
-    embedding (counted, never paired)."""
+    vectors among 10^9 share a group with probability ~10^-11), not by the array itself, and
+    without the embeddings: the best-ranked sample of each group is found over (hashes, rank
+    key, sample_id) rows only, then the representatives' embeddings are picked out of the scan
+    by a shuffled hash join on (h1, h2, sample_id): the embeddings are shuffled once and never
+    sorted (a min over structs holding them sorted 3 GB twice at 1M x 768, and keyed by the
+    array, cached them twice and ran a 6 GB local driver out of heap). `emb` has a NULL
+    embedding where it is unusable: those rows form the one group that is not `ok` (counted,
+    never paired)."""
     key = F.struct("sample_id") if order == "farthest_from_centroid" else rank_key(order)
     keyed = emb.join(ranked, "sample_id", "left").select(
         "sample_id", "embedding", key.alias("key"),
         F.xxhash64("embedding").alias("h1"), F.hash("embedding").alias("h2"),
     )  # fmt: skip
-    groups = keyed.groupBy("h1", "h2").agg(
-        F.min(F.struct("key", "sample_id", "embedding")).alias("m"), F.count(F.lit(1)).alias("size")
+    ok = F.col("embedding").isNotNull()
+    best = (
+        keyed.select(
+            "sample_id",
+            "key",
+            "h1",
+            "h2",
+            ok.alias("ok"),
+            F.when(ok, F.size("embedding")).alias("dim"),
+        )
+        .groupBy("h1", "h2")
+        .agg(
+            F.min(F.struct("key", "sample_id")).alias("m"),
+            F.count(F.lit(1)).alias("size"),
+            F.max("ok").alias("ok"),
+            F.max("dim").alias("dim"),
+        )
+        .select("h1", "h2", F.col("m.sample_id").alias("rep"), "size", "ok", "dim")
+        .persist(StorageLevel.MEMORY_AND_DISK)
     )
-    groups = groups.select(
-        "h1", "h2", F.col("m.sample_id").alias("rep"), F.col("m.embedding").alias("embedding"),
-        "size",
-    )  # fmt: skip
-    keyed = keyed.select("sample_id", "h1", "h2")
+    chosen = best.where("ok").select("h1", "h2", F.col("rep").alias("sample_id"))
+    reps = keyed.where(ok).select("h1", "h2", "sample_id", "embedding")
+    reps = reps.join(chosen.hint("shuffle_hash"), ["h1", "h2", "sample_id"], "left_semi")
     # on disk only: a cached partition of embeddings is read back as one buffer when its level
     # allows memory (1M x 768 in 8 shuffle partitions: ~350 MB each, two tasks at a time, heap out)
-    return keyed, groups.persist(StorageLevel.DISK_ONLY)
+    return keyed.select("sample_id", "h1", "h2"), best, reps.persist(StorageLevel.DISK_ONLY)
 
 
 def semantic_pairs(
@@ -191,13 +215,13 @@ def semantic_pairs(
     d = cfg.dedup
     order = order_for("semantic", d.keep)
     emb = emb.select("sample_id", F.when(usable_embedding(), F.col("embedding")).alias("embedding"))
-    keyed, groups = _group_identical(emb, ranked, order)
-    ok = F.col("embedding").isNotNull()
-    counts = groups.agg(
+    keyed, best, reps = _group_identical(emb, ranked, order)
+    ok = F.col("ok")
+    counts = best.agg(
         F.sum(F.when(ok, F.col("size"))).alias("n"),
         F.sum(F.when(~ok, F.col("size"))).alias("skipped"),
         F.count(F.when(ok, 1)).alias("reps"),
-        F.max(F.when(ok, F.size("embedding"))).alias("dim"),
+        F.max("dim").alias("dim"),
     ).first()
     assert counts is not None  # a global aggregate has exactly one row
     n, skipped = int(counts["n"] or 0), int(counts["skipped"] or 0)
@@ -210,15 +234,13 @@ def semantic_pairs(
             "error from the embed job): skipped"
         )
     summary.extra.update(distinct_embeddings=n_reps, identical_copies=n_copies)
-    usable = groups.where(ok)
-    reps = usable.select(F.col("rep").alias("sample_id"), "embedding")
     copies = (
-        keyed.join(usable.where(F.col("size") > 1).select("h1", "h2", "rep"), ["h1", "h2"])
+        keyed.join(best.where(ok & (F.col("size") > 1)).select("h1", "h2", "rep"), ["h1", "h2"])
         .where(F.col("sample_id") != F.col("rep"))
         .select("sample_id", "rep")
     )
     copies = copies.persist(StorageLevel.MEMORY_AND_DISK)
-    held: tuple[DataFrame, ...] = (groups,)
+    held: tuple[DataFrame, ...] = (best, reps)
     if n_reps < 2:
         summary.extra["semantic_note"] = (
             f"{n_reps} distinct embedding(s) of {n:,}: nothing to compare beyond identical "
@@ -227,8 +249,8 @@ def semantic_pairs(
         pairs = spark.createDataFrame([], PAIRS_SCHEMA)
     else:
         dim = int(counts["dim"] or 0)
-        pairs, fine = _fine_pairs(spark, cfg, reps, n_reps, summary, state, dim)
-        held += (fine,)
+        pairs, fine_held = _fine_pairs(spark, cfg, reps, n_reps, summary, state, dim)
+        held += fine_held
     return SemanticPairs(pairs=pairs, copies=copies, held=held)
 
 
@@ -240,18 +262,18 @@ def _fine_pairs(
     summary: Summary,
     state: SemanticState | None = None,
     dim: int = 0,
-) -> tuple[DataFrame, DataFrame]:
+) -> tuple[DataFrame, tuple[DataFrame, ...]]:
     """Coarse fit (or stored centroids), assignment and fine-cluster pairs of `n`
-    representatives: (unique pairs, lazily checkpointed; the persisted fine-stage output they
-    are read from)."""
+    representatives: (unique pairs, lazily checkpointed; the persisted frames they are read
+    from: the fine-stage output first)."""
     d = cfg.dedup
     t0 = time.perf_counter()
     if state is None:
-        centroids, backend, _, sampled = coarse_centroids(reps, cfg, n)
+        centroids, backend, _, sampled = coarse_centroids(reps.select(*_EMB), cfg, n)
         summary.extra["coarse_sample"] = sampled
     else:
         centroids, backend = state.centroids(
-            n, dim, lambda: coarse_centroids(reps, cfg, n), summary
+            n, dim, lambda: coarse_centroids(reps.select(*_EMB), cfg, n), summary
         )
     summary.extra.update(
         kmeans_backend=backend,
@@ -263,13 +285,7 @@ def _fine_pairs(
         fine_resplits=d.fine_resplits,
     )
     bc = spark.sparkContext.broadcast(centroids)
-    assigned = reps.select(
-        "sample_id",
-        "embedding",
-        F.explode(coarse_assign_udf(bc, d.second_margin, d.coarse_assignments)("embedding")).alias(
-            "coarse"
-        ),
-    )
+    coarse_ids = coarse_assign_udf(bc, d.second_margin, d.coarse_assignments)("embedding")
     fine_fn = partial(
         fine_cluster_pairs,
         thresholds=[1.0 - e for e in d.eps],
@@ -281,11 +297,18 @@ def _fine_pairs(
         fine_resplits=d.fine_resplits,
         include_stats=True,
     )
+    held: tuple[DataFrame, ...] = ()
     if state is None:
+        assigned = reps.select("sample_id", "embedding", F.explode(coarse_ids).alias("coarse"))
         fine = assigned.groupBy("coarse").applyInPandas(fine_fn, FINE_SCHEMA)
     else:
+        members, assigned, ids = _assigned_once(reps, coarse_ids)
+        held = (ids,)
         fine = state.fine_rows(
-            assigned, lambda df: df.groupBy("coarse").applyInPandas(fine_fn, FINE_SCHEMA), summary
+            members,
+            assigned,
+            lambda df: df.groupBy("coarse").applyInPandas(fine_fn, FINE_SCHEMA),
+            summary,
         )
     fine = fine.persist(StorageLevel.MEMORY_AND_DISK)
     stats = fine.agg(
@@ -299,7 +322,28 @@ def _fine_pairs(
         fine_clusters=int(stats["clusters"] or 0),
         largest_fine_cluster=int(stats["largest"] or 0),
     )
-    return pairs, fine
+    return pairs, (fine, *held)
+
+
+def _assigned_once(reps: DataFrame, coarse_ids: Column) -> tuple[DataFrame, DataFrame, DataFrame]:
+    """(members: coarse, sample_id, embedding_hash; assigned: sample_id, embedding, coarse;
+    ids: the persisted assignment both are read from).
+
+    The job reads the assignment twice (the state's membership pass, then the fine stage), so
+    the pandas UDF runs once, into a small persisted frame without the embeddings (1M x 768
+    exploded over two coarse groups would be 4+ GB), joined back to the representatives on
+    their keys: the representatives are persisted partitioned by (h1, h2, sample_id), so the
+    shuffled hash join reads them in place; only the small side is exchanged. h1 is the
+    xxhash64 of the embedding that `dedup_members.embedding_hash` has always held."""
+    keys = ["h1", "h2", "sample_id"]
+    ids = reps.select(*keys, coarse_ids.alias("coarse_ids")).persist(StorageLevel.MEMORY_AND_DISK)
+    members = ids.select(
+        F.explode("coarse_ids").alias("coarse"), "sample_id", F.col("h1").alias("embedding_hash")
+    )
+    assigned = reps.join(ids.hint("shuffle_hash"), keys).select(
+        "sample_id", "embedding", F.explode("coarse_ids").alias("coarse")
+    )
+    return members, assigned, ids
 
 
 def _copy_edges(

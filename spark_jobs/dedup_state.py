@@ -153,13 +153,17 @@ class SemanticState:
         return old.select("coarse", "sample_id", "embedding_hash")
 
     def fine_rows(
-        self, assigned: DataFrame, fine: Callable[[DataFrame], DataFrame], summary: Summary
+        self,
+        members: DataFrame,
+        assigned: DataFrame,
+        fine: Callable[[DataFrame], DataFrame],
+        summary: Summary,
     ) -> DataFrame:
         """The fine stage's rows (FINE_COLUMNS) for every coarse group: `fine(assigned rows of
-        the touched groups)` plus the stored rows of the others. Counts go to the summary."""
-        members = assigned.select(
-            "coarse", "sample_id", F.xxhash64("embedding").alias("embedding_hash")
-        ).persist(StorageLevel.MEMORY_AND_DISK)
+        the touched groups)` plus the stored rows of the others. `members` (coarse, sample_id,
+        embedding_hash: the xxhash64 of the embedding) are the same rows as `assigned`, without
+        the embeddings, from a frame the caller keeps persisted until after `commit()`. Counts
+        go to the summary."""
         self._members = members
         per_group = members.groupBy("coarse").count().collect()  # one row per coarse group
         sizes = {int(r["coarse"]): int(r["count"]) for r in per_group}
@@ -204,6 +208,5 @@ class SemanticState:
 
     def unpersist(self) -> None:
         """Drop the persisted frames."""
-        for df in (self._new, self._members):
-            if df is not None:
-                df.unpersist()
+        if self._new is not None:
+            self._new.unpersist()

@@ -149,17 +149,18 @@ class SemanticPairs:
 def _group_identical(
     emb: DataFrame, ranked: DataFrame, order: str
 ) -> tuple[DataFrame, DataFrame, DataFrame]:
-    """(keyed: sample_id, h1, h2, read once, by the persisted copies; best: h1, h2, rep, size,
-    ok, dim, one row per distinct vector, persisted; reps: h1, h2, sample_id (= rep),
-    embedding, persisted on disk, partitioned by (h1, h2, sample_id)).
+    """(keyed: sample_id, key, h1, h2, ok, dim, one row per sample; best: h1, h2, rep, size,
+    ok, dim, one row per distinct vector; reps: h1, h2, sample_id (= rep), embedding, on disk,
+    partitioned by (h1, h2, sample_id); all three persisted).
 
     Grouped by two independent hashes of the array (xxhash64 and murmur3, 96 bits: two distinct
     vectors among 10^9 share a group with probability ~10^-11), not by the array itself, and
     without the embeddings: the best-ranked sample of each group is found over (hashes, rank
     key, sample_id) rows only, then the representatives' embeddings are picked out of the scan
-    by a shuffled hash join on (h1, h2, sample_id): the embeddings are shuffled once and never
-    sorted (a min over structs holding them sorted 3 GB twice at 1M x 768, and keyed by the
-    array, cached them twice and ran a 6 GB local driver out of heap). `emb` has a NULL
+    by a shuffled hash join on (h1, h2, sample_id): the embeddings are read twice (the hashes,
+    then the representatives; the small per-sample frame is what is cached), shuffled once and
+    never sorted (a min over structs holding them sorted 3 GB twice at 1M x 768; keyed by the
+    array, they were cached twice and ran a 6 GB local driver out of heap). `emb` has a NULL
     embedding where it is unusable: those rows form the one group that is not `ok` (counted,
     never paired)."""
     key = F.struct("sample_id") if order == "farthest_from_centroid" else rank_key(order)
@@ -168,16 +169,11 @@ def _group_identical(
         F.xxhash64("embedding").alias("h1"), F.hash("embedding").alias("h2"),
     )  # fmt: skip
     ok = F.col("embedding").isNotNull()
+    small = keyed.select(
+        "sample_id", "key", "h1", "h2", ok.alias("ok"), F.when(ok, F.size("embedding")).alias("dim")
+    ).persist(StorageLevel.MEMORY_AND_DISK)
     best = (
-        keyed.select(
-            "sample_id",
-            "key",
-            "h1",
-            "h2",
-            ok.alias("ok"),
-            F.when(ok, F.size("embedding")).alias("dim"),
-        )
-        .groupBy("h1", "h2")
+        small.groupBy("h1", "h2")
         .agg(
             F.min(F.struct("key", "sample_id")).alias("m"),
             F.count(F.lit(1)).alias("size"),
@@ -192,7 +188,7 @@ def _group_identical(
     reps = reps.join(chosen.hint("shuffle_hash"), ["h1", "h2", "sample_id"], "left_semi")
     # on disk only: a cached partition of embeddings is read back as one buffer when its level
     # allows memory (1M x 768 in 8 shuffle partitions: ~350 MB each, two tasks at a time, heap out)
-    return keyed.select("sample_id", "h1", "h2"), best, reps.persist(StorageLevel.DISK_ONLY)
+    return small, best, reps.persist(StorageLevel.DISK_ONLY)
 
 
 def semantic_pairs(
@@ -240,7 +236,7 @@ def semantic_pairs(
         .select("sample_id", "rep")
     )
     copies = copies.persist(StorageLevel.MEMORY_AND_DISK)
-    held: tuple[DataFrame, ...] = (best, reps)
+    held: tuple[DataFrame, ...] = (keyed, best, reps)
     if n_reps < 2:
         summary.extra["semantic_note"] = (
             f"{n_reps} distinct embedding(s) of {n:,}: nothing to compare beyond identical "

@@ -45,7 +45,7 @@ $(VENV)/.installed: pyproject.toml conf/constraints.txt
 	@command -v $(PY) >/dev/null || { echo "need $(PY) (Python 3.11 or 3.12)"; exit 2; }
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip uv==$(UV_VERSION)
-	$(BIN)/uv pip install -q --python $(PYTHON) -c conf/constraints.txt -e '.[dev]'
+	$(BIN)/uv pip install -q --compile-bytecode --python $(PYTHON) -c conf/constraints.txt -e '.[dev]'
 	touch $@
 
 jars: $(JARS)

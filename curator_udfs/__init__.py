@@ -1,13 +1,20 @@
 """Per-batch logic the Spark jobs ship to executors; importable without a SparkSession.
 
 Public names are re-exported lazily (PEP 562), so `import curator_udfs.shard_reader` on an
-executor does not pay for torch or timm.
+executor does not pay for torch or timm. Importing the package makes zip archives on
+``sys.path`` re-read only when they change (:mod:`.zip_imports`: on Python < 3.12 PySpark's
+per-task ``importlib.invalidate_caches()`` otherwise re-reads pyspark.zip and the spark-core jar
+once per imported package, every task).
 """
 
 from __future__ import annotations
 
 import importlib
 from typing import Any
+
+from .zip_imports import reread_zips_only_when_changed
+
+reread_zips_only_when_changed()
 
 _EXPORTS: dict[str, str] = {
     # ingest

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from functools import partial
 
 from pyspark import StorageLevel
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from curator_udfs.ingest_batches import INGEST_ROW_DDL, ingest_shard_rows
@@ -63,6 +63,20 @@ def _batches(items: list[ShardFile], size: int) -> list[list[ShardFile]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
+def one_task_per_shard(spark: SparkSession, batch: list[ShardFile]) -> DataFrame:
+    """(shard_uri, size, mtime) of `batch`, one row per partition, built in the JVM: a
+    Python RDD (`parallelize`) would run each task's rows through a second Python worker
+    before the reading one, paying a worker's per-task set-up twice."""
+    listed = spark.createDataFrame(
+        [(i, f.uri, f.size, f.mtime) for i, f in enumerate(batch)],
+        "i BIGINT, shard_uri STRING, size BIGINT, mtime DOUBLE",
+    )
+    slots = spark.range(0, len(batch), 1, len(batch))
+    return slots.join(F.broadcast(listed), slots["id"] == listed["i"]).select(
+        "shard_uri", "size", "mtime"
+    )
+
+
 def ingest_batch(
     spark: SparkSession,
     cfg: Config,
@@ -78,9 +92,7 @@ def ingest_batch(
     row is updated; otherwise the rows are only inserted, the cheaper MERGE."""
     limits = ingest_limits(cfg)
     at = datetime.now(UTC)
-    shard_rows = [(f.uri, f.size, f.mtime) for f in batch]
-    rdd = spark.sparkContext.parallelize(shard_rows, len(shard_rows))
-    shards_df = spark.createDataFrame(rdd, "shard_uri STRING, size BIGINT, mtime DOUBLE")
+    shards_df = one_task_per_shard(spark, batch)
     reference = cfg.ingest.bytes == "reference"
     rows = shards_df.mapInArrow(
         partial(ingest_shard_rows, limits=limits, run_id=run_id, at=at, reference=reference),

@@ -270,3 +270,22 @@ def test_images_files_have_row_groups_of_the_configured_size(
     for f in Path(table_path(cfg2, "images")).glob("*.parquet"):
         assert pq.ParquetFile(f).metadata.num_row_groups == 1
     assert spark.conf.get("parquet.block.size", None) is None  # the setting was scoped
+
+
+def test_each_shard_is_read_in_its_own_task_without_a_python_rdd(spark) -> None:
+    """The reading tasks are a JVM `Range` of one row each, the shard list broadcast to them
+    (a Python RDD from `parallelize` would run every task through a second Python worker)."""
+    from pyspark.sql import functions as F
+
+    from curator_udfs.shard_listing import ShardFile
+
+    batch = [ShardFile(uri=f"file:///s/{i:03d}.tar", size=i, mtime=float(i)) for i in range(5)]
+    df = ingest.one_task_per_shard(spark, batch)
+    assert df.rdd.getNumPartitions() == 5
+    per_part = df.groupBy(F.spark_partition_id().alias("p")).count().collect()
+    assert sorted(r["count"] for r in per_part) == [1] * 5
+    assert sorted((r.shard_uri, r.size, r.mtime) for r in df.collect()) == [
+        (f.uri, f.size, f.mtime) for f in batch
+    ]
+    plan = df._jdf.queryExecution().executedPlan().toString()
+    assert "Range (0, 5, step=1, splits=5)" in plan and "BroadcastHashJoin" in plan, plan

@@ -90,6 +90,7 @@ def build_embedder(spec: EmbedSpec) -> ImageEmbedder:
     kwargs.update({k: v for k, v in optional.items() if k in params})
     embedder = cls(**kwargs)
     embedder.decode = spec.decode
+    embedder.signals = spec.signals
     return embedder
 
 

@@ -109,6 +109,7 @@ class ImageEmbedder:
         self.device: str | None = None
         self._pool: ThreadPoolExecutor | None = None
         self.decode = "auto"  # embed.decode (curator_udfs.tensor_decode)
+        self.signals = True  # embed.signals: image signals from the decoded pixels, or None
         self._tensor_decoder: TensorDecoder | None = None
 
     # ---- the part subclasses provide -------------------------------------------------------
@@ -149,7 +150,9 @@ class ImageEmbedder:
         self.load(device)
         self.device = device
         steps = self.tensor_transform() if use_tensor_decode(self.decode, device) else None
-        self._tensor_decoder = TensorDecoder(steps, device) if steps is not None else None
+        self._tensor_decoder = (
+            TensorDecoder(steps, device, signals=self.signals) if steps is not None else None
+        )
         return self
 
     def tensor_transform(self) -> TensorTransform | None:
@@ -267,7 +270,7 @@ class ImageEmbedder:
             return None, f"preprocess: {type(exc).__name__}: {exc}", None
         if tensor.ndim == 4:
             tensor = tensor[0]
-        return tensor, None, image_signals(image)
+        return tensor, None, image_signals(image) if self.signals else None
 
     def _run_batch(
         self,

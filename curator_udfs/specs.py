@@ -108,6 +108,7 @@ class EmbedSpec:
     normalize: bool = True
     autocast: bool = True
     decode: str = "auto"  # one of DECODE_MODES (checked where it is used)
+    signals: bool = True  # image signals (sharpness, colorfulness, grayscale) in the same pass
     heads: tuple[HeadSpec, ...] = ()
     embedder_class: str | None = None
     # clip_score: True = compute (the model must have a text tower), False = never,

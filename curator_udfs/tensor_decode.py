@@ -99,11 +99,17 @@ class TensorDecoder:
     """Decode a batch of encoded images on ``device`` and apply ``transform`` there."""
 
     def __init__(
-        self, transform: TensorTransform, device: str, *, max_pixels: int | None = None
+        self,
+        transform: TensorTransform,
+        device: str,
+        *,
+        max_pixels: int | None = None,
+        signals: bool = True,
     ) -> None:
         self.transform = transform
         self.device = torch.device(device)
         self.max_pixels = max_pixels
+        self.signals = signals  # False: no SIGNAL_SIZE² copy, signals None (embed.signals)
 
     def decode(self, blobs: Sequence[bytes | None]) -> list[Decoded | None]:
         """One result per blob: a transformed tensor on the device, a refusal (the PIL path's
@@ -163,6 +169,8 @@ class TensorDecoder:
             tensor = self.transform(image)
         except Exception as exc:  # noqa: BLE001 - e.g. a degenerate size a transform rejects
             return None, f"preprocess: {type(exc).__name__}: {exc}", None
+        if not self.signals:
+            return tensor, None, None
         small = TF.resize(
             image, [SIGNAL_SIZE, SIGNAL_SIZE], InterpolationMode.BILINEAR, antialias=True
         )

@@ -125,6 +125,11 @@ class EmbedCfg(_Section):
     normalize: bool = Field(
         default=True, description="L2-normalise embeddings (the heads expect it)"
     )
+    signals: bool = Field(
+        default=True,
+        description="compute sharpness, colorfulness and grayscale in the same pass; false "
+        "leaves them NULL and saves about a fifth of the CPU per image on the CPU path",
+    )
     arrow_batch_size: int = Field(
         default=256, gt=0, description="rows per Arrow batch sent to the UDF"
     )

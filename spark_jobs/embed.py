@@ -245,6 +245,7 @@ def run(spark: SparkSession, cfg: Config, *, retry_errors: bool = False) -> Summ
     ensure_score_columns(spark, cfg, columns)
     summary.extra.update(model=model, device=describe_device(spark), heads=",".join(columns))
     summary.extra["clip_score"] = clip_plan(spec)
+    summary.extra["signals"] = "computed" if spec.signals else "NULL: embed.signals is false"
 
     unreadable = quarantine_changed(spark, cfg, summary.run_id)  # reference mode
     summary.extra.update(unreadable.summary())

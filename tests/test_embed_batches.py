@@ -209,3 +209,17 @@ def test_classify_all_missing_embeddings() -> None:
     frame = pd.DataFrame({"sample_id": ["a", "b"], "embedding": [None, None]})
     out = next(make_classify_fn(tiny_spec())(iter([frame])))
     assert out[["aesthetic_score", "nsfw_score"]].isna().all().all()
+
+
+def test_signals_off_leaves_them_null_and_the_embeddings_unchanged() -> None:
+    frame = images_frame()
+    on = next(iter(make_embed_fn(tiny_spec())(iter([frame]))))
+    model_cache.clear_cache()
+    off = next(iter(make_embed_fn(tiny_spec(signals=False))(iter([frame]))))
+    assert off["error"].tolist() == on["error"].tolist()
+    ok = on["error"].isna().to_numpy()
+    assert on.loc[ok, ["sharpness", "colorfulness", "grayscale"]].notna().all().all()
+    assert off[["sharpness", "colorfulness", "grayscale"]].isna().all().all()
+    for a, b in zip(on.loc[ok, "embedding"], off.loc[ok, "embedding"], strict=True):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(on["aesthetic_score"], off["aesthetic_score"])

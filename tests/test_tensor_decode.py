@@ -177,3 +177,15 @@ def test_a_subclass_with_its_own_preprocess_is_never_bypassed() -> None:
     plain = TimmImageEmbedder("test_vit", pretrained=False, batch_size=2)
     plain.decode = "torchvision"
     assert plain.prepare("cpu")._tensor_decoder is not None
+
+
+def test_tensor_path_without_signals_gives_the_same_tensors_and_no_signals() -> None:
+    steps = TensorTransform.of(_transform("test_vit"))
+    assert steps is not None
+    blobs = [_jpeg(120, 90, seed=s) for s in range(3)]
+    with_signals = TensorDecoder(steps, "cpu").decode(blobs)
+    without = TensorDecoder(steps, "cpu", signals=False).decode(blobs)
+    for a, b in zip(with_signals, without, strict=True):
+        assert a is not None and b is not None
+        assert a[2] is not None and b[2] is None
+        torch.testing.assert_close(a[0], b[0], rtol=0, atol=0)

@@ -101,11 +101,8 @@ def test_clip_score_matches_direct_computation_through_shuffles_and_batches(
     captions[8] = float("nan")  # what pandas gives for a missing string
     captions[9] = "long caption " * 500  # far past 77 tokens: truncated, not an error
     frame = pd.DataFrame(
-        {
-            "sample_id": [f"s{i}" for i in range(n)],
-            "image": [_png(i) for i in range(n)],
-            "caption": captions,
-        }
+        {"sample_id": [f"s{i}" for i in range(n)], "image": [_png(i) for i in range(n)],
+         "caption": captions}
     )
     shuffled = frame.sample(frac=1.0, random_state=3).reset_index(drop=True)
     spec = _spec(tiny_clip_dir)
@@ -167,23 +164,20 @@ def test_config_errors_name_the_key(make_cfg, tiny_clip_dir: Path) -> None:
     from spark_jobs import embed
     from spark_jobs.config import ConfigError
 
-    timm_text = make_cfg(
-        "embed.model=test_vit", "embed.pretrained=false", "embed.text=true", "classifiers=[]"
-    )
+    timm_text = make_cfg("embed.model=test_vit", "embed.pretrained=false", "embed.text=true",
+                         "classifiers=[]")
     with pytest.raises(ConfigError, match="config key `embed.text`: embed.text: true, but"):
         embed.validate(timm_text)
     with pytest.raises(ConfigError, match="config key `embed.model`.*needs a pretrained tag"):
         embed.validate(make_cfg("embed.model=open_clip:ViT-B-32", "classifiers=[]"))
-    ok = make_cfg("embed.model=open_clip:tiny", f"embed.weights={tiny_clip_dir}", "classifiers=[]")
+    ok = make_cfg("embed.model=open_clip:tiny", f"embed.weights={tiny_clip_dir}",
+                  "classifiers=[]")
     assert embed.validate(ok).text is None and embed.probe_embedding_dim(embed.validate(ok)) == 32
     assert embed.clip_plan(embed.validate(ok)).startswith("image-caption cosine from open_clip")
 
 
 def test_embed_job_writes_clip_score_of_each_image_with_its_own_caption(
-    spark,
-    make_cfg,
-    tiny_clip_dir: Path,
-    tmp_path: Path,  # type: ignore[no-untyped-def]
+    spark, make_cfg, tiny_clip_dir: Path, tmp_path: Path  # type: ignore[no-untyped-def]
 ) -> None:
     """Through Spark and Delta (ingest → embed): every stored clip_score equals the direct
     computation on that row's image and caption, so no row met another row's caption."""

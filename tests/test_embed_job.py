@@ -73,10 +73,8 @@ def test_embed_then_incremental_then_classify(spark, make_cfg, tmp_path: Path) -
     n_images = read_table(spark, cfg, "images").count()
     assert n_images == 62  # the truncated JPEG passes ingest (header only) and fails at embed
     # A scores table from before the signal columns: embed adds them (ALTER TABLE ADD COLUMNS).
-    old = (
-        "sample_id STRING NOT NULL, model STRING NOT NULL, embedding ARRAY<FLOAT>, "
+    old = "sample_id STRING NOT NULL, model STRING NOT NULL, embedding ARRAY<FLOAT>, " \
         "embedding_dim INT, error STRING, scored_at TIMESTAMP, run_id STRING"
-    )
     spark.sql(f"CREATE TABLE delta.`{table_path(cfg, 'scores')}` ({old}) USING DELTA")
 
     first = embed.run(spark, cfg)

@@ -65,7 +65,9 @@ def test_only_a_main_block_imports_the_command_table(path: Path) -> None:
     if path.name == "cli.py":
         return
     tree = ast.parse(path.read_text(encoding="utf-8"))
-    allowed = {id(n) for block in tree.body if _is_main_block(block) for n in ast.walk(block)}
+    allowed = {
+        id(n) for block in tree.body if _is_main_block(block) for n in ast.walk(block)
+    }
     for node, name in _imports(tree):
         if name in ("spark_jobs.cli", "spark_jobs.cli_runner"):
             assert id(node) in allowed, f"{path.name}:{node.lineno} imports {name}"

@@ -163,7 +163,6 @@ def test_a_catalog_schema_database_names_every_table(spark, pipeline_run: Pipeli
     n = spark.table(table_name(cfg, "images")).count()
     assert n == pipeline_run.samples + 3
     assert spark.sql(f"SELECT count(*) AS n FROM {cfg.database}.scored").first()["n"] > 0
-    assert (
-        f"CREATE SCHEMA IF NOT EXISTS {cfg.database} LOCATION"
-        in (cfg.warehouse_path / "catalog.sql").read_text()
-    )
+    assert f"CREATE SCHEMA IF NOT EXISTS {cfg.database} LOCATION" in (
+        cfg.warehouse_path / "catalog.sql"
+    ).read_text()

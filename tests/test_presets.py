@@ -24,10 +24,8 @@ DATACOMP = {
 
 def test_expansion_names_each_predicate_after_its_preset() -> None:
     got = expand_presets(["datacomp_basic", "clip_score_laion"], PresetThresholds())
-    assert {p.name: p.text for p in got} == {
-        **DATACOMP,
-        "clip_score_laion.clip_score": "clip_score >= 0.28",
-    }
+    assert {p.name: p.text for p in got} == {**DATACOMP,
+                                              "clip_score_laion.clip_score": "clip_score >= 0.28"}
     assert [p.preset for p in got] == ["datacomp_basic"] * 5 + ["clip_score_laion"]
     assert expand_presets(["clip_score_laion", "clip_score_laion"], PresetThresholds())[0].columns \
         == ("clip_score",)  # fmt: skip
@@ -40,14 +38,8 @@ def test_expansion_names_each_predicate_after_its_preset() -> None:
 
 
 def test_thresholds_are_rendered_and_checked() -> None:
-    t = PresetThresholds(
-        clip_score_min=0.3,
-        min_side=256,
-        max_aspect_ratio=2.5,
-        min_caption_words=5,
-        min_caption_chars=10,
-        caption_language="de",
-    )
+    t = PresetThresholds(clip_score_min=0.3, min_side=256, max_aspect_ratio=2.5,
+                         min_caption_words=5, min_caption_chars=10, caption_language="de")
     texts = {p.name: p.text for p in expand_presets(["datacomp_basic", "clip_score_laion"], t)}
     assert texts["clip_score_laion.clip_score"] == "clip_score >= 0.3"
     assert texts["datacomp_basic.english"] == "caption_language = 'de'"

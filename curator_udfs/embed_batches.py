@@ -125,8 +125,10 @@ def make_embed_fn(spec: EmbedSpec) -> FrameFn:
 
     def embed_partition(frames: Iterable[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         device = current_device()
-        key = ("embedder", dataclasses.replace(spec, heads=()), device)
+        # One loaded model per worker whatever embed.signals says: it is per-call state.
+        key = ("embedder", dataclasses.replace(spec, heads=(), signals=True), device)
         embedder = get_or_create(key, lambda: build_embedder(spec).prepare(device))
+        embedder.signals = spec.signals
         heads = _cached_heads(spec.heads, embedder.embedding_dim, device)
         for frame in frames:
             yield _embed_frame(frame, embedder, heads, with_text)

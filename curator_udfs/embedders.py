@@ -239,6 +239,8 @@ class ImageEmbedder:
             self._pool = ThreadPoolExecutor(
                 max_workers=self.num_threads_per_worker, thread_name_prefix="curator-decode"
             )
+        if self._tensor_decoder is not None:
+            self._tensor_decoder.signals = self.signals  # may change after prepare()
         batch = (
             self._tensor_decoder.decode([blobs[i] for i in rows]) if self._tensor_decoder else []
         )

@@ -100,6 +100,7 @@ def is_grayscale(img: Image.Image) -> bool | None:
 # scaled by 1000, R - G, 2 * yb, the Laplacian of that luma; chunk sums of _CHUNK values), and
 # the totals are float64 or Python ints, so it agrees with float64 arithmetic to ~1e-12.
 _CHUNK = 64  # 64 * (2 * 255) ** 2 < 2 ** 24: a chunk's sum of squares is exact in float32
+assert SIGNAL_SIZE * SIGNAL_SIZE % _CHUNK == 0, "image_signals' planes must split into chunks"
 # Rows: luma * 1000 (ITU-R 601: 0.299, 0.587, 0.114), rg = R - G, 2 * yb = R + G - 2B.
 _MIX = np.array([[299, 587, 114], [1, -1, 0], [1, 1, -2]], dtype=np.float32)
 _MIX.flags.writeable = False

@@ -8,13 +8,16 @@ measured here, 0.1-0.9 s of CPU per task, half of an ingest job's Python time.
 
 :func:`reread_zips_only_when_changed` keeps the meaning of the call (an archive changed on disk
 is read again) and drops the cost: an importer re-reads its directory only when the archive's
-size, mtime or inode differ from when it last read it. On Python 3.12+ it does nothing.
+size, mtime, ctime, inode or device differ from when it last read it. On Python 3.12+ it does
+nothing. The patch is process-wide (the driver's too), and only skips re-reading an archive
+that has not changed.
 Importing :mod:`curator_udfs` applies it, so every executor-side function has it from its
 first task on.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import zipimport
@@ -25,18 +28,21 @@ _PATCHED = "_curator_reread_only_when_changed"
 _SEEN = "_curator_archive_stat"
 
 
-def _stat_key(path: str) -> tuple[int, int, int] | None:
+def _stat_key(path: object) -> tuple[int, ...] | None:
+    """What changes when the file is replaced or rewritten (ctime: no tool can set it back);
+    None when it cannot be stat-ed, and then the archive is always re-read."""
     try:
-        st = os.stat(path)
-    except OSError:
+        st = os.stat(path)  # type: ignore[arg-type]
+    except (OSError, TypeError, ValueError):
         return None
-    return st.st_size, st.st_mtime_ns, st.st_ino
+    return st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev
 
 
 def _guarded(original: Callable[[Any], None]) -> Callable[[Any], None]:
+    @functools.wraps(original)
     def invalidate_caches(self: Any) -> None:
         """Re-read the archive's directory if the archive changed since it was last read."""
-        key = _stat_key(self.archive)
+        key = _stat_key(getattr(self, "archive", None))
         if key is not None and getattr(self, _SEEN, None) == key:
             return
         original(self)

@@ -56,6 +56,7 @@ class _EmbedCommon(TypedDict):
     normalize: bool
     autocast: bool
     decode: str
+    signals: bool
     heads: tuple[HeadSpec, ...]
 
 
@@ -157,6 +158,7 @@ def spec_for(embedder: ImageEmbedder | None, heads: Sequence[Any] = ()) -> Embed
         "normalize": embedder.normalize_embeddings,
         "autocast": embedder.autocast,
         "decode": embedder.decode,
+        "signals": embedder.signals,
         "heads": head_specs,
     }
     cls = _executor_class(type(embedder))

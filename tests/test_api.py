@@ -216,3 +216,14 @@ def test_plain_dataframes_stay_dataframes(spark, tmp_path: Path) -> None:
     assert 0.0 <= rows["x"].nsfw_score <= 1.0
     assert rows["y"].error.startswith("decode") and rows["y"].embedding is None
     assert rows["y"].aesthetic_score is None and rows["y"].nsfw_score is None
+
+
+def test_spec_for_carries_the_embedders_decode_and_signals_settings() -> None:
+    from curator_udfs.embedders import TimmImageEmbedder
+    from spark_jobs.dataset_ops import spec_for
+
+    embedder = TimmImageEmbedder("test_vit", pretrained=False, batch_size=3)
+    assert spec_for(embedder).signals is True and spec_for(embedder).decode == "auto"
+    embedder.decode, embedder.signals = "pil", False
+    spec = spec_for(embedder)
+    assert (spec.model, spec.batch_size, spec.decode, spec.signals) == ("test_vit", 3, "pil", False)

@@ -119,20 +119,14 @@ class EmbedCfg(_Section):
         default=4, gt=0, description="decode threads per Python worker"
     )
     autocast: bool = Field(default=True, description="fp16 autocast on CUDA")
-    decode: DecodeMode = Field(
-        default="auto", description="JPEG decoder: auto = nvJPEG batches on CUDA, else PIL"
-    )
+    decode: DecodeMode = Field(default="auto", description="auto = nvJPEG on CUDA, else PIL")
     normalize: bool = Field(
         default=True, description="L2-normalise embeddings (the heads expect it)"
     )
     signals: bool = Field(
-        default=True,
-        description="compute sharpness, colorfulness and grayscale in the same pass; false "
-        "leaves them NULL and saves their CPU (a third of a tiny model's embed phase on a CPU)",
+        default=True, description="sharpness, colorfulness, grayscale in the pass (false: NULL)"
     )
-    arrow_batch_size: int = Field(
-        default=256, gt=0, description="rows per Arrow batch sent to the UDF"
-    )
+    arrow_batch_size: int = Field(default=256, gt=0, description="rows per Arrow batch to the UDF")
     broadcast_ids: int = Field(
         default=20_000_000,
         gt=0,

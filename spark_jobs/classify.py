@@ -32,7 +32,7 @@ from spark_jobs.tables import (
     SCORES,
     ensure_table,
     is_delta,
-    last_metric,
+    merge_counts,
     read_table,
     sql_list,
     table_path,
@@ -93,10 +93,7 @@ def run(spark: SparkSession, cfg: Config, *, all_rows: bool = False) -> Summary:
                 c: f"s.{c}" if all_rows else f"coalesce(t.{c}, s.{c})" for c in columns
             }
             target = ensure_table(spark, cfg, SCORES)
-            last = target.history(1).select("version").first()
-            assert last is not None  # ensure_table: the table has at least one commit
-            before = int(last["version"])
-            (
+            result = (
                 target.alias("t")
                 .merge(
                     scored.alias("s"),
@@ -105,7 +102,7 @@ def run(spark: SparkSession, cfg: Config, *, all_rows: bool = False) -> Summary:
                 .whenMatchedUpdate(set=updates)
                 .execute()
             )
-            updated = last_metric(target, "numTargetRowsUpdated", since=before)
+            updated = merge_counts(result)["num_updated_rows"]
         finally:
             scored.unpersist()
         summary.rows_written = updated

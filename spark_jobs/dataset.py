@@ -257,7 +257,7 @@ class Dataset:
         (head columns the table lacks are added; other heads' values are left alone)."""
         from spark_jobs.catalog import register_tables
         from spark_jobs.embed import ensure_score_columns
-        from spark_jobs.tables import SCORES, ensure_table, last_metric
+        from spark_jobs.tables import SCORES, ensure_table, merge_counts
 
         if self.model is None or "embedding" not in self.df.columns:
             raise ValueError(
@@ -282,18 +282,15 @@ class Dataset:
         )
         columns: dict[str, str | Column] = {c: f"s.`{c}`" for c in rows.columns}
         target = ensure_table(self.spark, self.cfg, SCORES)
-        last = target.history(1).select("version").first()
-        assert last is not None  # ensure_table: the table has at least one commit
-        before = int(last["version"])
-        (
+        result = (
             target.alias("t")
             .merge(rows.alias("s"), "t.sample_id = s.sample_id AND t.model = s.model")
             .whenMatchedUpdate(set=columns)
             .whenNotMatchedInsert(values=columns)
             .execute()
         )
-        inserted = last_metric(target, "numTargetRowsInserted", since=before)
-        updated = last_metric(target, "numTargetRowsUpdated", since=before)
+        counts = merge_counts(result)
+        inserted, updated = counts["num_inserted_rows"], counts["num_updated_rows"]
         register_tables(self.spark, self.cfg)
         summary.rows_in = summary.rows_written = inserted + updated
         summary.extra.update(model=self.model, inserted=inserted, updated=updated)

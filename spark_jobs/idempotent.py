@@ -20,14 +20,11 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, cast
 
-from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql import functions as F
 
 from spark_jobs.session import session_conf
-from spark_jobs.tables import latest_version
+from spark_jobs.tables import commit_info, delta_snapshot, latest_version
 
 # Session confs Delta reads for idempotent DML (MERGE/UPDATE/DELETE) and for commit metadata.
 DML_APP_ID = "spark.databricks.delta.write.txnAppId"
@@ -49,41 +46,30 @@ class TxnPoint:
         return TxnPoint(self.app_id, self.table_version, self.txn_version + 1)
 
 
-def _snapshot(spark: SparkSession, path: str) -> Any:
-    jvm = cast(Any, spark)._jvm
-    pair = jvm.org.apache.spark.sql.delta.DeltaLog.forTableWithSnapshot(
-        cast(Any, spark)._jsparkSession, path
-    )
-    return pair._2()
-
-
 def recorded_version(spark: SparkSession, path: str, app_id: str) -> int:
     """The application's last committed transaction version in the table now, -1 if none."""
-    opt = _snapshot(spark, path).transactions().get(app_id)
+    opt = delta_snapshot(spark, path).transactions().get(app_id)
     return int(opt.get()) if opt.isDefined() else -1
 
 
 def txn_point(spark: SparkSession, path: str, app_id: str) -> TxnPoint:
     """The table's current snapshot as a TxnPoint: read the pending set at `table_version`."""
-    snap = _snapshot(spark, path)
+    snap = delta_snapshot(spark, path)
     opt = snap.transactions().get(app_id)
     recorded = int(opt.get()) if opt.isDefined() else -1
     return TxnPoint(app_id, int(snap.version()), recorded + 1)
 
 
 def _our_commit(spark: SparkSession, path: str, before: int, note: str) -> dict[str, str] | None:
-    """operationMetrics of the commit after `before` that carries `note`, None if none does."""
-    latest = latest_version(spark, path)
-    if latest <= before:
-        return None
-    rows = (
-        DeltaTable.forPath(spark, path)
-        .history(latest - before)
-        .where(F.col("userMetadata") == note)
-        .select("operationMetrics")
-        .collect()
-    )
-    return dict(rows[0]["operationMetrics"] or {}) if rows else None
+    """operationMetrics of the commit after `before` that carries `note`, None if none does.
+
+    Read from the commit files themselves (one small JSON file each, newest first), not with a
+    history query, which costs a Spark query per call."""
+    for version in range(latest_version(spark, path), before, -1):
+        info = commit_info(path, version)
+        if info is not None and info.get("userMetadata") == note:
+            return {str(k): str(v) for k, v in (info.get("operationMetrics") or {}).items()}
+    return None
 
 
 def _note(point: TxnPoint, run_id: str) -> str:

@@ -23,14 +23,22 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from pyspark.sql import SparkSession
 
 from spark_jobs.config import Config, filter_predicates
 from spark_jobs.dup_rule import DuplicateRule
-from spark_jobs.tables import AsOf, read_table, sql_list, table_exists, table_path, table_ref
+from spark_jobs.tables import (
+    AsOf,
+    commit_info,
+    latest_version,
+    read_table,
+    sql_list,
+    table_exists,
+    table_path,
+    table_ref,
+)
 
 FATES_VIEW = "fates"
 FATES = ("quarantined", "pending", "filtered", "duplicate", "curated", "exported")
@@ -63,25 +71,6 @@ class FilterRecord:
         return predicate_label(predicate, self.names.get(predicate))
 
 
-def _commit_info(path: str, version: int) -> dict[str, Any] | None:
-    """The commitInfo action of one Delta commit file, None once log cleanup removed it."""
-    log = Path(path) / "_delta_log" / f"{version:020d}.json"
-    if not log.is_file():
-        return None
-    for line in log.read_text(encoding="utf-8").splitlines():
-        action = json.loads(line) if line.strip() else {}
-        if "commitInfo" in action:
-            return dict(action["commitInfo"])
-    return None
-
-
-def _latest_version(path: str) -> int | None:
-    """The newest commit version of a Delta table, from its log file names."""
-    log = Path(path) / "_delta_log"
-    versions = [int(p.stem) for p in log.glob("*.json") if p.stem.isdigit()]
-    return max(versions) if versions else None
-
-
 def filter_record(spark: SparkSession, cfg: Config, as_of: AsOf | None = None) -> FilterRecord:
     """The rule behind `curated` (now, or at `as_of`); the configuration's when unrecorded."""
     from spark_jobs.views import scored_model_id
@@ -89,8 +78,8 @@ def filter_record(spark: SparkSession, cfg: Config, as_of: AsOf | None = None) -
     path = table_path(cfg, "curated")
     version = None
     if table_exists(spark, cfg, "curated", as_of=as_of):
-        version = as_of.version_at(spark, cfg, "curated") if as_of else _latest_version(path)
-    info = _commit_info(path, version) if version is not None else None
+        version = as_of.version_at(spark, cfg, "curated") if as_of else latest_version(spark, path)
+    info = commit_info(path, version) if version is not None and version >= 0 else None
     meta: dict[str, Any] = {}
     if info and info.get("userMetadata"):
         try:

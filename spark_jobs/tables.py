@@ -7,10 +7,11 @@ without an embedded metastore that admits one process at a time.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
@@ -383,9 +384,8 @@ def merge_insert_new(
     cond = " AND ".join(f"t.{k} = s.{k}" for k in tdef.keys)
     if scope:
         cond = f"({scope}) AND {cond}"
-    before = _version(target)
-    target.alias("t").merge(source.alias("s"), cond).whenNotMatchedInsertAll().execute()
-    return last_metric(target, "numTargetRowsInserted", since=before)
+    result = target.alias("t").merge(source.alias("s"), cond).whenNotMatchedInsertAll().execute()
+    return merge_counts(result)["num_inserted_rows"]
 
 
 def merge_upsert(
@@ -396,35 +396,65 @@ def merge_upsert(
     cond = " AND ".join(f"t.{k} = s.{k}" for k in tdef.keys)
     if scope:
         cond = f"({scope}) AND {cond}"
-    before = _version(target)
-    target.alias("t").merge(
-        source.alias("s"), cond
-    ).whenMatchedUpdateAll().whenNotMatchedInsertAll().execute()
-    return last_metric(target, "numTargetRowsInserted", since=before) + last_metric(
-        target, "numTargetRowsUpdated", since=before
+    result = (
+        target.alias("t")
+        .merge(source.alias("s"), cond)
+        .whenMatchedUpdateAll()
+        .whenNotMatchedInsertAll()
+        .execute()
     )
+    counts = merge_counts(result)
+    return counts["num_inserted_rows"] + counts["num_updated_rows"]
 
 
-def _version(table: DeltaTable) -> int:
-    row = table.history(1).select("version").first()
-    return int(row["version"]) if row else -1
+def merge_counts(result: DataFrame | None) -> dict[str, int]:
+    """The row counts a Delta MERGE returns (`num_inserted_rows`, `num_updated_rows`,
+    `num_deleted_rows`, `num_affected_rows`; all 0 when it changed nothing).
+
+    Read from the MERGE's own result (one local row), not from the table's history: a history
+    read costs a Spark query (~0.3-0.5 s here) and could see another writer's commit."""
+    names = ("num_affected_rows", "num_updated_rows", "num_deleted_rows", "num_inserted_rows")
+    row = result.first() if result is not None else None
+    got = row.asDict() if row is not None else {}
+    return {n: int(got.get(n) or 0) for n in names}
+
+
+def delta_snapshot(spark: SparkSession, path: str) -> Any:
+    """The Delta log's current snapshot of the table at `path` (a JVM object; version -1 when
+    there is no commit): the log listed once, no Spark query."""
+    jvm = cast(Any, spark)._jvm
+    pair = jvm.org.apache.spark.sql.delta.DeltaLog.forTableWithSnapshot(
+        cast(Any, spark)._jsparkSession, path
+    )
+    return pair._2()
 
 
 def latest_version(spark: SparkSession, path: str) -> int:
     """The latest commit version of the Delta table at `path` (-1 for no commit)."""
-    return _version(DeltaTable.forPath(spark, path))
+    return int(delta_snapshot(spark, path).version())
 
 
-def last_metric(table: DeltaTable, metric: str, *, since: int = -1) -> int:
-    """An operation metric of the table's latest commit, 0 if nothing was committed after `since`.
-
-    A MERGE that changes nothing writes no commit, so the latest one may be an older operation.
-    """
-    row = table.history(1).select("version", "operationMetrics").first()
-    if row is None or int(row["version"]) <= since:
-        return 0
-    metrics = row["operationMetrics"] or {}
-    return int(metrics.get(metric, 0) or 0)
+def commit_info(path: str, version: int) -> dict[str, Any] | None:
+    """The commitInfo action of one commit of the table at `path` (a local path or an object
+    store URI), read from its log file (Delta's protocol: one JSON action per line); None when
+    the file is gone (log cleanup) or has none."""
+    name = f"{version:020d}.json"
+    if is_uri(path):
+        fs, key = url_to_fs(f"{path.rstrip('/')}/_delta_log/{name}")
+        try:
+            text = fs.cat_file(key).decode("utf-8")
+        except FileNotFoundError:
+            return None
+    else:
+        log = Path(path) / "_delta_log" / name
+        if not log.is_file():
+            return None
+        text = log.read_text(encoding="utf-8")
+    for line in text.splitlines():
+        action = json.loads(line) if line.strip() else {}
+        if "commitInfo" in action:
+            return dict(action["commitInfo"])
+    return None
 
 
 def sql_list(values: list[str]) -> str:

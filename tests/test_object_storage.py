@@ -196,6 +196,22 @@ def test_pipeline_reads_writes_and_exports_on_object_storage(spark, s3_run) -> N
     assert fs.cat_file(f"{BUCKET}/wh/catalog.sql").decode().count("USING delta LOCATION 's3a://")
 
 
+def test_why_reads_the_filter_rule_recorded_in_the_bucket(spark, s3_run) -> None:  # type: ignore[no-untyped-def]
+    """The rule `why`/`costs` show comes from the filter's commit on the bucket (its log file
+    read through fsspec), not the configuration's stand-in."""
+    from spark_jobs.lineage import filter_record
+    from spark_jobs.tables import commit_info, latest_version, table_path
+
+    cfg = s3_run["cfg"]
+    path = table_path(cfg, "curated")
+    version = latest_version(spark, path)
+    assert version >= 0 and commit_info(path, version) is not None
+    assert commit_info(path, version + 1) is None  # not written yet
+    rec = filter_record(spark, cfg)
+    assert rec.recorded and rec.version == version
+    assert rec.predicates == ["width >= 1"] and rec.run_id == s3_run["summaries"]["filter"].run_id
+
+
 def test_export_survives_a_server_crash_midway(spark, s3: S3Server, s3_run) -> None:  # type: ignore[no-untyped-def]
     """The server dies right after the first shard PUT: no manifest; a rerun completes it."""
     from spark_jobs import export

@@ -21,7 +21,9 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 
 from spark_jobs.session import session_conf
 from spark_jobs.tables import commit_info, delta_snapshot, latest_version
@@ -64,10 +66,22 @@ def _our_commit(spark: SparkSession, path: str, before: int, note: str) -> dict[
     """operationMetrics of the commit after `before` that carries `note`, None if none does.
 
     Read from the commit files themselves (one small JSON file each, newest first), not with a
-    history query, which costs a Spark query per call."""
-    for version in range(latest_version(spark, path), before, -1):
+    history query, which costs a Spark query per call. A commit file this process cannot read
+    (another filesystem configuration than Spark's, a commit not yet in `_delta_log`) falls
+    back to the history query: an unread commit never passes for someone else's."""
+    latest = latest_version(spark, path)
+    for version in range(latest, before, -1):
         info = commit_info(path, version)
-        if info is not None and info.get("userMetadata") == note:
+        if info is None:
+            rows = (
+                DeltaTable.forPath(spark, path)
+                .history(latest - before)
+                .where(F.col("userMetadata") == note)
+                .select("operationMetrics")
+                .collect()
+            )
+            return dict(rows[0]["operationMetrics"] or {}) if rows else None
+        if info.get("userMetadata") == note:
             return {str(k): str(v) for k, v in (info.get("operationMetrics") or {}).items()}
     return None
 

@@ -8,6 +8,7 @@ without an embedded metastore that admits one process at a time.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -414,9 +415,8 @@ def merge_counts(result: DataFrame | None) -> dict[str, int]:
     Read from the MERGE's own result (one local row), not from the table's history: a history
     read costs a Spark query (~0.3-0.5 s here) and could see another writer's commit."""
     names = ("num_affected_rows", "num_updated_rows", "num_deleted_rows", "num_inserted_rows")
-    row = result.first() if result is not None else None
-    got = row.asDict() if row is not None else {}
-    return {n: int(got.get(n) or 0) for n in names}
+    row = result.first() if result is not None else None  # no row: Delta skipped the MERGE
+    return {n: int(row[n] or 0) if row is not None else 0 for n in names}
 
 
 def delta_snapshot(spark: SparkSession, path: str) -> Any:
@@ -435,22 +435,24 @@ def latest_version(spark: SparkSession, path: str) -> int:
 
 
 def commit_info(path: str, version: int) -> dict[str, Any] | None:
-    """The commitInfo action of one commit of the table at `path` (a local path or an object
-    store URI), read from its log file (Delta's protocol: one JSON action per line); None when
-    the file is gone (log cleanup) or has none."""
+    """The commitInfo action of one commit of the table at `path` (a local path, `file:` or an
+    object store URI), read from its log file (Delta's protocol: one JSON action per line, read
+    up to the commitInfo); None when the file is gone (log cleanup) or has none."""
     name = f"{version:020d}.json"
-    if is_uri(path):
-        fs, key = url_to_fs(f"{path.rstrip('/')}/_delta_log/{name}")
-        try:
-            text = fs.cat_file(key).decode("utf-8")
-        except FileNotFoundError:
-            return None
-    else:
-        log = Path(path) / "_delta_log" / name
-        if not log.is_file():
-            return None
-        text = log.read_text(encoding="utf-8")
-    for line in text.splitlines():
+    local = path.removeprefix("file://").removeprefix("file:")
+    try:
+        if is_uri(local):
+            fs, key = url_to_fs(f"{local.rstrip('/')}/_delta_log/{name}")
+            with fs.open(key, "rb") as f:
+                return _first_commit_info(line.decode("utf-8") for line in f)
+        with (Path(local) / "_delta_log" / name).open(encoding="utf-8") as f:
+            return _first_commit_info(f)
+    except FileNotFoundError:
+        return None
+
+
+def _first_commit_info(lines: Iterable[str]) -> dict[str, Any] | None:
+    for line in lines:
         action = json.loads(line) if line.strip() else {}
         if "commitInfo" in action:
             return dict(action["commitInfo"])

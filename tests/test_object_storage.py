@@ -203,6 +203,7 @@ def test_why_reads_the_filter_rule_recorded_in_the_bucket(spark, s3_run) -> None
     from spark_jobs.tables import commit_info, latest_version, table_path
 
     cfg = s3_run["cfg"]
+    assert s3_run["summaries"]["embed"].rows_written == 12  # its append found its own commit
     path = table_path(cfg, "curated")
     version = latest_version(spark, path)
     assert version >= 0 and commit_info(path, version) is not None

@@ -40,3 +40,19 @@ def test_database_may_be_catalog_dot_schema(spark, make_cfg) -> None:
     for bad in ("a.b.c", "a-b", ".x", "x."):
         with pytest.raises(ConfigError, match=r"config key `database`:.*catalog.schema"):
             make_cfg(database=bad)
+
+
+def test_commit_info_reads_the_commit_file_up_to_its_commit_info(tmp_path: Path) -> None:
+    """Local paths and `file:` URIs alike; a missing commit (log cleanup) is None."""
+    import json
+
+    from spark_jobs.tables import commit_info
+
+    log = tmp_path / "t" / "_delta_log"
+    log.mkdir(parents=True)
+    actions = [{"protocol": {"minReaderVersion": 1}}, {"commitInfo": {"userMetadata": "x"}}]
+    lines = [json.dumps(a) for a in actions] + ["", "{not json after the commitInfo"]
+    (log / f"{3:020d}.json").write_text("\n".join(lines))
+    for path in (str(tmp_path / "t"), f"file:{tmp_path / 't'}", f"file://{tmp_path / 't'}"):
+        assert commit_info(path, 3) == {"userMetadata": "x"}, path
+        assert commit_info(path, 4) is None

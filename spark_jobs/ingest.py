@@ -1,8 +1,9 @@
 """Job 1, ingest: WebDataset tar shards → Delta tables `images`, `quarantine`, `shards`.
 
 One Spark task per shard; shards already recorded in `shards` are skipped. Each batch of
-shards commits `images` and `quarantine` with insert-only MERGEs and records the shards last,
-so a crash at any point followed by a rerun leaves every sample exactly once.
+shards commits `images` and `quarantine` with insert-only MERGEs and records the shards last
+(an idempotent append where that is safe, spark_jobs.shard_record), so a crash at any point
+followed by a rerun leaves every sample exactly once.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from curator_udfs.ingest_batches import INGEST_ROW_DDL, ingest_shard_rows
 from curator_udfs.shard_listing import ShardFile, list_shards
 from spark_jobs.config import Config, ConfigError, InputCfg, ingest_limits
 from spark_jobs.session import session_conf
+from spark_jobs.shard_record import ShardRecorder
 from spark_jobs.summary import Summary, new_run_id
 from spark_jobs.tables import (
     IMAGES,
@@ -27,7 +29,6 @@ from spark_jobs.tables import (
     conform,
     ensure_table,
     merge_insert_new,
-    merge_upsert,
     read_table,
     sql_list,
 )
@@ -83,13 +84,14 @@ def ingest_batch(
     batch: list[ShardFile],
     run_id: str,
     summary: Summary,
+    recorder: ShardRecorder,
     *,
     retried: bool = False,
 ) -> None:
     """Read one batch of shards (one task each) and commit it to the three tables.
 
     `retried`: some shard of the batch is recorded already (failed, retried), so its `shards`
-    row is updated; otherwise the rows are only inserted, the cheaper MERGE."""
+    row is updated; otherwise the rows are only inserted (`recorder` says how)."""
     limits = ingest_limits(cfg)
     at = datetime.now(UTC)
     shards_df = one_task_per_shard(spark, batch)
@@ -126,8 +128,7 @@ def ingest_batch(
             inserted_q = merge_insert_new(spark, cfg, QUARANTINE, quarantine, scope=scope)
         # Delta may warn "Merge source has 0 rows in initial scan" here: a miscount of its
         # first scan, not a changed source (conf/spark/log4j2.properties, tests/test_ingest.py).
-        record = merge_upsert if retried else merge_insert_new
-        record(spark, cfg, SHARDS, shards, scope=scope)  # recorded last
+        recorder.record(shards, scope=scope, retried=retried)  # recorded last
     finally:
         rows.unpersist()
     read_in = sum(counts[k]["n"] for k in ("image", "quarantine") if k in counts)
@@ -166,7 +167,8 @@ def run(
     """Ingest every shard of `input.shards` (plus `inputs`) not ingested yet."""
     summary = Summary(job="ingest", run_id=new_run_id("ingest"), unit="samples")
     files = list_inputs(cfg, inputs) if files is None else files
-    recorded = recorded_shards(spark, cfg)
+    recorder = ShardRecorder(spark, cfg, summary.run_id)
+    recorded = recorder.recorded()
     todo = pending_shards(files, recorded, retry_failed=cfg.ingest.retry_failed)
     # all three exist after a run, each with every column (a table from before a column,
     # caption signals, ...: NULLs there), also when no batch quarantines anything
@@ -182,7 +184,8 @@ def run(
     )
     for batch in _batches(todo, cfg.ingest.shards_per_batch):
         retried = any(f.uri in recorded for f in batch)
-        ingest_batch(spark, cfg, batch, summary.run_id, summary, retried=retried)
+        ingest_batch(spark, cfg, batch, summary.run_id, summary, recorder, retried=retried)
+    summary.extra["shard_records"] = f"{recorder.appended} appended, {recorder.merged} merged"
     mb = summary.extra["bytes_read"] / 1e6
     summary.finish()
     summary.extra["MB_per_s"] = round(mb / summary.seconds, 2) if summary.seconds else 0.0

@@ -202,14 +202,18 @@ def test_four_then_twelve_shards_land_exactly_once(spark, make_cfg, tmp_path: Pa
     assert set(shards) == set(expected)
     assert all(r.status == "ok" and r.images == len(expected[u]) for u, r in shards.items())
 
-    # The warning's trigger, recorded in the commit: the source rows the first scan counted.
+    # The shards were recorded with an idempotent append (spark_jobs.shard_record): nothing
+    # else wrote `shards` since the run read it.
     last = DeltaTable.forPath(spark, table_path(cfg, "shards")).history(1).first()
+    assert last["operation"] == "WRITE" and last["operationMetrics"]["numOutputRows"] == "8"
+    assert second.extra["shard_records"] == "1 appended, 0 merged"
+    # The MERGE warning's trigger, recorded in the images commit: the source rows its first
+    # scan counted: 0 when AQE drops that join unread, or all of them; never a partial count.
+    # Either way all 80 rows landed exactly once (above).
+    last = DeltaTable.forPath(spark, table_path(cfg, "images")).history(1).first()
     metrics = last["operationMetrics"]
-    assert last["operation"] == "MERGE" and metrics["numTargetRowsInserted"] == "8"
-    # The first scan counts 0 source rows when AQE drops its join unread (this test alone) or
-    # all 8 (after other tests in the same session: the full suite since `shards` has
-    # byte_mode); never a partial count. Either way all 8 rows landed exactly once (above).
-    assert metrics["numSourceRows"] in ("0", "8")
+    assert last["operation"] == "MERGE" and metrics["numTargetRowsInserted"] == "80"
+    assert metrics["numSourceRows"] in ("0", "80")
 
 
 def test_merge_source_warning_is_off_screen_other_delta_warnings_not(spark) -> None:

@@ -2,22 +2,31 @@
 
 A batch's `shards` rows are written last (after its `images` and `quarantine` rows): they are
 what makes a shard done. The cheap write is a blind append (0.4-0.8 s here, where an insert-only
-MERGE of 16 rows costs 2-4 s: most of an ingest batch's fixed cost). It is safe exactly when
-nothing was recorded since the snapshot the run's pending shards were read from, for then none
-of the batch's shards is in the table yet. Delta's transaction ids tell (spark_jobs.idempotent):
-every write to `shards` commits as a transaction of the application `curator-ingest`, and an
-append claims the version read with that snapshot (`TxnPoint`), so Delta skips it when any
-other write to `shards` came in between.
+MERGE of 16 rows costs 2-4 s: most of an ingest batch's fixed cost). It is safe exactly when no
+rows were recorded since the snapshot the run's pending shards were read from, for then none of
+the batch's shards is in the table yet. Delta's transaction ids tell (spark_jobs.idempotent):
+every write that adds rows to `shards` commits as a transaction of the application
+`curator-ingest` (creating the table and adding columns add none), and an append claims the
+version after the one read with that snapshot (`TxnPoint`). Delta skips the append when another
+such write committed before it started, and fails it (ConcurrentTransactionException) when one
+commits while it runs; either way the batch goes to the MERGE.
 
-Rows go in with a MERGE instead, which is right whatever the table holds, when Delta skipped
-the append or when the batch updates recorded (failed, retried) shards. The MERGE commits as the
-application's next transaction at the table's current snapshot, so every other run's older
-claim is skipped in turn. After one MERGE the run's later batches merge too: their pending set
-is older than the commits it had to step over.
+The MERGE, right whatever the table holds, is also how retried (failed) shards are updated. It
+commits as the application's next transaction at the table's current snapshot, so every other
+run's older claim is skipped in turn; a MERGE that loses a race is retried on a newer snapshot.
+After one MERGE the run's later batches merge too: their pending set is older than the commits
+it had to step over. Preconditions: every ingest writing the warehouse is this version or later
+(an older one merges untagged), and `delta.setTransactionRetentionDuration` is not set on
+`shards` (expired transaction ids would let an old claim pass).
 """
 
 from __future__ import annotations
 
+from delta.exceptions import (
+    ConcurrentAppendException,
+    ConcurrentTransactionException,
+    MetadataChangedException,
+)
 from pyspark.sql import DataFrame, SparkSession
 
 from spark_jobs.config import Config
@@ -33,6 +42,9 @@ from spark_jobs.tables import (
 
 APP_ID = "curator-ingest"
 MERGE_TRIES = 3
+# Another run's commit to `shards` landed while this write ran: Delta failed this one, which
+# committed nothing (an `ALTER TABLE ADD COLUMNS` of a newer run is a metadata change).
+RACES = (ConcurrentTransactionException, ConcurrentAppendException, MetadataChangedException)
 
 
 class ShardRecorder:
@@ -48,7 +60,8 @@ class ShardRecorder:
 
     def recorded(self) -> dict[str, str]:
         """shard_uri → status of every shard recorded in the snapshot the claim was read at."""
-        assert self.point is not None  # set in __init__; recorded() is read before any write
+        if self.point is None:
+            raise RuntimeError("ShardRecorder.recorded() is read once, before the first record()")
         done = (
             self.spark.read.format("delta")
             .option("versionAsOf", self.point.table_version)
@@ -62,7 +75,11 @@ class ShardRecorder:
         """Write one batch's `shards` rows: appended as the run's next claim, or merged."""
         if self.point is not None and not retried:
             rows = conform(shards, SHARDS)
-            if append_once(self.spark, rows, self.path, self.point, self.run_id) is not None:
+            try:
+                appended = append_once(self.spark, rows, self.path, self.point, self.run_id)
+            except RACES:
+                appended = None
+            if appended is not None:
                 self.point = self.point.next()
                 self.appended += 1
                 return
@@ -70,15 +87,19 @@ class ShardRecorder:
         merge = merge_upsert if retried else merge_insert_new
         for _ in range(MERGE_TRIES):
             fresh = txn_point(self.spark, self.path, APP_ID)
-            done = dml_once(
-                self.spark,
-                self.path,
-                fresh,
-                self.run_id,
-                lambda: merge(self.spark, self.cfg, SHARDS, shards, scope=scope),
-            )
-            # None: no commit of ours. Either Delta skipped the MERGE (another run committed
-            # this transaction first: try again on a newer snapshot), or it had nothing to write.
+            try:
+                done = dml_once(
+                    self.spark,
+                    self.path,
+                    fresh,
+                    self.run_id,
+                    lambda: merge(self.spark, self.cfg, SHARDS, shards, scope=scope),
+                )
+            except RACES:
+                continue
+            # A MERGE that inserts nothing still commits its transaction id, so None means Delta
+            # skipped it (another run took this transaction first: retry on a newer snapshot),
+            # unless the application's version shows it never got this far.
             if (
                 done is not None
                 or recorded_version(self.spark, self.path, APP_ID) < fresh.txn_version

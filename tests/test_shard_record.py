@@ -32,7 +32,8 @@ def test_interleaved_runs_record_each_shard_once(spark, make_cfg: Callable) -> N
 
     record(first, "a")  # nothing in between: appended
     assert (first.appended, first.merged) == (1, 0)
-    record(second, "a")  # `first` got in between: its append is skipped, the MERGE adds nothing
+    record(second, "a")  # `first` got in between: append skipped; the MERGE adds no row (but
+    # commits its transaction id, the one after `first`'s)
     record(second, "b")  # merged from now on
     assert (second.appended, second.merged) == (0, 2) and second.point is None
     record(first, "c")  # `second`'s MERGE of b took the next transaction: `first` merges too

@@ -206,6 +206,7 @@ def test_four_then_twelve_shards_land_exactly_once(spark, make_cfg, tmp_path: Pa
     # else wrote `shards` since the run read it.
     last = DeltaTable.forPath(spark, table_path(cfg, "shards")).history(1).first()
     assert last["operation"] == "WRITE" and last["operationMetrics"]["numOutputRows"] == "8"
+    assert last["operationMetrics"]["numFiles"] == "1"  # a batch's rows in one file, not 8
     assert second.extra["shard_records"] == "1 appended, 0 merged"
     # The MERGE warning's trigger, recorded in the images commit: the source rows its first
     # scan counted: 0 when AQE drops that join unread, or all of them; never a partial count.
@@ -214,6 +215,9 @@ def test_four_then_twelve_shards_land_exactly_once(spark, make_cfg, tmp_path: Pa
     metrics = last["operationMetrics"]
     assert last["operation"] == "MERGE" and metrics["numTargetRowsInserted"] == "80"
     assert metrics["numSourceRows"] in ("0", "80")
+    # eight small shards' images in as many files as the session has task slots, not eight
+    slots = spark.sparkContext.defaultParallelism
+    assert slots < 8 and 1 <= int(metrics["numTargetFilesAdded"]) <= slots, (slots, metrics)
 
 
 def test_merge_source_warning_is_off_screen_other_delta_warnings_not(spark) -> None:
@@ -277,8 +281,9 @@ def test_images_files_have_row_groups_of_the_configured_size(
 
 
 def test_each_shard_is_read_in_its_own_task_without_a_python_rdd(spark) -> None:
-    """The reading tasks are a JVM `Range` of one row each, the shard list broadcast to them
-    (a Python RDD from `parallelize` would run every task through a second Python worker)."""
+    """The reading tasks are a JVM `Range` of one row each, picking their shard from literal
+    arrays (a Python RDD from `parallelize` or `createDataFrame` of a list would run a job of
+    Python tasks first, or every task through a second Python worker)."""
     from pyspark.sql import functions as F
 
     from curator_udfs.shard_listing import ShardFile
@@ -292,4 +297,9 @@ def test_each_shard_is_read_in_its_own_task_without_a_python_rdd(spark) -> None:
         (f.uri, f.size, f.mtime) for f in batch
     ]
     plan = df._jdf.queryExecution().executedPlan().toString()
-    assert "Range (0, 5, step=1, splits=5)" in plan and "BroadcastHashJoin" in plan, plan
+    assert "Range (0, 5, step=1, splits=5)" in plan, plan
+    assert "Scan ExistingRDD" not in plan and "Exchange" not in plan, plan
+    assert df.schema.simpleString() == "struct<shard_uri:string,size:bigint,mtime:double>"
+    # no mtime known (a store that does not say): NULL, typed
+    unknown = ingest.one_task_per_shard(spark, [ShardFile(uri="s3://b/x.tar", size=7, mtime=None)])
+    assert [tuple(r) for r in unknown.collect()] == [("s3://b/x.tar", 7, None)]

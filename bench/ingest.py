@@ -13,13 +13,15 @@ What is timed (each labelled in the output):
   warehouse: the JVM compiles the hot paths during the first few full-size runs (measured: 16.0,
   12.5, 11.1, 9.5 and 11.2 s for five runs in a row), so their times are start-up, reported
   apart, not steady state;
-- steady: `--shards` shards (16 x 1,000 samples) into a fresh warehouse after the warm-up; this
-  is the number compared with the bare pipeline (ratio job / bare, goal >= 1.0);
+- steady: `--shards` shards (16 x 1,000 samples) into a fresh warehouse after the warm-up,
+  `--repeat` (3) times, the median run counting (the bare pipeline likewise): this machine's
+  speed varies by 10-20 % from run to run. The number compared with the bare pipeline (ratio
+  job / bare, goal >= 1.0);
 - growth: `--shards` more shards into that warehouse (the table then holds 2x): per-sample
   cost second / first (goal <= 1.25);
 - reference: the first `--shards` again, into a fresh warehouse with `ingest.bytes:
   reference` (images keep byte ranges of the shards, not the bytes; goal >= 2.0 x bare),
-  after one warm-up run of its own in that mode (a scratch warehouse).
+  after one warm-up run of its own in that mode (a scratch warehouse), median of `--repeat`.
 Every job number is the wall time of one `ingest.run` call (its table counts included).
 
     .venv/bin/python bench/ingest.py            # 1 cold + 16 + 16 shards x 1,000 samples
@@ -126,6 +128,13 @@ def timed_ingest(spark: Any, cfg: Any, shard_dir: Path) -> dict[str, float]:
             "job_seconds": s.seconds, "images_rows": s.tables["images"]}  # fmt: skip
 
 
+def median(runs: list[dict[str, float]]) -> dict[str, Any]:
+    """The run of median wall time (the lower middle one of an even count), with every run's
+    seconds (`runs_s`)."""
+    mid = sorted(runs, key=lambda r: r["seconds"])[(len(runs) - 1) // 2]
+    return {**mid, "runs_s": [r["seconds"] for r in runs]}
+
+
 def json_line(bench: str, **fields: Any) -> str:
     """The bench's one JSON line: its name, the date and machine, then `fields` (rounded)."""
     head = {"bench": bench, "date": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -150,6 +159,7 @@ def main() -> None:
     ap.add_argument("--per-shard", type=int, default=None, help="samples a shard (1000)")
     ap.add_argument("--warmup-shards", type=int, default=1, help="shards of the cold run")
     ap.add_argument("--warmup-runs", type=int, default=3, help="full-size runs before steady")
+    ap.add_argument("--repeat", type=int, default=3, help="measured runs (the median counts)")
     ap.add_argument("--workdir", default=None, help="keep shards and warehouses here")
     args = ap.parse_args()
     shards = args.shards or (4 if args.quick else 16)
@@ -162,7 +172,7 @@ def main() -> None:
     for sub, n, seed in (("a", shards, 0), ("b", shards, 1), ("w", args.warmup_shards, 2)):
         rep = write_sample_shards(work / sub, shards=n, per_shard=per, seed=seed)
         tars[sub] = [str(p) for p in rep.paths]
-    bare = bare_pipeline(tars["a"], work / "bare-out")
+    bare = median([bare_pipeline(tars["a"], work / f"bare-out{i}") for i in range(args.repeat)])
     print(f"bare pipeline: {bare}", flush=True)
 
     from spark_jobs.catalog import register_tables
@@ -171,34 +181,37 @@ def main() -> None:
 
     sets = [f"spark.conf={{spark.master: 'local[{WORKERS}]'}}"]
     cfg = load_config(sets=sets, warehouse=str(work / "warehouse"))
-    warm_cfg = load_config(sets=[*sets, "database=bench_warmup"], warehouse=str(work / "wh-w"))
-    ref_cfg = load_config(sets=[*sets, "database=bench_ref", "ingest.bytes=reference"],
-                          warehouse=str(work / "wh-ref"))  # fmt: skip
     t0 = time.perf_counter()
     spark = build_session(cfg, app_name="bench-ingest")
     session_s = time.perf_counter() - t0
     print(f"SparkSession start-up {session_s:.1f} s", flush=True)
-    register_tables(spark, warm_cfg)
-    cold = timed_ingest(spark, warm_cfg, work / "w")
+
+    def fresh(tag: str, extra: list[str]) -> Any:
+        scratch = load_config(sets=[*sets, f"database=bench_{tag}", *extra],
+                              warehouse=str(work / f"wh-{tag}"))  # fmt: skip
+        register_tables(spark, scratch)
+        return scratch
+
+    cold = timed_ingest(spark, fresh("cold", []), work / "w")
     print(f"job cold: {cold}", flush=True)
     warmup = []
     for i in range(args.warmup_runs):
-        scratch = load_config(sets=[*sets, f"database=bench_warm{i}"],
-                              warehouse=str(work / f"wh-warm{i}"))  # fmt: skip
-        register_tables(spark, scratch)
-        warmup.append(timed_ingest(spark, scratch, work / "a")["seconds"])
+        warmup.append(timed_ingest(spark, fresh(f"warm{i}", []), work / "a")["seconds"])
         print(f"job warm-up run {i + 1}: {warmup[-1]:.1f} s", flush=True)
-    first = timed_ingest(spark, cfg, work / "a")
-    print(f"job steady, first {shards} shards: {first}", flush=True)
+    # the last steady run's warehouse is the one the growth run adds to
+    register_tables(spark, cfg)
+    steady = [timed_ingest(spark, fresh(f"steady{i}", []), work / "a")
+              for i in range(args.repeat - 1)] + [timed_ingest(spark, cfg, work / "a")]  # fmt: skip
+    first = median(steady)
+    print(f"job steady, first {shards} shards: {[round(r['seconds'], 1) for r in steady]} s",
+          flush=True)  # fmt: skip
     second = timed_ingest(spark, cfg, work / "b")
     print(f"job growth, {shards} more shards: {second}", flush=True)
-    ref_scratch = load_config(sets=[*sets, "database=bench_ref_warm", "ingest.bytes=reference"],
-                              warehouse=str(work / "wh-ref-warm"))  # fmt: skip
-    register_tables(spark, ref_scratch)
-    warmup.append(timed_ingest(spark, ref_scratch, work / "a")["seconds"])
+    reference = ["ingest.bytes=reference"]
+    warmup.append(timed_ingest(spark, fresh("ref_warm", reference), work / "a")["seconds"])
     print(f"job warm-up run, reference mode: {warmup[-1]:.1f} s", flush=True)
-    register_tables(spark, ref_cfg)
-    ref = timed_ingest(spark, ref_cfg, work / "a")
+    ref = median([timed_ingest(spark, fresh(f"ref{i}", reference), work / "a")
+                  for i in range(args.repeat)])  # fmt: skip
     print(f"job steady, reference mode, the first {shards} shards: {ref}", flush=True)
     spark.stop()
     assert first["samples"] == bare["samples"] == ref["samples"], (first, bare, ref)

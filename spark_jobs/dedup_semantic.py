@@ -54,6 +54,7 @@ from spark_jobs.dedup_resolve import (
     unique_pairs,
 )
 from spark_jobs.dedup_state import SemanticState
+from spark_jobs.literal_frames import literal_frame
 from spark_jobs.summary import Summary
 from spark_jobs.tables import read_table
 
@@ -346,7 +347,9 @@ def _copy_edges(
     sp: SemanticPairs, per_eps: DataFrame, ranks: DataFrame, order: str, eps_values: list[float]
 ) -> DataFrame:
     """Per eps, each copy → its representative and → the representative's best partner."""
-    eps = per_eps.sparkSession.createDataFrame([(float(e),) for e in eps_values], "eps DOUBLE")
+    eps = literal_frame(
+        per_eps.sparkSession, [(float(e),) for e in eps_values], [("eps", "double")]
+    )
     to_rep = sp.copies.crossJoin(F.broadcast(eps)).select(
         F.col("sample_id").alias("a"),
         F.col("rep").alias("b"),

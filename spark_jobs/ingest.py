@@ -13,12 +13,12 @@ from datetime import UTC, datetime
 from functools import partial
 
 from pyspark import StorageLevel
-from pyspark.sql import Column, DataFrame, SparkSession
-from pyspark.sql import functions as F
+from pyspark.sql import DataFrame, SparkSession
 
 from curator_udfs.ingest_batches import INGEST_ROW_DDL, ingest_shard_rows
 from curator_udfs.shard_listing import ShardFile, list_shards
 from spark_jobs.config import Config, ConfigError, InputCfg, ingest_limits
+from spark_jobs.literal_frames import literal_frame
 from spark_jobs.session import session_conf
 from spark_jobs.shard_record import ShardRecorder
 from spark_jobs.summary import Summary, new_run_id
@@ -79,19 +79,13 @@ def _batches(items: list[ShardFile], size: int) -> list[list[ShardFile]]:
 
 
 def one_task_per_shard(spark: SparkSession, batch: list[ShardFile]) -> DataFrame:
-    """(shard_uri, size, mtime) of `batch`, one row per partition, all in the JVM: a `Range`
-    of one row per task picks its shard from literal arrays. A DataFrame made from a Python
-    list (`createDataFrame`, `parallelize`) would run a Python RDD job before the reading one,
-    its tasks paying a Python worker's per-task set-up (about 0.5 s a batch, measured)."""
-    slot = F.col("id").cast("int") + 1
-
-    def pick(values: list[object], ddl: str) -> Column:
-        return F.element_at(F.array(*[F.lit(v) for v in values]), slot).cast(ddl)
-
-    return spark.range(0, len(batch), 1, len(batch)).select(
-        pick([f.uri for f in batch], "string").alias("shard_uri"),
-        pick([f.size for f in batch], "bigint").alias("size"),
-        pick([f.mtime for f in batch], "double").alias("mtime"),
+    """(shard_uri, size, mtime) of `batch`, one row per partition, built in the JVM
+    (spark_jobs.literal_frames: a Python RDD would run a job of Python tasks first)."""
+    return literal_frame(
+        spark,
+        [(f.uri, f.size, f.mtime) for f in batch],
+        [("shard_uri", "string"), ("size", "bigint"), ("mtime", "double")],
+        partitions=len(batch),
     )
 
 

@@ -24,8 +24,10 @@ What is timed (each labelled in the output):
   after one warm-up run of its own in that mode (a scratch warehouse), median of `--repeat`.
 Every job number is the wall time of one `ingest.run` call (its table counts included).
 
-    .venv/bin/python bench/ingest.py            # 1 cold + 16 + 16 shards x 1,000 samples
-    .venv/bin/python bench/ingest.py --quick    # 1 cold + 4 + 4 shards x 200 samples
+    .venv/bin/python bench/ingest.py            # 16 + 16 shards x 1,000 samples (~5 min)
+    .venv/bin/python bench/ingest.py --quick    # 4 + 4 shards x 200 samples
+
+Either way a run is 12 ingests: cold, 3 warm-up, 3 steady, growth, 1 + 3 reference mode.
 
 Samples: curator_udfs.sample_shards defaults (64-384 px, 70 % JPEG, 20 % PNG, 10 % WebP;
 about 11 KB of tar per sample: 16 x 1,000 is about 177 MB). MB/s counts tar file bytes.
@@ -148,6 +150,8 @@ def rounded(obj: Any) -> Any:
         return round(obj, 3)
     if isinstance(obj, dict):
         return {k: rounded(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [rounded(v) for v in obj]
     return obj
 
 
@@ -162,6 +166,8 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3, help="measured runs (the median counts)")
     ap.add_argument("--workdir", default=None, help="keep shards and warehouses here")
     args = ap.parse_args()
+    if args.repeat < 1 or args.warmup_runs < 0:
+        ap.error("--repeat must be at least 1 and --warmup-runs at least 0")
     shards = args.shards or (4 if args.quick else 16)
     per = args.per_shard or (200 if args.quick else 1000)
     work = Path(args.workdir or tempfile.mkdtemp(prefix="bench-ingest-"))
@@ -208,21 +214,23 @@ def main() -> None:
     second = timed_ingest(spark, cfg, work / "b")
     print(f"job growth, {shards} more shards: {second}", flush=True)
     reference = ["ingest.bytes=reference"]
-    warmup.append(timed_ingest(spark, fresh("ref_warm", reference), work / "a")["seconds"])
-    print(f"job warm-up run, reference mode: {warmup[-1]:.1f} s", flush=True)
+    ref_warmup = timed_ingest(spark, fresh("ref_warm", reference), work / "a")["seconds"]
+    print(f"job warm-up run, reference mode: {ref_warmup:.1f} s", flush=True)
     ref = median([timed_ingest(spark, fresh(f"ref{i}", reference), work / "a")
                   for i in range(args.repeat)])  # fmt: skip
     print(f"job steady, reference mode, the first {shards} shards: {ref}", flush=True)
     spark.stop()
     assert first["samples"] == bare["samples"] == ref["samples"], (first, bare, ref)
-    report(args.quick, shards, per, session_s, bare, cold, warmup, first, second, ref)
+    report(args.quick, shards, per, session_s, bare, cold, [*warmup, ref_warmup], first, second,
+           ref)  # fmt: skip
     if not args.workdir:
         shutil.rmtree(work, ignore_errors=True)
 
 
 def report(quick: bool, shards: int, per: int, session_s: float, bare: dict, cold: dict,
            warmup: list[float], first: dict, second: dict, ref: dict) -> None:  # fmt: skip
-    """The human-readable table, then one JSON line with every number."""
+    """The human-readable table, then one JSON line with every number (`warmup`: the copy-mode
+    warm-up runs' seconds, then the reference-mode one's)."""
     rate = {k: d["samples"] / d["seconds"] for k, d in
             (("bare", bare), ("cold", cold), ("steady", first), ("growth", second),
              ("reference", ref))}  # fmt: skip
@@ -257,7 +265,8 @@ def report(quick: bool, shards: int, per: int, session_s: float, bare: dict, col
           f"{ratios['growth_per_sample_second_vs_first']:.2f}  (goal <= 1.25)")  # fmt: skip
     print(json_line(
         "ingest", quick=quick, shards=shards, per_shard=per, workers=WORKERS,
-        session_start_s=session_s, bare=bare, job_cold=cold, warmup_runs_s=warmup,
+        session_start_s=session_s, bare=bare, job_cold=cold, warmup_runs_s=warmup[:-1],
+        reference_warmup_s=warmup[-1],
         job_steady=first,
         job_growth=second, job_reference=ref, samples_per_s=rate, ratios=ratios,
     ))  # fmt: skip

@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from functools import partial
 
-from pyspark import StorageLevel
+from pyspark import StorageLevel, inheritable_thread_target
 from pyspark.sql import DataFrame, SparkSession
 
 from curator_udfs.ingest_batches import INGEST_ROW_DDL, ingest_shard_rows
@@ -61,16 +61,16 @@ def row_group_conf(cfg: Config) -> dict[str, str]:
     }
 
 
-# Files of a batch's writes: about this size, but never fewer than the session's task slots
-# nor more than the batch's partitions (one per shard).
+# Files of a batch's writes: about this size, but at least the session's default parallelism
+# of them where the batch has that many shards, and never more than one per shard.
 FILE_BYTES = 128 << 20
 
 
 def coalesced(frame: DataFrame, data_bytes: int, *, parallelism: int, target: int) -> DataFrame:
     """`frame` in fewer partitions where its shards are small: a batch writes files of about
     `target` bytes (at least `parallelism` of them) instead of one small file per shard.
-    Coalescing merges partitions in place (no row moves between executors) and never adds
-    any: a batch of large shards keeps one file per shard."""
+    Coalescing merges partitions without a shuffle (Spark groups them by where their cached
+    blocks are) and never adds any: a batch of large shards keeps one file per shard."""
     return frame.coalesce(max(parallelism, -(-data_bytes // target)))
 
 
@@ -128,19 +128,21 @@ def ingest_batch(
         # them also materialises the cache, in one stage where an aggregate would take two
         stats = (
             rows.where("kind = 'shard'")
-            .select("images", "quarantined", "bytes_read", "status")
+            .select("images", "quarantined", "bytes_read", "status", "byte_mode")
             .collect()
         )
         n_images = sum(int(r["images"] or 0) for r in stats)
         n_quarantined = sum(int(r["quarantined"] or 0) for r in stats)
-        image_bytes = sum(int(r["bytes_read"] or 0) for r in stats)
+        tar_bytes = sum(int(r["bytes_read"] or 0) for r in stats)
+        # what the images write stores: the copied shards' bytes (reference mode copies the
+        # images of compressed shards too), about their tar size
+        copied = sum(int(r["bytes_read"] or 0) for r in stats if r["byte_mode"] == "copy")
         written = partial(
             coalesced, parallelism=spark.sparkContext.defaultParallelism, target=FILE_BYTES
         )
         with session_conf(spark, row_group_conf(cfg)):
-            stored = 0 if reference else image_bytes
             inserted_images = merge_insert_new(
-                spark, cfg, IMAGES, written(images, stored), scope=scope
+                spark, cfg, IMAGES, written(images, copied), scope=scope
             )
         inserted_q = 0
         if n_quarantined:  # an empty source would still cost a transaction's work
@@ -149,7 +151,9 @@ def ingest_batch(
             )
         # Delta may warn "Merge source has 0 rows in initial scan" here: a miscount of its
         # first scan, not a changed source (conf/spark/log4j2.properties, tests/test_ingest.py).
-        recorder.record(shards.coalesce(1), scope=scope, retried=retried)  # recorded last
+        # one file: the few shard rows are shuffled into one task (a coalesce would read
+        # every cached block of the batch, image bytes and all, in that one task)
+        recorder.record(shards.repartition(1), scope=scope, retried=retried)  # recorded last
     finally:
         rows.unpersist()
     read_in = n_images + n_quarantined
@@ -160,7 +164,7 @@ def ingest_batch(
     summary.extra["shards_ingested"] += len(batch)
     summary.extra["shards_failed"] += sum(r["status"] == "failed" for r in stats)
     summary.extra["shards_truncated"] += sum(r["status"] == "truncated" for r in stats)
-    summary.extra["bytes_read"] += image_bytes
+    summary.extra["bytes_read"] += tar_bytes
 
 
 def list_inputs(cfg: Config, inputs: list[str] | None = None) -> list[ShardFile]:
@@ -212,7 +216,11 @@ def run(
     # three small metadata queries: side by side, not one after another
     logicals = ("images", "quarantine", "shards")
     with ThreadPoolExecutor(len(logicals)) as pool:
-        counts = pool.map(lambda logical: read_table(spark, cfg, logical).count(), logicals)
+        # (inheritable: the count jobs keep the run's job group and description)
+        count = inheritable_thread_target(spark)(
+            lambda logical: read_table(spark, cfg, logical).count()
+        )
+        counts = pool.map(count, logicals)
         summary.tables.update(zip(logicals, counts, strict=True))
     return summary
 

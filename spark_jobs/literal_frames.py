@@ -27,7 +27,9 @@ def literal_frame(
     `partitions` slices of consecutive rows; meant for tens of rows, not data."""
     slot = F.col("id").cast("int") + 1
     picked = [
-        F.element_at(F.array(*[F.lit(row[i]) for row in rows]), slot).cast(ddl).alias(name)
+        F.element_at(F.array(*[F.lit(row[i]).cast(ddl) for row in rows]), slot)
+        .cast(ddl)  # typed also without rows
+        .alias(name)
         for i, (name, ddl) in enumerate(columns)
     ]
     return spark.range(0, len(rows), 1, max(1, partitions)).select(*picked)

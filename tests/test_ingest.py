@@ -105,6 +105,10 @@ def test_every_bad_case_is_accounted_for(spark, make_cfg, tmp_path: Path) -> Non
         "notatar.tar": "failed",
         "big.tar": "ok",
     }
+    # the summary's shard totals, taken from the batches' shard rows
+    shard_rows = read_table(spark, cfg, "shards").collect()
+    assert summary.extra["shards_failed"] == summary.extra["shards_truncated"] == 1
+    assert summary.extra["bytes_read"] == sum(r.bytes_read for r in shard_rows) > 0
 
     warnings = {r.key: set(r.warnings) for r in images.collect()}
     assert "caption_not_utf8" in warnings["badutf8"] and "invalid_json" in warnings["badjson"]
@@ -165,11 +169,10 @@ def test_interrupted_batch_reruns_without_duplicates(spark, make_cfg, tmp_path: 
 def test_four_then_twelve_shards_land_exactly_once(spark, make_cfg, tmp_path: Path) -> None:
     """4 shards, then a glob of 12 that includes them: every sample exactly once.
 
-    The second run's MERGE into `shards` is the one Delta warns about ("Merge source has 0 rows
-    in initial scan but 8 rows in second scan"): its first scan counts no source row, yet all 8
-    rows land, none lost, none doubled, so the warning is spurious (kept off screen by
-    conf/spark/log4j2.properties).
-    """
+    The second run's insert-only MERGE into `images` is one Delta may warn about ("Merge source
+    has 0 rows in initial scan but 80 rows in second scan"): its first scan may count no source
+    row, yet all rows land, none lost, none doubled, so the warning is spurious (kept off screen
+    by conf/spark/log4j2.properties)."""
     from delta.tables import DeltaTable
 
     from spark_jobs.tables import table_path
@@ -215,9 +218,42 @@ def test_four_then_twelve_shards_land_exactly_once(spark, make_cfg, tmp_path: Pa
     metrics = last["operationMetrics"]
     assert last["operation"] == "MERGE" and metrics["numTargetRowsInserted"] == "80"
     assert metrics["numSourceRows"] in ("0", "80")
-    # eight small shards' images in as many files as the session has task slots, not eight
+    # eight small shards' images in as many files as the session's default parallelism
     slots = spark.sparkContext.defaultParallelism
     assert slots < 8 and 1 <= int(metrics["numTargetFilesAdded"]) <= slots, (slots, metrics)
+
+
+def test_a_failed_shard_fixed_in_place_is_read_again_with_retry_failed(
+    spark, make_cfg, tmp_path: Path
+) -> None:
+    """`ingest.retry_failed`: a shard recorded as failed (not a tar), then replaced by a good
+    tar, is read again; its `shards` row is updated in place (one row, now ok)."""
+    d = tmp_path / "shards"
+    write_sample_shards(d, shards=2, per_shard=5, seed=8)
+    good = d / "00001.tar"
+    saved = good.read_bytes()
+    badshards.write_not_a_tar(good)
+    cfg = make_cfg("ingest.retry_failed=true")
+    first = _ingest(spark, cfg, str(d))
+    assert first.extra["shards_failed"] == 1 and first.rows_written == 5
+    good.write_bytes(saved)
+    again = _ingest(spark, cfg, str(d))
+    assert again.extra["shards_ingested"] == 1 and again.extra["shards_failed"] == 0
+    assert again.rows_written == 5 and again.extra["shard_records"] == "0 appended, 1 merged"
+    shards = read_table(spark, cfg, "shards").collect()
+    assert sorted(r.status for r in shards) == ["ok", "ok"] and len(shards) == 2
+    assert read_table(spark, cfg, "images").count() == 10
+
+
+def test_coalesced_writes_about_target_sized_files(spark) -> None:
+    """A batch's partitions merge down to ceil(bytes / target), never below the parallelism
+    nor above the partitions it has (one per shard)."""
+    frame = spark.range(0, 16, 1, 16)
+    parts = [
+        ingest.coalesced(frame, size, parallelism=4, target=100).rdd.getNumPartitions()
+        for size in (0, 250, 1_000, 10_000)
+    ]
+    assert parts == [4, 4, 10, 16]
 
 
 def test_merge_source_warning_is_off_screen_other_delta_warnings_not(spark) -> None:

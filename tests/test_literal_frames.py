@@ -26,3 +26,13 @@ def test_partitions_hold_consecutive_rows(spark) -> None:
 def test_no_rows_is_an_empty_typed_frame(spark) -> None:
     df = literal_frame(spark, [], [("eps", "double")])
     assert df.collect() == [] and df.schema.simpleString() == "struct<eps:double>"
+
+
+def test_values_keep_the_declared_type_not_a_coerced_one(spark) -> None:
+    """Each literal is cast to its column's type: big integers stay exact, mixed ints and
+    floats are doubles, any string (quotes, unicode, long) is kept as it is."""
+    big = 2**53 + 1
+    uri = "s3://b/a 'quoted' \\ é/" + "x" * 2000 + ".tar"
+    rows = [(big, 1, uri), (-big, 2.5, None)]
+    df = literal_frame(spark, rows, [("n", "bigint"), ("x", "double"), ("s", "string")])
+    assert [tuple(r) for r in df.collect()] == [(big, 1.0, uri), (-big, 2.5, None)]

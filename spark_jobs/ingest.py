@@ -66,7 +66,9 @@ def row_group_conf(cfg: Config) -> dict[str, str]:
 FILE_BYTES = 128 << 20
 
 
-def coalesced(frame: DataFrame, data_bytes: int, *, parallelism: int, target: int) -> DataFrame:
+def coalesced(
+    frame: DataFrame, data_bytes: int, *, parallelism: int, target: int = FILE_BYTES
+) -> DataFrame:
     """`frame` in fewer partitions where its shards are small: a batch writes files of about
     `target` bytes (at least `parallelism` of them) instead of one small file per shard.
     Coalescing merges partitions without a shuffle (Spark groups them by where their cached
@@ -137,20 +139,18 @@ def ingest_batch(
         # what the images write stores: the copied shards' bytes (reference mode copies the
         # images of compressed shards too), about their tar size
         copied = sum(int(r["bytes_read"] or 0) for r in stats if r["byte_mode"] == "copy")
-        written = partial(
-            coalesced, parallelism=spark.sparkContext.defaultParallelism, target=FILE_BYTES
-        )
+        slots = spark.sparkContext.defaultParallelism
+        # Delta may warn "Merge source has 0 rows in initial scan" here: a miscount of its
+        # first scan, not a changed source (conf/spark/log4j2.properties, tests/test_ingest.py).
         with session_conf(spark, row_group_conf(cfg)):
             inserted_images = merge_insert_new(
-                spark, cfg, IMAGES, written(images, copied), scope=scope
+                spark, cfg, IMAGES, coalesced(images, copied, parallelism=slots), scope=scope
             )
         inserted_q = 0
         if n_quarantined:  # an empty source would still cost a transaction's work
             inserted_q = merge_insert_new(
-                spark, cfg, QUARANTINE, written(quarantine, 0), scope=scope
+                spark, cfg, QUARANTINE, coalesced(quarantine, 0, parallelism=slots), scope=scope
             )
-        # Delta may warn "Merge source has 0 rows in initial scan" here: a miscount of its
-        # first scan, not a changed source (conf/spark/log4j2.properties, tests/test_ingest.py).
         # one file: the few shard rows are shuffled into one task (a coalesce would read
         # every cached block of the batch, image bytes and all, in that one task)
         recorder.record(shards.repartition(1), scope=scope, retried=retried)  # recorded last

@@ -26,11 +26,12 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from .cpu_resize import chw_view
 from .decode import decode_rgb
 from .device import current_device
 from .image_signals import ImageSignals, image_signals
 from .specs import DEFAULT_MODEL, timm_model_id
-from .tensor_decode import TensorDecoder, TensorTransform, use_tensor_decode
+from .tensor_decode import TensorDecoder, TensorTransform, signals_of_tensor, use_tensor_decode
 from .weights import WeightsError, hub_cache_dir, load_state_dict, load_strict, seeded
 
 __all__ = [
@@ -111,6 +112,7 @@ class ImageEmbedder:
         self.decode = "auto"  # embed.decode (curator_udfs.tensor_decode)
         self.signals = True  # embed.signals: image signals from the decoded pixels, or None
         self._tensor_decoder: TensorDecoder | None = None
+        self._pil_steps: TensorTransform | None = None
 
     # ---- the part subclasses provide -------------------------------------------------------
     def load(self, device: str) -> None:
@@ -149,10 +151,16 @@ class ImageEmbedder:
         """Load onto ``device`` and remember it (works whether or not ``load`` calls super)."""
         self.load(device)
         self.device = device
-        steps = self.tensor_transform() if use_tensor_decode(self.decode, device) else None
+        on_device = use_tensor_decode(self.decode, device)  # also checks the mode
+        steps = self.tensor_transform() if self.decode != "pil" else None
         self._tensor_decoder = (
-            TensorDecoder(steps, device, signals=self.signals) if steps is not None else None
+            TensorDecoder(steps, device, signals=self.signals)
+            if steps is not None and on_device
+            else None
         )
+        # Images PIL decodes go through the same steps as uint8 tensors (torch's resize
+        # kernels, curator_udfs.cpu_resize); `embed.decode: pil` keeps PIL's resize throughout.
+        self._pil_steps = steps
         return self
 
     def tensor_transform(self) -> TensorTransform | None:
@@ -266,13 +274,19 @@ class ImageEmbedder:
             return None, str(exc), None
         except Exception as exc:  # noqa: BLE001 - any decoder failure is per-image bad data
             return None, f"decode: {type(exc).__name__}: {exc}", None
+        pixels = chw_view(image) if self._pil_steps is not None else None
         try:
-            tensor = self.preprocess([image])
+            if self._pil_steps is not None and pixels is not None:
+                tensor = self._pil_steps(pixels)
+            else:
+                tensor = self.preprocess([image])
         except Exception as exc:  # noqa: BLE001 - e.g. a degenerate size a transform rejects
             return None, f"preprocess: {type(exc).__name__}: {exc}", None
         if tensor.ndim == 4:
             tensor = tensor[0]
-        return tensor, None, image_signals(image) if self.signals else None
+        if not self.signals:
+            return tensor, None, None
+        return tensor, None, image_signals(image) if pixels is None else signals_of_tensor(pixels)
 
     def _run_batch(
         self,

@@ -25,11 +25,19 @@ from typing import Any
 import torch
 from PIL import Image
 
+from .cpu_resize import native_mode, resize_u8, resized_size
 from .decode import bound_aspect_box, open_checked
 from .image_signals import SIGNAL_SIZE, ImageSignals, signals_of_rgb
 from .specs import DECODE_MODES
 
-__all__ = ["DECODE_MODES", "Decoded", "TensorDecoder", "TensorTransform", "use_tensor_decode"]
+__all__ = [
+    "DECODE_MODES",
+    "Decoded",
+    "TensorDecoder",
+    "TensorTransform",
+    "signals_of_tensor",
+    "use_tensor_decode",
+]
 
 # One image's result, as the embedders' PIL path returns it: (tensor, error, signals).
 Decoded = tuple[torch.Tensor | None, str | None, ImageSignals | None]
@@ -89,10 +97,37 @@ class TensorTransform:
         return cls(tuple(steps))
 
     def __call__(self, image: torch.Tensor) -> torch.Tensor:
+        """The steps on a (C, H, W) uint8 tensor; a Resize of a CPU image runs torch's uint8
+        kernels (:mod:`.cpu_resize`), elsewhere torchvision's own (float) resize."""
         x = image
         for step in self.steps:
-            x = x.float().div_(255.0) if step is None else step(x)
+            if step is None:
+                x = x.float().div_(255.0)
+            elif _on_cpu_u8(x) and native_mode(step) is not None:
+                size = resized_size(int(x.shape[-2]), int(x.shape[-1]), step.size, step.max_size)
+                x = resize_u8(x, size, str(native_mode(step)))
+            else:
+                x = step(x)
         return x
+
+
+def signals_of_tensor(image: torch.Tensor) -> ImageSignals:
+    """The image signals of a (3, H, W) uint8 tensor: its SIGNAL_SIZE² bilinear copy made on
+    the tensor's device (uint8 kernels on the CPU), then :func:`signals_of_rgb`."""
+    from torchvision.transforms import InterpolationMode
+    from torchvision.transforms import functional as TF
+
+    if _on_cpu_u8(image):
+        small = resize_u8(image, (SIGNAL_SIZE, SIGNAL_SIZE), "bilinear")
+    else:
+        small = TF.resize(
+            image, [SIGNAL_SIZE, SIGNAL_SIZE], InterpolationMode.BILINEAR, antialias=True
+        )
+    return signals_of_rgb(small.permute(1, 2, 0).cpu().numpy())
+
+
+def _on_cpu_u8(x: torch.Tensor) -> bool:
+    return x.dtype == torch.uint8 and x.device.type == "cpu" and x.ndim == 3
 
 
 class TensorDecoder:
@@ -156,9 +191,6 @@ class TensorDecoder:
 
     def _finish(self, image: torch.Tensor, orientation: int) -> Decoded:
         """Orientation, aspect bound, the model's transform and the signals of one image."""
-        from torchvision.transforms import InterpolationMode
-        from torchvision.transforms import functional as TF
-
         if orientation in _ORIENT:
             image = _ORIENT[orientation](image)
         box = bound_aspect_box(int(image.shape[-1]), int(image.shape[-2]))
@@ -169,12 +201,7 @@ class TensorDecoder:
             tensor = self.transform(image)
         except Exception as exc:  # noqa: BLE001 - e.g. a degenerate size a transform rejects
             return None, f"preprocess: {type(exc).__name__}: {exc}", None
-        if not self.signals:
-            return tensor, None, None
-        small = TF.resize(
-            image, [SIGNAL_SIZE, SIGNAL_SIZE], InterpolationMode.BILINEAR, antialias=True
-        )
-        return tensor, None, signals_of_rgb(small.permute(1, 2, 0).cpu().numpy())
+        return tensor, None, signals_of_tensor(image) if self.signals else None
 
 
 def _orientation(header: Image.Image) -> int:

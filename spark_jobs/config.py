@@ -119,7 +119,7 @@ class EmbedCfg(_Section):
         default=4, gt=0, description="decode threads per Python worker"
     )
     autocast: bool = Field(default=True, description="fp16 autocast on CUDA")
-    decode: DecodeMode = Field(default="auto", description="auto = nvJPEG on CUDA, else PIL")
+    decode: DecodeMode = Field(default="auto", description="auto: nvJPEG on CUDA; pil: all PIL")
     normalize: bool = Field(
         default=True, description="L2-normalise embeddings (the heads expect it)"
     )

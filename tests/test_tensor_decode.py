@@ -51,7 +51,7 @@ def _png(w: int, h: int) -> bytes:
 
 
 @pytest.mark.parametrize("model", ["test_vit", CLIP_L])
-def test_preprocessed_tensors_are_within_one_level_of_pil(model: str) -> None:
+def test_preprocessed_tensors_are_within_two_levels_of_pil(model: str) -> None:
     transform = _transform(model)
     steps = TensorTransform.of(transform)
     assert steps is not None
@@ -75,8 +75,10 @@ def test_preprocessed_tensors_are_within_one_level_of_pil(model: str) -> None:
         image = decode_rgb(blob)
         diff = (transform(image) - tensor).abs()
         assert tensor.shape == transform(image).shape
-        assert float(diff.max()) <= one_level * 1.01  # at most one 8-bit level anywhere
-        assert float(diff.mean()) <= 0.25 * one_level
+        # torch's uint8 resize rounds between its two passes in its own fixed point: at most
+        # two 8-bit levels from PIL's anywhere on smooth images, nearly every value equal
+        assert float(diff.max()) <= 2 * one_level * 1.01
+        assert float(diff.mean()) <= 0.1 * one_level
         want = image_signals(image)
         assert signals.grayscale == want.grayscale
         assert signals.colorfulness == pytest.approx(want.colorfulness, rel=0.02, abs=0.1)

@@ -44,6 +44,7 @@ from spark_jobs.embed_input import (
     split_bytes,
 )
 from spark_jobs.errors import worker_message
+from spark_jobs.file_sizing import coalesced
 from spark_jobs.idempotent import TxnPoint, append_once, dml_once, recorded_version, txn_point
 from spark_jobs.references import quarantine_changed
 from spark_jobs.session import session_conf
@@ -57,6 +58,7 @@ BASE_COLUMNS = (
     *SIGNAL_NAMES,
 )  # fmt: skip
 ARROW_BATCH_CONF = "spark.sql.execution.arrow.maxRecordsPerBatch"
+ROW_BYTES = 256  # a scores row's columns besides the embedding, about, for sizing its files
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -362,10 +364,13 @@ def _embed_batch(
                     int(stats["dim"]) if stats["dim"] is not None else None
                 )
             failed = int(stats["failed"] or 0)
+            # The cached rows in files of about FILE_BYTES, not one small file per task.
+            size = int(stats["n"]) * (4 * int(stats["dim"] or 0) + ROW_BYTES)
+            out = coalesced(scored, size, parallelism=spark.sparkContext.defaultParallelism)
             if pending.retry_errors:
-                written = _merge_retry(spark, cfg, scored, model, point, summary.run_id)
+                written = _merge_retry(spark, cfg, out, model, point, summary.run_id)
             else:
-                written = append_once(spark, scored, path, point, summary.run_id)
+                written = append_once(spark, out, path, point, summary.run_id)
         finally:
             scored.unpersist()
     return None if written is None else (written, min(failed, written))

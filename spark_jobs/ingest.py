@@ -18,6 +18,7 @@ from pyspark.sql import DataFrame, SparkSession
 from curator_udfs.ingest_batches import INGEST_ROW_DDL, ingest_shard_rows
 from curator_udfs.shard_listing import ShardFile, list_shards
 from spark_jobs.config import Config, ConfigError, InputCfg, ingest_limits
+from spark_jobs.file_sizing import coalesced
 from spark_jobs.literal_frames import literal_frame
 from spark_jobs.session import session_conf
 from spark_jobs.shard_record import ShardRecorder
@@ -59,21 +60,6 @@ def row_group_conf(cfg: Config) -> dict[str, str]:
         "parquet.block.size": str(cfg.ingest.row_group_bytes),
         "parquet.page.size.row.check.min": "10",
     }
-
-
-# Files of a batch's writes: about this size, but at least the session's default parallelism
-# of them where the batch has that many shards, and never more than one per shard.
-FILE_BYTES = 128 << 20
-
-
-def coalesced(
-    frame: DataFrame, data_bytes: int, *, parallelism: int, target: int = FILE_BYTES
-) -> DataFrame:
-    """`frame` in fewer partitions where its shards are small: a batch writes files of about
-    `target` bytes (at least `parallelism` of them) instead of one small file per shard.
-    Coalescing merges partitions without a shuffle (Spark groups them by where their cached
-    blocks are) and never adds any: a batch of large shards keeps one file per shard."""
-    return frame.coalesce(max(parallelism, -(-data_bytes // target)))
 
 
 def _batches(items: list[ShardFile], size: int) -> list[list[ShardFile]]:

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import pandas as pd
 import pytest
+from delta.tables import DeltaTable
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
@@ -15,8 +16,16 @@ from curator_udfs.sample_shards import write_sample_shards
 from spark_jobs import embed, ingest
 from spark_jobs.catalog import register_tables
 from spark_jobs.config import Config, load_config
-from spark_jobs.embed_input import Batch, batch_images, pending_ids, shard_batches
+from spark_jobs.embed_input import (
+    SPLIT_CONF,
+    Batch,
+    batch_images,
+    pending_ids,
+    shard_batches,
+    split_bytes,
+)
 from spark_jobs.idempotent import append_once, txn_point
+from spark_jobs.session import session_conf
 from spark_jobs.tables import SCORES, ensure_table, read_table, table_path
 from tests.plans import exchanges as _exchanges
 from tests.test_embed_job import _broken_jpeg_shard
@@ -146,3 +155,31 @@ def test_embed_in_batches_then_retry_errors(spark, lake: Config) -> None:
     scores = scores.where(F.col("model") == embed.model_id(embed.embed_spec(cfg)))
     assert scores.count() == 14 and scores.select("sample_id").distinct().count() == 14
     assert scores.where(F.col("error").isNotNull()).select("run_id").first()[0] == retry.run_id
+
+
+def test_the_append_writes_few_files_whatever_the_task_count(spark, tmp_path) -> None:
+    """The embed UDF runs in many small tasks; the append coalesces their cached rows into
+    files of about FILE_BYTES, at least one per core (not one small file per task)."""
+    write_sample_shards(tmp_path / "s", shards=4, per_shard=12, seed=9)
+    sets = [f"database=t_{uuid.uuid4().hex[:8]}", "spark.conf={spark.master: 'local[2]'}"]
+    small = ["ingest.row_group_bytes=65536", "embed.batch_size=1"]  # many splits, many tasks
+    cfg = load_config(sets=[*sets, *TINY, *small], warehouse=str(tmp_path / "wh"))
+    register_tables(spark, cfg)
+    ingest.run(spark, cfg, inputs=[str(tmp_path / "s")])
+    slots = spark.sparkContext.defaultParallelism
+    model = embed.model_id(embed.embed_spec(cfg))
+    embed.ensure_score_columns(spark, cfg, [])
+    version = txn_point(spark, table_path(cfg, "scores"), embed.app_id(model)).table_version
+    pending = pending_ids(spark, cfg, model, version)
+    (batch,) = shard_batches(pending.per_shard, 1000)
+    split = split_bytes(spark, cfg, batch.rows, embed.num_tasks(spark, batch.rows, 1))
+    with session_conf(spark, {SPLIT_CONF: str(split)}):
+        tasks = batch_images(spark, cfg, pending, batch).rdd.getNumPartitions()
+    pending.ids.unpersist()
+    assert tasks > slots  # the UDF's tasks: more than the files the write should make
+
+    summary = embed.run(spark, cfg)
+    assert summary.rows_written == 48
+    history = DeltaTable.forPath(spark, table_path(cfg, "scores")).history(1).collect()[0]
+    assert history["operation"] == "WRITE"
+    assert 1 <= int(history["operationMetrics"]["numFiles"]) <= slots

@@ -13,7 +13,7 @@ from pyspark.sql.types import StructType
 from curator_udfs.caption_signals import caption_signals
 from curator_udfs.ids import normalize_shard_uri, sample_id
 from curator_udfs.sample_shards import write_sample_shards
-from spark_jobs import ingest
+from spark_jobs import file_sizing, ingest
 from spark_jobs.catalog import register_tables
 from spark_jobs.tables import IMAGES, read_table, table_path
 from tests import badshards
@@ -250,7 +250,7 @@ def test_coalesced_writes_about_target_sized_files(spark) -> None:
     nor above the partitions it has (one per shard)."""
     frame = spark.range(0, 16, 1, 16)
     parts = [
-        ingest.coalesced(frame, size, parallelism=4, target=100).rdd.getNumPartitions()
+        file_sizing.coalesced(frame, size, parallelism=4, target=100).rdd.getNumPartitions()
         for size in (0, 250, 1_000, 10_000)
     ]
     assert parts == [4, 4, 10, 16]

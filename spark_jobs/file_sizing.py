@@ -1,0 +1,27 @@
+"""How many files a job's write makes: about ``FILE_BYTES`` each, at least one per core.
+
+A write makes one file per partition of its input, and the inputs here are partitioned for
+the work before it (one task per shard in ingest, a few forward batches per task in embed):
+written as they are, 16,000 embeddings became 64 files of 1 MB and took 4.2 s to append, where
+2 files took 1.3 s. ``coalesced`` merges partitions without a shuffle just before the write.
+"""
+
+from __future__ import annotations
+
+from pyspark.sql import DataFrame
+
+__all__ = ["FILE_BYTES", "coalesced"]
+
+# Files of a batch's writes: about this size, but at least the session's default parallelism
+# of them where the input has that many partitions, and never more than it has.
+FILE_BYTES = 128 << 20
+
+
+def coalesced(
+    frame: DataFrame, data_bytes: int, *, parallelism: int, target: int = FILE_BYTES
+) -> DataFrame:
+    """`frame` in fewer partitions where they are small: a write of files of about `target`
+    bytes (at least `parallelism` of them) instead of one small file per partition.
+    Coalescing merges partitions without a shuffle (Spark groups them by where their cached
+    blocks are) and never adds any: large partitions keep one file each."""
+    return frame.coalesce(max(parallelism, -(-data_bytes // target)))

@@ -116,7 +116,7 @@ class EmbedCfg(_Section):
     )
     batch_size: int = Field(default=256, gt=0, description="images per forward pass")
     num_threads_per_worker: int = Field(
-        default=4, gt=0, description="decode threads per Python worker"
+        default=4, gt=0, description="decode threads per Python worker on a GPU (CPU: inline)"
     )
     autocast: bool = Field(default=True, description="fp16 autocast on CUDA")
     decode: DecodeMode = Field(default="auto", description="auto: nvJPEG on CUDA; pil: all PIL")

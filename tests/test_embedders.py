@@ -201,3 +201,33 @@ def test_invalid_settings() -> None:
         MeanColor(batch_size=0)
     with pytest.raises(ValueError, match="num_threads_per_worker"):
         MeanColor(num_threads_per_worker=0)
+
+
+def test_decoding_runs_in_the_task_thread_on_cpu_and_in_threads_on_a_gpu(
+    blobs: list[bytes],
+) -> None:
+    """A CPU worker decodes in its own thread (no pool to contend with the forward); a GPU
+    worker decodes in `num_threads_per_worker` threads while the device runs the batch."""
+    import threading
+
+    embedder = TimmImageEmbedder("test_vit", pretrained=False, batch_size=4).prepare("cpu")
+    seen: list[str] = []
+    decode_one = embedder._decode_one
+
+    def spy(blob):  # noqa: ANN001, ANN202 - wraps the bound method
+        seen.append(threading.current_thread().name)
+        return decode_one(blob)
+
+    embedder._decode_one = spy  # type: ignore[method-assign]
+    inline = embedder.embed_and_score(blobs)
+    assert embedder._pool is None and set(seen) == {threading.current_thread().name}
+    # Routing only (no GPU here): a cuda device hands the PIL path to the pool's threads.
+    embedder.device = "cuda:0"
+    seen.clear()
+    futures = embedder._submit(blobs, range(len(blobs)))
+    pooled = [f.result() for f in futures]
+    assert embedder._pool is not None and len(seen) == len(blobs)
+    assert all(n.startswith("curator-decode") for n in seen)
+    assert inline.errors == [None] * len(blobs)
+    assert all(error is None and tensor is not None for tensor, error, _ in pooled)
+    embedder.close()

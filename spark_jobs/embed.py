@@ -3,7 +3,7 @@
 Only images without a `scores` row for this model are read, and only their `sample_id`,
 `image` and `caption` columns, in the partitions they are stored in: the pending set is an
 ids-only anti-join and the bytes are never shuffled (`spark_jobs.embed_input`). They go through
-`mapInPandas` with the executor-side batch function of `curator_udfs.embed_batches` (model
+`mapInArrow` with the executor-side batch function of `curator_udfs.embed_batches` (model
 loaded once per Python worker, heads run on the same device in the same pass) and are written
 with an idempotent Delta append (`spark_jobs.idempotent`: txnAppId `curator-embed:<model>`,
 claimed from the same `scores` snapshot the pending set was read at), which reads no target
@@ -294,11 +294,11 @@ def scored_frame(
     spark: SparkSession, cfg: Config, spec: EmbedSpec, model: str, todo: DataFrame, run_id: str
 ) -> DataFrame:
     """`todo` (sample_id, image, caption) embedded and scored: rows in the `scores` schema."""
-    from curator_udfs.embed_batches import embed_output_schema, make_embed_fn
+    from curator_udfs.embed_batches import embed_output_schema, make_embed_arrow_fn
 
     columns = head_columns(spec)
     at = datetime.now(UTC)
-    scored = todo.mapInPandas(make_embed_fn(spec), embed_output_schema(spec))
+    scored = todo.mapInArrow(make_embed_arrow_fn(spec), embed_output_schema(spec))
     scored = nan_to_null(scored, columns).select(
         "sample_id",
         F.lit(model).alias("model"),

@@ -14,9 +14,12 @@ from PIL import Image
 
 from curator_udfs import model_cache
 from curator_udfs.embed_batches import (
+    _Embedded,
     classify_output_schema,
+    embed_arrow_schema,
     embed_output_schema,
     make_classify_fn,
+    make_embed_arrow_fn,
     make_embed_fn,
 )
 from curator_udfs.model_ids import model_id as spec_model_id
@@ -99,6 +102,47 @@ def test_embed_fn_output_frame() -> None:
     )
     assert pa.types.is_boolean(table.schema.field("grayscale").type)
     assert table.column("sharpness").null_count == 2
+
+
+def test_arrow_fn_gives_the_pandas_fns_rows_as_arrow() -> None:
+    """mapInArrow's batch function: the same rows, NULL embeddings where decoding failed, and
+    exactly the declared schema (Spark reads the batches by position and type)."""
+    spec = tiny_spec()
+    frames = [images_frame(), images_frame().iloc[:0]]
+    want = list(make_embed_fn(spec)(iter(frames)))
+    batches = [pa.RecordBatch.from_pandas(f, preserve_index=False) for f in frames]
+    got = list(make_embed_arrow_fn(spec)(iter(batches)))
+    schema = embed_arrow_schema(spec)
+    assert len(got) == 2 and all(b.schema.equals(schema) for b in got)
+    assert got[1].num_rows == 0
+    assert schema.names == [c.split(" ")[0] for c in embed_output_schema(spec).split(", ")]
+    table, frame = got[0], want[0]
+    assert table.column("sample_id").to_pylist() == frame["sample_id"].tolist()
+    assert table.column("embedding").null_count == 2
+    vectors = table.column("embedding").to_pylist()
+    for vector, expected in zip(vectors, frame["embedding"], strict=True):
+        if expected is None:
+            assert vector is None
+        else:
+            np.testing.assert_array_equal(np.asarray(vector, dtype=np.float32), expected)
+    for name in ("aesthetic_score", "nsfw_score", "sharpness", "colorfulness", "grayscale"):
+        assert table.column(name).to_pylist() == pa.array(frame[name], from_pandas=True).to_pylist()
+    assert table.column("error").to_pylist() == frame["error"].tolist()
+
+
+def test_arrow_batches_split_where_int32_offsets_would_overflow(monkeypatch) -> None:
+    from curator_udfs import embed_batches
+
+    monkeypatch.setattr(embed_batches, "_MAX_LIST_VALUES", 10)  # 2 rows of 4 floats a batch
+    columns = pd.DataFrame({"sample_id": list("abcde"), "error": [None, "bad", None, None, None]})
+    valid = np.array([True, False, True, True, True])
+    vectors = np.arange(20, dtype=np.float32).reshape(5, 4)
+    schema = pa.schema([("sample_id", pa.string()), ("embedding", pa.list_(pa.float32())),
+                        ("error", pa.string())])  # fmt: skip
+    batches = list(_Embedded(columns, vectors, valid).record_batches(schema))
+    assert [b.num_rows for b in batches] == [2, 2, 1]
+    lists = pa.Table.from_batches(batches).column("embedding").to_pylist()
+    assert lists == [[0, 1, 2, 3], None, [8, 9, 10, 11], [12, 13, 14, 15], [16, 17, 18, 19]]
 
 
 def test_classify_fn_matches_scores_from_embed_pass() -> None:

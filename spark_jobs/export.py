@@ -1,8 +1,8 @@
 """Job 6, export: `curated` (joined back to `images` for the bytes) → WebDataset shards.
 
-Deterministic: samples are ordered by sample_id and packed into shards on the driver from
-their sizes (`export.samples_per_shard`, `export.max_shard_bytes`), so the same `curated`
-gives the same shards byte for byte. Shards are split into contiguous ranges, one Spark task
+Deterministic: samples are ordered by sample_id and packed into shards from their sizes
+(`export.samples_per_shard`, `export.max_shard_bytes`), so the same `curated` gives the same
+shards byte for byte. Shards are split into contiguous ranges, one Spark task
 per range; each task writes its shards with curator_udfs.export_shards (to `NNNNN.tar.tmp`,
 then renamed). The member key of a sample is its sample_id (hex, safe by construction); the
 original key and shard are in its `.json`. `manifest.json` is removed when an export starts
@@ -14,8 +14,10 @@ written): every sample's shard file and 0-based position in it, which lineage (`
 the `fates` view) reads. `export_frame` writes any DataFrame the same way (the Python API's
 `ds.to_webdataset`).
 
-The plan is computed on the driver from (sample_id, size) pairs: fine up to tens of millions
-of samples per export. Executors write to `export.output` directly, so on a cluster it must
+The plan is computed in Spark, never on the driver: one task packs every sample's
+(sample_id, sizes) row in sample_id order (Spark's sort spills to disk, so any number of
+samples fits), the driver gets one row of totals, and `exported` is written from the plan
+frame. Executors write to `export.output` directly, so on a cluster it must
 be a path every executor sees (a shared or mounted file system) or an object-store prefix
 (`s3://bucket/out`, `s3a://...`). There, with no rename, each shard is uploaded in one PUT to
 its final key, leftovers are deleted, and the manifest is PUT last: see write_manifest.
@@ -25,22 +27,23 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark import StorageLevel
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from curator_udfs.byte_ranges import filled_frames
 from curator_udfs.export_shards import (
+    PLAN_SCHEMA,
+    plan_frames,
     remove_leftovers,
-    sample_tar_estimate,
-    shard_positions,
-    task_of_shard,
     write_shard_range,
 )
 from curator_udfs.shard_listing import is_object_store, url_to_fs
-from curator_udfs.wds_writer import plan_shards, shard_name
+from curator_udfs.wds_writer import SHARD_NAME_FORMAT, shard_name
 from spark_jobs.config import Config, ConfigError
 from spark_jobs.paths import StoreURI
 from spark_jobs.references import image_columns, quarantine_changed
@@ -102,10 +105,12 @@ def _start_export(out: Path | StoreURI) -> None:
         pass
 
 
-def _sizes(df: DataFrame) -> list[Any]:
-    """(sample_id, image, caption, meta byte sizes) of every row, ordered by sample_id."""
+def shard_plan(df: DataFrame, samples_per_shard: int, max_shard_bytes: int | None) -> DataFrame:
+    """(sample_id, _shard, _pos) of every row of `df`: the greedy plan over the rows in
+    sample_id order, packed in one executor task from their byte sizes
+    (curator_udfs.export_shards.plan_frames); only sizes travel, never the bytes."""
 
-    def size(col: str, fn: Any) -> Any:
+    def size(col: str, fn: Any) -> Column:
         return F.coalesce(fn(F.col(col)), F.lit(0)) if col in df.columns else F.lit(0)
 
     img = (
@@ -113,16 +118,27 @@ def _sizes(df: DataFrame) -> list[Any]:
         if "image_bytes" in df.columns
         else size("image", F.octet_length)
     )
-    return (
-        df.select(
-            "sample_id",
-            img.alias("img"),
-            size("caption", F.octet_length).alias("txt"),
-            size("meta", F.octet_length).alias("meta"),
-        )
-        .orderBy("sample_id")
-        .collect()
+    sizes = df.select(
+        "sample_id",
+        img.cast("long").alias("img"),
+        size("caption", F.octet_length).cast("long").alias("txt"),
+        size("meta", F.octet_length).cast("long").alias("meta"),
     )
+    return (
+        sizes.repartition(1)
+        .sortWithinPartitions("sample_id")
+        .mapInPandas(
+            partial(
+                plan_frames, samples_per_shard=samples_per_shard, max_shard_bytes=max_shard_bytes
+            ),
+            PLAN_SCHEMA,
+        )
+    )
+
+
+def task_column(n_shards: int, n_tasks: int) -> Column:
+    """The writing task of each `_shard` (curator_udfs.export_shards.task_of_shard, in SQL)."""
+    return F.expr(f"CAST((CAST(_shard AS BIGINT) * {n_tasks}) DIV {max(n_shards, 1)} AS INT)")
 
 
 def export_frame(
@@ -150,18 +166,32 @@ def export_frame(
     summary.extra.update(unreadable.summary())
     df = unreadable.without(df)
 
-    sizes = _sizes(df)
-    est = [sample_tar_estimate(r["img"], r["txt"], r["meta"]) for r in sizes]
-    shard_of = plan_shards(est, cfg.export.samples_per_shard, cfg.export.max_shard_bytes)
-    n_shards = shard_of[-1] + 1 if shard_of else 0
+    plan = shard_plan(df, cfg.export.samples_per_shard, cfg.export.max_shard_bytes)
+    plan = plan.persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        return _export_planned(spark, cfg, df, plan, out, summary, record, source, fail_at_shard)
+    finally:
+        plan.unpersist()
+
+
+def _export_planned(
+    spark: SparkSession,
+    cfg: Config,
+    df: DataFrame,
+    plan: DataFrame,
+    out: Path | StoreURI,
+    summary: Summary,
+    record: bool,
+    source: dict[str, Any] | None,
+    fail_at_shard: int | None,
+) -> Summary:
+    """export_frame once the plan is made: write the shards, `exported` and the manifest."""
+    totals = plan.agg(F.count(F.lit(1)).alias("n"), F.max("_shard").alias("last")).first()
+    assert totals is not None  # a global aggregate has exactly one row
+    n_rows = int(totals["n"])
+    n_shards = int(totals["last"]) + 1 if n_rows else 0
     n_tasks = max(1, min(n_shards, cfg.export.tasks or spark.sparkContext.defaultParallelism))
-    assign = spark.createDataFrame(
-        [
-            (r["sample_id"], s, task_of_shard(s, n_shards, n_tasks))
-            for r, s in zip(sizes, shard_of, strict=True)
-        ],
-        "sample_id STRING, _shard INT, _task INT",
-    )
+    assign = plan.select("sample_id", "_shard", task_column(n_shards, n_tasks).alias("_task"))
     rows = df.join(assign, "sample_id")
     cols = image_columns(spark, cfg)
     if "image" not in df.columns:
@@ -190,7 +220,7 @@ def export_frame(
     removed = remove_leftovers(out, {s["name"] for s in shards})
     version = (source or {}).get("version")
     if record:
-        _record_positions(spark, cfg, sizes, shard_of, out, version, summary.run_id)
+        _record_positions(spark, cfg, plan, out, version, summary.run_id)
     manifest = {
         "format": "webdataset",
         "source": source or {"table": None},
@@ -202,7 +232,7 @@ def export_frame(
         "shards": shards,
     }
     write_manifest(out, manifest)
-    summary.rows_in = len(sizes)
+    summary.rows_in = n_rows
     summary.rows_written = manifest["samples"]
     summary.skipped = summary.rows_in - summary.rows_written
     summary.extra.update(
@@ -218,25 +248,24 @@ def export_frame(
 def _record_positions(
     spark: SparkSession,
     cfg: Config,
-    sizes: list[Any],
-    shard_of: list[int],
+    plan: DataFrame,
     out: Path | StoreURI,
     version: int | None,
     run_id: str,
 ) -> None:
     """Overwrite `exported` (one transaction) with each sample's shard and position in it."""
     at = datetime.now(UTC)
-    records = [  # sizes are in sample_id order, as written
-        (r["sample_id"], shard_name(s), pos, str(out), version, run_id, at)
-        for r, s, pos in zip(sizes, shard_of, shard_positions(shard_of), strict=True)
-    ]
-    ensure_table(spark, cfg, EXPORTED)
-    (
-        spark.createDataFrame(records, EXPORTED.schema)
-        .write.format("delta")
-        .mode("overwrite")
-        .save(table_path(cfg, "exported"))
+    records = plan.select(
+        "sample_id",
+        F.format_string(SHARD_NAME_FORMAT, "_shard").alias("shard"),
+        F.col("_pos").alias("position"),
+        F.lit(str(out)).alias("output"),
+        F.lit(version).cast("bigint").alias("curated_version"),
+        F.lit(run_id).alias("run_id"),
+        F.lit(at).cast("timestamp").alias("exported_at"),
     )
+    ensure_table(spark, cfg, EXPORTED)
+    records.write.format("delta").mode("overwrite").save(table_path(cfg, "exported"))
 
 
 def run(

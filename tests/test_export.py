@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 import tarfile
 from pathlib import Path
 
 import pytest
 import webdataset as wds
 
+from curator_udfs.export_shards import sample_tar_estimate, task_of_shard
 from curator_udfs.wds_writer import plan_shards, sanitize_key
 from spark_jobs import export, ingest
 from spark_jobs import filter as filter_job
@@ -146,3 +148,31 @@ def test_exported_table_records_shard_and_position(
         assert [sid for _, sid in recorded] == keys
         assert [pos for pos, _ in recorded] == list(range(len(keys)))
     assert {r["output"] for r in rows} == {str(out.resolve())}
+
+
+def test_shard_plan_in_spark_is_the_one_list_plan(spark) -> None:
+    """The plan made in one executor task over rows from many partitions, in any order: the
+    same shards and positions as plan_shards over the rows sorted by sample_id, and the SQL
+    task of each shard is task_of_shard's."""
+    rng = random.Random(5)
+    rows = [
+        (f"{rng.getrandbits(64):016x}", rng.randbytes(rng.randrange(0, 3000)), "c" * (i % 50))
+        for i in range(300)
+    ]
+    df = spark.createDataFrame(rows, "sample_id STRING, image BINARY, caption STRING")
+    plan = export.shard_plan(df.repartition(7), 11, 40_000).collect()
+    ordered = sorted(rows)
+    est = [sample_tar_estimate(len(img), len(cap), 0) for _, img, cap in ordered]
+    want = plan_shards(est, 11, 40_000)
+    got = sorted((r["sample_id"], r["_shard"], r["_pos"]) for r in plan)
+    assert [g[0] for g in got] == [r[0] for r in ordered]
+    assert [g[1] for g in got] == want
+    assert [g[2] for g in got] == [want[:i].count(s) for i, s in enumerate(want)]
+    n_shards = want[-1] + 1
+    assert n_shards > 300 // 11 + 1  # the byte target closed some shards early
+    shards = spark.createDataFrame([(s,) for s in range(n_shards)], "_shard INT")
+    for n_tasks in (1, 2, 5, n_shards):
+        tasks = shards.select("_shard", export.task_column(n_shards, n_tasks).alias("t"))
+        got_tasks = {r["_shard"]: r["t"] for r in tasks.collect()}
+        assert got_tasks == {s: task_of_shard(s, n_shards, n_tasks) for s in range(n_shards)}
+    assert export.shard_plan(df.limit(0), 11, None).count() == 0

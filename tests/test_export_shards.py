@@ -9,6 +9,7 @@ import tarfile
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 import webdataset as wds
 from PIL import Image
@@ -16,10 +17,10 @@ from PIL import Image
 from curator_udfs.export_shards import (
     JSON_OVERHEAD,
     NOT_IN_JSON,
+    plan_frames,
     remove_leftovers,
     sample_members,
     sample_tar_estimate,
-    shard_positions,
     task_of_shard,
     write_shard_range,
 )
@@ -81,11 +82,31 @@ def test_task_of_shard_gives_contiguous_ranges_to_every_task() -> None:
     assert task_of_shard(0, 0, 1) == 0  # no shards: no division by zero
 
 
-def test_shard_positions_count_within_each_shard() -> None:
-    assert shard_positions([0, 0, 0, 1, 1, 2]) == [0, 1, 2, 0, 1, 0]
-    assert shard_positions([]) == []
-    plan = plan_shards([100] * 10, 4)
-    assert shard_positions(plan) == [0, 1, 2, 3, 0, 1, 2, 3, 0, 1]
+def _sizes_frame(ids: list[str], img: list[int]) -> pd.DataFrame:
+    n = len(ids)
+    return pd.DataFrame({"sample_id": ids, "img": img, "txt": [7] * n, "meta": [40] * n})
+
+
+def test_plan_frames_packs_a_stream_as_plan_shards_packs_the_list() -> None:
+    """The executor's plan: whatever the batches, the same shards as the one-list plan, and
+    each sample's position counts within its shard."""
+    img = [(i * 7919) % 30_000 for i in range(200)]  # sizes that make the byte cap bind
+    ids = [f"{i:016x}" for i in range(200)]
+    est = [sample_tar_estimate(b, 7, 40) for b in img]
+    want = plan_shards(est, 9, 60_000)
+    assert len(set(want)) > 200 // 9 + 1  # the byte cap closed some shards early
+    for cuts in ([0, 200], [0, 1, 2, 50, 199, 200], list(range(0, 201, 13)) + [200]):
+        frames = [_sizes_frame(ids[a:b], img[a:b]) for a, b in zip(cuts, cuts[1:], strict=False)]
+        out = pd.concat(list(plan_frames(iter(frames), 9, 60_000)), ignore_index=True)
+        assert out["sample_id"].tolist() == ids
+        assert out["_shard"].tolist() == want
+        positions: dict[int, int] = {}
+        for shard, pos in zip(out["_shard"], out["_pos"], strict=True):
+            assert pos == positions.get(shard, 0)
+            positions[shard] = pos + 1
+    assert list(plan_frames(iter([]), 4, None)) == []
+    one = next(plan_frames(iter([_sizes_frame(["a", "b", "c"], [1, 1, 10**9])]), 4, 20_000))
+    assert one["_shard"].tolist() == [0, 0, 1] and one["_pos"].tolist() == [0, 1, 0]
 
 
 def test_sample_members_image_caption_and_json() -> None:

@@ -110,7 +110,7 @@ def main() -> None:
         "lpad(lower(hex(xxhash64(id))), 24, '0') AS sample_id",
         "CAST(1000 + pmod(xxhash64(id, 1), 90000) AS BIGINT) AS image_bytes",
         "repeat('c', CAST(pmod(id, 120) AS INT)) AS caption",
-        "'{\"key\": \"k\"}' AS meta",
+        '\'{"key": "k"}\' AS meta',
     ).write.parquet(str(data))
     spark.stop()
     print(f"generated {args.rows:,} rows in {time.perf_counter() - t0:.0f} s", flush=True)

@@ -19,12 +19,14 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from curator_udfs.shard_listing import is_object_store, url_to_fs
 from curator_udfs.wds_writer import (
     ShardPacker,
     ShardWriter,
+    Sizes,
     image_extension,
     sample_tar_bytes,
     shard_name,
@@ -51,8 +53,9 @@ ShardKey = tuple[int, int, str]  # (task, shard, sample_id)
 PLAN_SCHEMA = "sample_id STRING, _shard INT, _pos INT"
 
 
-def sample_tar_estimate(image_bytes: int, caption_bytes: int, meta_bytes: int) -> int:
-    """Bytes one sample is planned to take in a shard (a target, not an exact bound).
+def sample_tar_estimate(image_bytes: Sizes, caption_bytes: Sizes, meta_bytes: Sizes) -> Sizes:
+    """Bytes one sample is planned to take in a shard (a target, not an exact bound); arrays of
+    sizes give an array of estimates.
 
     The `.json` member is estimated as meta + :data:`JSON_OVERHEAD`, since its exact size is
     only known once the row is serialised on an executor.
@@ -77,15 +80,14 @@ def plan_frames(
     """
     packer = ShardPacker(samples_per_shard, max_shard_bytes)
     for pdf in frames:
-        placed = [
-            packer.add(sample_tar_estimate(int(i), int(t), int(m)))
-            for i, t, m in zip(pdf["img"], pdf["txt"], pdf["meta"], strict=True)
-        ]
+        # sample_tar_estimate's arithmetic is elementwise: one numpy pass per batch
+        sizes = [pdf[c].to_numpy(dtype=np.int64) for c in ("img", "txt", "meta")]
+        shards, positions = packer.place(sample_tar_estimate(*sizes).tolist())
         yield pd.DataFrame(
             {
                 "sample_id": pdf["sample_id"],
-                "_shard": pd.array([s for s, _ in placed], dtype="int32"),
-                "_pos": pd.array([p for _, p in placed], dtype="int32"),
+                "_shard": np.asarray(shards, dtype=np.int32),
+                "_pos": np.asarray(positions, dtype=np.int32),
             }
         )
 

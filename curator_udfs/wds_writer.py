@@ -20,6 +20,9 @@ import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
+
+import numpy as np
 
 from curator_udfs.shard_listing import is_object_store, url_to_fs
 
@@ -54,6 +57,7 @@ MAX_KEY_CHARS = 80  # ustar names are <= 100 bytes: key + "." + extension
 # put_file uses a single PutObject below 2 * chunksize (and S3's 5 GiB PUT limit; a larger
 # shard goes as a multipart upload, which is just as invisible until it completes).
 _ONE_PUT_CHUNK = 4 * 2**30
+Sizes = TypeVar("Sizes", int, np.ndarray)  # a byte size, or an int64 array of them
 
 
 def shard_name(n: int) -> str:
@@ -90,13 +94,17 @@ def image_extension(image_format: str | None, fallback_ext: str | None = None) -
     raise ValueError(f"unknown image format {image_format!r} (extension {fallback_ext!r})")
 
 
-def _member_bytes(size: int) -> int:
+def _member_bytes(size: Sizes) -> Sizes:
     return 512 + (size + 511) // 512 * 512
 
 
-def sample_tar_bytes(member_sizes: Iterable[int]) -> int:
-    """Bytes a sample's members take in a tar (a 512-byte header each, data padded to 512)."""
-    return sum(_member_bytes(s) for s in member_sizes)
+def sample_tar_bytes(member_sizes: Sequence[Sizes]) -> Sizes:
+    """Bytes a sample's members take in a tar (a 512-byte header each, data padded to 512);
+    elementwise for arrays of sizes (one entry per sample)."""
+    total = _member_bytes(member_sizes[0])
+    for s in member_sizes[1:]:
+        total = total + _member_bytes(s)
+    return total
 
 
 class ShardPacker:
@@ -113,19 +121,22 @@ class ShardPacker:
         self.samples_per_shard, self.max_shard_bytes = samples_per_shard, max_shard_bytes
         self.shard, self.count, self.size = 0, 0, 0
 
-    def add(self, sample_bytes: int) -> tuple[int, int]:
-        """Place the next sample: (its shard number, its 0-based position in that shard)."""
-        full = self.count >= self.samples_per_shard or (
-            self.max_shard_bytes is not None
-            and self.count > 0
-            and self.size + sample_bytes > self.max_shard_bytes
-        )
-        if full:
-            self.shard, self.count, self.size = self.shard + 1, 0, 0
-        placed = (self.shard, self.count)
-        self.count += 1
-        self.size += sample_bytes
-        return placed
+    def place(self, sample_bytes: Iterable[int]) -> tuple[list[int], list[int]]:
+        """Place the next samples, in order: (their shard numbers, their 0-based positions
+        in those shards)."""
+        shard, count, size = self.shard, self.count, self.size
+        per, cap = self.samples_per_shard, self.max_shard_bytes
+        shards: list[int] = []
+        positions: list[int] = []
+        for b in sample_bytes:
+            if count >= per or (cap is not None and count > 0 and size + b > cap):
+                shard, count, size = shard + 1, 0, 0
+            shards.append(shard)
+            positions.append(count)
+            count += 1
+            size += b
+        self.shard, self.count, self.size = shard, count, size
+        return shards, positions
 
 
 def plan_shards(
@@ -133,8 +144,7 @@ def plan_shards(
 ) -> list[int]:
     """Shard number of each sample, in order (:class:`ShardPacker` over the list). Pure and
     deterministic: the same sizes give the same assignment."""
-    packer = ShardPacker(samples_per_shard, max_shard_bytes)
-    return [packer.add(b)[0] for b in sample_bytes]
+    return ShardPacker(samples_per_shard, max_shard_bytes).place(sample_bytes)[0]
 
 
 @dataclass(frozen=True)

@@ -260,13 +260,16 @@ def run(spark: SparkSession, cfg: Config, *, retry_errors: bool = False) -> Summ
         n = pending.rows
         summary.rows_in = n
         summary.extra["images_decoded"] = n
-        written = failed = 0
+        written = 0
         if n:
             batches = shard_batches(pending.per_shard, cfg.embed.broadcast_ids)
+            width = probe_embedding_dim(spec) or 768
             summary.extra["batches"] = len(batches)
             with session_conf(spark, {ARROW_BATCH_CONF: str(cfg.embed.arrow_batch_size)}):
                 for batch in batches:
-                    done = _embed_batch(spark, cfg, spec, model, pending, batch, point, summary)
+                    done = _embed_batch(
+                        spark, cfg, spec, model, pending, batch, point, summary, width
+                    )
                     if done is None:
                         summary.extra["write"] = (
                             f"lost the race: another embed run of {model} already committed "
@@ -274,11 +277,12 @@ def run(spark: SparkSession, cfg: Config, *, retry_errors: bool = False) -> Summ
                             f"wrote only {written} rows (rerun embed for what is still pending)"
                         )
                         break
-                    written, failed = written + done[0], failed + done[1]
+                    written += done
                     point = point.next()
                 else:
                     last = point.txn_version - 1
                     summary.extra["write"] = f"appended ({point.app_id}, transaction {last})"
+        failed = _run_outcome(spark, cfg, model, summary) if written else 0
         summary.quarantined = min(failed, written)
         summary.rows_written = written - summary.quarantined
         summary.skipped = n - written
@@ -330,50 +334,63 @@ def _embed_batch(
     batch: Batch,
     point: TxnPoint,
     summary: Summary,
-) -> tuple[int, int] | None:
-    """Embed one batch and write it as transaction `point`: (rows written, error rows among
-    them), or None when another run already committed that transaction (nothing written)."""
+    width: int,
+) -> int | None:
+    """Embed one batch and write it as transaction `point`: rows written, or None when another
+    run already committed that transaction (nothing written). `width`: the embedding's, about
+    (it sizes the files).
+
+    The UDF's output goes straight into the write (no cache and no count before it): the
+    append's own metrics say how many rows it wrote, and `_run_outcome` reads the run's error
+    rows and width back from the table. Only a retry's MERGE, which reads its source twice,
+    caches it first."""
     path = table_path(cfg, "scores")
     if recorded_version(spark, path, point.app_id) >= point.txn_version:
         return None  # lost already: do not spend the embedding work
     split = split_bytes(spark, cfg, batch.rows, num_tasks(spark, batch.rows, spec.batch_size))
+    # files of about FILE_BYTES (not one small file per task), sized from the pending rows
+    size = batch.rows * (4 * width + ROW_BYTES)
     with session_conf(spark, {SPLIT_CONF: str(split)}):
         todo = batch_images(spark, cfg, pending, batch)
         scored = scored_frame(spark, cfg, spec, model, todo, summary.run_id)
-        scored = scored.persist(StorageLevel.MEMORY_AND_DISK)
+        t0 = datetime.now(UTC)
+        if pending.retry_errors:
+            scored = scored.persist(StorageLevel.MEMORY_AND_DISK)
         try:
-            t0 = datetime.now(UTC)
-            try:
-                stats = scored.agg(
-                    F.count(F.lit(1)).alias("n"),
-                    F.sum(F.when(F.col("error").isNotNull(), 1).otherwise(0)).alias("failed"),
-                    F.max("embedding_dim").alias("dim"),
-                ).first()
-            except Exception as exc:
-                msg = worker_message(exc)
-                if msg:
-                    raise RuntimeError(f"embed failed in a Python worker: {msg}") from exc
-                raise
-            assert stats is not None  # a global aggregate has exactly one row
-            seconds = (datetime.now(UTC) - t0).total_seconds()
-            summary.extra["embed_seconds"] = round(
-                float(summary.extra.get("embed_seconds") or 0.0) + seconds, 3
-            )
-            if stats["dim"] is not None or "embedding_dim" not in summary.extra:
-                summary.extra["embedding_dim"] = (
-                    int(stats["dim"]) if stats["dim"] is not None else None
-                )
-            failed = int(stats["failed"] or 0)
-            # The cached rows in files of about FILE_BYTES, not one small file per task.
-            size = int(stats["n"]) * (4 * int(stats["dim"] or 0) + ROW_BYTES)
             out = coalesced(scored, size, parallelism=spark.sparkContext.defaultParallelism)
             if pending.retry_errors:
                 written = _merge_retry(spark, cfg, out, model, point, summary.run_id)
             else:
                 written = append_once(spark, out, path, point, summary.run_id)
+        except Exception as exc:
+            msg = worker_message(exc)
+            if msg:
+                raise RuntimeError(f"embed failed in a Python worker: {msg}") from exc
+            raise
         finally:
             scored.unpersist()
-    return None if written is None else (written, min(failed, written))
+    seconds = (datetime.now(UTC) - t0).total_seconds()
+    summary.extra["embed_seconds"] = round(
+        float(summary.extra.get("embed_seconds") or 0.0) + seconds, 3
+    )
+    return written
+
+
+def _run_outcome(spark: SparkSession, cfg: Config, model: str, summary: Summary) -> int:
+    """The error rows this run wrote, and its embedding width into the summary: one query over
+    the run's own files (Delta skips the others from their run_id statistics)."""
+    row = (
+        read_table(spark, cfg, "scores")
+        .where((F.col("run_id") == summary.run_id) & (F.col("model") == model))
+        .agg(
+            F.count(F.when(F.col("error").isNotNull(), 1)).alias("failed"),
+            F.max("embedding_dim").alias("dim"),
+        )
+        .first()
+    )
+    assert row is not None  # a global aggregate has exactly one row
+    summary.extra["embedding_dim"] = int(row["dim"]) if row["dim"] is not None else None
+    return int(row["failed"] or 0)
 
 
 def _merge_retry(

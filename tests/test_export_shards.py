@@ -9,6 +9,7 @@ import tarfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytest
 import webdataset as wds
@@ -212,3 +213,13 @@ def test_remove_leftovers_only_removes_what_an_export_writes(tmp_path: Path) -> 
         "notes.txt",
     ]
     assert remove_leftovers(tmp_path, {"00000.tar", "00001.tar"}) == []
+
+
+def test_sample_tar_estimate_of_arrays_is_elementwise() -> None:
+    """The plan estimates a whole batch at once: the same numbers as one sample at a time."""
+    img = np.array([0, 1, 511, 512, 513, 10**9], dtype=np.int64)
+    txt = np.array([0, 7, 512, 3, 1000, 0], dtype=np.int64)
+    meta = np.array([0, 40, 0, 2000, 9, 1], dtype=np.int64)
+    rows = zip(img.tolist(), txt.tolist(), meta.tolist(), strict=True)
+    want = [sample_tar_estimate(i, t, m) for i, t, m in rows]
+    assert sample_tar_estimate(img, txt, meta).tolist() == want

@@ -23,5 +23,7 @@ def coalesced(
     """`frame` in fewer partitions where they are small: a write of files of about `target`
     bytes (at least `parallelism` of them) instead of one small file per partition.
     Coalescing merges partitions without a shuffle (Spark groups them by where their cached
-    blocks are) and never adds any: large partitions keep one file each."""
+    blocks or file splits are) and never adds any: large partitions keep one file each. It
+    also sets the parallelism of the work before it when nothing is cached in between (embed:
+    the UDF runs in that many tasks)."""
     return frame.coalesce(max(parallelism, -(-data_bytes // target)))

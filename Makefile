@@ -145,6 +145,7 @@ bench: setup $(DAFT_VENV)/.installed
 	$(PYTHON) bench/ingest.py
 	$(PYTHON) bench/embed.py
 	$(PYTHON) bench/filter.py
+	$(PYTHON) bench/export_plan.py
 	$(PYTHON) bench/dedup.py
 
 # ruff, mypy, and the Spark line: import-linter contracts in .importlinter (layers, no cycles).

@@ -7,8 +7,10 @@ bytes, only their sizes, which is all a plan reads) is generated in Spark and wr
 Parquet. Each way then runs in a child process of its own with a fresh session, so the peak
 RSS of the driver's Python process (`ru_maxrss`) is that way's alone: the Spark plan persisted
 and counted (what export does before writing), the driver plan collected, packed and turned
-back into a DataFrame (counted). Session start-up is timed apart. Without `--old` only the
-Spark plan runs (the driver plan at 10^8 rows would not fit this machine).
+back into a DataFrame (counted). The Spark plan runs twice: as one range (one task, the plan
+export makes up to 2M samples) and in ranges of `--rows-per-range` sample_id prefixes packed
+side by side (what it makes above). Session start-up is timed apart. `--no-old` skips the
+driver plan (at 10^8 rows it would not fit this machine).
 
     .venv/bin/python bench/export_plan.py [--rows 2000000] [--samples-per-shard 10000]
 """
@@ -37,7 +39,7 @@ def _session(work: Path, name: str):  # type: ignore[no-untyped-def]
     return build_session(cfg, app_name=f"bench-export-plan-{name}")
 
 
-def child(way: str, data: str, samples_per_shard: int) -> None:
+def child(way: str, data: str, samples_per_shard: int, rows_per_range: int) -> None:
     """Run one way over the table at `data`; print JSON (seconds, shards, peak RSS)."""
     t0 = time.perf_counter()
     spark = _session(Path(data).parent, way)
@@ -45,16 +47,11 @@ def child(way: str, data: str, samples_per_shard: int) -> None:
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     df = spark.read.parquet(data)
     t1 = time.perf_counter()
-    if way == "spark":
-        from pyspark import StorageLevel
-        from pyspark.sql import functions as F
-
+    if way.startswith("spark"):
         from spark_jobs.export import shard_plan
 
-        plan = shard_plan(df, samples_per_shard, SHARD_BYTES)
-        plan = plan.persist(StorageLevel.MEMORY_AND_DISK)
-        row = plan.agg(F.count(F.lit(1)).alias("n"), F.max("_shard").alias("last")).first()
-        rows, shards = int(row["n"]), int(row["last"]) + 1
+        plan = shard_plan(df, samples_per_shard, SHARD_BYTES, rows_per_range=rows_per_range)
+        rows, shards = plan.rows.count(), plan.shards
     else:  # the driver-side plan export used before (stop 37 and earlier)
         from pyspark.sql import functions as F
 
@@ -94,12 +91,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, default=2_000_000)
     ap.add_argument("--samples-per-shard", type=int, default=10_000)
+    ap.add_argument("--rows-per-range", type=int, default=250_000,
+                    help="planning range size of the ranged run (export's: 2,000,000)")  # fmt: skip
     ap.add_argument("--old", action=argparse.BooleanOptionalAction, default=True,
                     help="also run the driver-side plan it replaced")  # fmt: skip
     ap.add_argument("--child", nargs=2, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        child(args.child[0], args.child[1], args.samples_per_shard)
+        per_range = args.rows if args.child[0] == "spark-one" else args.rows_per_range
+        child(args.child[0], args.child[1], args.samples_per_shard, per_range)
         return
 
     work = Path(tempfile.mkdtemp(prefix="bench-export-plan-"))
@@ -115,8 +115,10 @@ def main() -> None:
     spark.stop()
     print(f"generated {args.rows:,} rows in {time.perf_counter() - t0:.0f} s", flush=True)
     results = []
-    for way in ("spark", "driver") if args.old else ("spark",):
-        cmd = [sys.executable, __file__, "--child", way, str(data),
+    ways = ("spark-one", "spark-ranges", "driver") if args.old else ("spark-one", "spark-ranges")
+    for way in ways:
+        cmd = [sys.executable, __file__, "--child", way, str(data), "--rows", str(args.rows),
+               "--rows-per-range", str(args.rows_per_range),
                "--samples-per-shard", str(args.samples_per_shard)]  # fmt: skip
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
         lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
@@ -127,11 +129,16 @@ def main() -> None:
     print(f"\nexport plan of {args.rows:,} samples, {args.samples_per_shard:,} per shard")
     print(f"{'':34}{'session s':>10}{'plan s':>10}{'shards':>8}{'driver Python peak RSS':>24}")
     for r in results:
-        label = "Spark (one executor task)" if r["way"] == "spark" else "driver (collect, lists)"
+        label = {
+            "spark-one": "Spark, one range (one task)",
+            "spark-ranges": f"Spark, ranges of ~{args.rows_per_range:,}",
+            "driver": "driver (collect, lists)",
+        }[r["way"]]
         rss = f"{r['peak_rss_mb']:,.0f} MB (+{r['peak_rss_mb'] - r['rss_before_mb']:,.0f})"
         print(f"{label:34}{r['session_s']:>10.1f}{r['seconds']:>10.1f}{r['shards']:>8}{rss:>24}")
-    if len(results) == 2 and results[0]["shards"] != results[1]["shards"]:
-        raise SystemExit("the two plans disagree on the shard count")
+    counts = {r["way"]: r["shards"] for r in results}
+    if "driver" in counts and counts["driver"] != counts.get("spark-one"):
+        raise SystemExit("the one-range plan and the driver's disagree on the shard count")
 
 
 if __name__ == "__main__":

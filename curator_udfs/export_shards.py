@@ -50,7 +50,7 @@ NOT_IN_JSON = ("image", "run_id", "curated_at", "caption", "meta", "_shard", "_t
 JSON_OVERHEAD = 600  # bytes a `.json` holds beyond `meta`: the other columns, roughly
 
 ShardKey = tuple[int, int, str]  # (task, shard, sample_id)
-PLAN_SCHEMA = "sample_id STRING, _shard INT, _pos INT"
+PLAN_SCHEMA = "sample_id STRING, _range STRING, _local INT, _pos INT"
 
 
 def sample_tar_estimate(image_bytes: Sizes, caption_bytes: Sizes, meta_bytes: Sizes) -> Sizes:
@@ -71,22 +71,38 @@ def task_of_shard(shard: int, n_shards: int, n_tasks: int) -> int:
 def plan_frames(
     frames: Iterable[pd.DataFrame], samples_per_shard: int, max_shard_bytes: int | None
 ) -> Iterator[pd.DataFrame]:
-    """``mapInPandas`` over the one partition of (sample_id, img, txt, meta) byte sizes, sorted
-    by sample_id: each row's shard and 0-based position in it (:data:`PLAN_SCHEMA`).
+    """``mapInPandas`` over (sample_id, _range, img, txt, meta byte sizes) rows sorted by
+    (_range, sample_id), every row of a range in this partition: each row's shard within its
+    range (``_local``, from 0) and 0-based position in it (:data:`PLAN_SCHEMA`).
 
-    The packer's state carries across batches, so the plan is the one
-    :func:`curator_udfs.wds_writer.plan_shards` gives for the whole sorted list, whatever the
-    batch size: the same rows always give the same shards.
+    Each range is packed on its own, with the packer's state carried across batches, so a
+    range's plan is the one :func:`curator_udfs.wds_writer.plan_shards` gives for its whole
+    sorted list, whatever the batches: the same rows always give the same shards.
     """
-    packer = ShardPacker(samples_per_shard, max_shard_bytes)
+    packer: ShardPacker | None = None
+    current: object = None
     for pdf in frames:
+        ranges = pdf["_range"].to_numpy()
         # sample_tar_estimate's arithmetic is elementwise: one numpy pass per batch
-        sizes = [pdf[c].to_numpy(dtype=np.int64) for c in ("img", "txt", "meta")]
-        shards, positions = packer.place(sample_tar_estimate(*sizes).tolist())
+        est = sample_tar_estimate(
+            *[pdf[c].to_numpy(dtype=np.int64) for c in ("img", "txt", "meta")]
+        )
+        starts = [0, *(np.flatnonzero(ranges[1:] != ranges[:-1]) + 1).tolist(), len(pdf)]
+        shards: list[int] = []
+        positions: list[int] = []
+        for a, b in zip(starts, starts[1:], strict=False):
+            if a == b:
+                continue
+            if packer is None or ranges[a] != current:
+                packer, current = ShardPacker(samples_per_shard, max_shard_bytes), ranges[a]
+            got_shards, got_positions = packer.place(est[a:b].tolist())
+            shards += got_shards
+            positions += got_positions
         yield pd.DataFrame(
             {
                 "sample_id": pdf["sample_id"],
-                "_shard": np.asarray(shards, dtype=np.int32),
+                "_range": pdf["_range"],
+                "_local": np.asarray(shards, dtype=np.int32),
                 "_pos": np.asarray(positions, dtype=np.int32),
             }
         )

@@ -1,7 +1,6 @@
 """`Dataset`: a Spark DataFrame of samples plus the warehouse config it belongs to (the notebook
 API's value type; `spark_jobs/api.py` is the facade users import)."""
 
-
 from __future__ import annotations
 
 import re
@@ -194,9 +193,9 @@ class Dataset:
         shuffle of the bytes): the read of the images table is split for about one task per
         few forward batches; a frame from elsewhere keeps its own partitions.
         """
-        from spark_jobs.embed import ARROW_BATCH_CONF, num_tasks
+        from spark_jobs.embed import num_tasks
         from spark_jobs.embed_input import SPLIT_CONF, split_bytes
-        from spark_jobs.session import session_conf
+        from spark_jobs.session import ARROW_BATCH_CONF, session_conf
         from spark_jobs.tables import is_delta, table_path
 
         spec = spec_for(embedder, heads)

@@ -47,7 +47,7 @@ from spark_jobs.errors import worker_message
 from spark_jobs.file_sizing import coalesced
 from spark_jobs.idempotent import TxnPoint, append_once, dml_once, recorded_version, txn_point
 from spark_jobs.references import quarantine_changed
-from spark_jobs.session import session_conf
+from spark_jobs.session import ARROW_BATCH_CONF, session_conf
 from spark_jobs.summary import Summary, new_run_id
 from spark_jobs.tables import SCORES, ensure_table, read_table, sql_list, table_path
 
@@ -57,7 +57,6 @@ BASE_COLUMNS = (
     "sample_id", "model", "embedding", "embedding_dim", "error", "scored_at", "run_id",
     *SIGNAL_NAMES,
 )  # fmt: skip
-ARROW_BATCH_CONF = "spark.sql.execution.arrow.maxRecordsPerBatch"
 ROW_BYTES = 256  # a scores row's columns besides the embedding, about, for sizing its files
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 

@@ -14,18 +14,21 @@ written): every sample's shard file and 0-based position in it, which lineage (`
 the `fates` view) reads. `export_frame` writes any DataFrame the same way (the Python API's
 `ds.to_webdataset`).
 
-The plan is computed in Spark, never on the driver: one task packs every sample's
-(sample_id, sizes) row in sample_id order (Spark's sort spills to disk, so any number of
-samples fits), the driver gets one row of totals, and `exported` is written from the plan
-frame. Executors write to `export.output` directly, so on a cluster it must
-be a path every executor sees (a shared or mounted file system) or an object-store prefix
-(`s3://bucket/out`, `s3a://...`). There, with no rename, each shard is uploaded in one PUT to
-its final key, leftovers are deleted, and the manifest is PUT last: see write_manifest.
+The plan is computed in Spark, never on the driver (shard_plan): tasks pack the samples'
+(sample_id, sizes) rows in sample_id order, in one range up to PLAN_RANGE_ROWS samples, else
+in ranges of sample_id prefixes side by side; the driver gets one row per range, and
+`exported` is written from the plan frame.
+
+Executors write to `export.output` directly, so on a cluster it must be a path every executor
+sees (a shared or mounted file system) or an object-store prefix (`s3://bucket/out`,
+`s3a://...`). There, with no rename, each shard is uploaded in one PUT to its final key,
+leftovers are deleted, and the manifest is PUT last: see write_manifest.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -47,6 +50,7 @@ from curator_udfs.wds_writer import SHARD_NAME_FORMAT, shard_name
 from spark_jobs.config import Config, ConfigError
 from spark_jobs.paths import StoreURI
 from spark_jobs.references import image_columns, quarantine_changed
+from spark_jobs.session import ARROW_BATCH_CONF, session_conf
 from spark_jobs.summary import Summary, new_run_id
 from spark_jobs.tables import EXPORTED, ensure_table, is_delta, read_table, table_path
 
@@ -105,10 +109,51 @@ def _start_export(out: Path | StoreURI) -> None:
         pass
 
 
-def shard_plan(df: DataFrame, samples_per_shard: int, max_shard_bytes: int | None) -> DataFrame:
-    """(sample_id, _shard, _pos) of every row of `df`: the greedy plan over the rows in
-    sample_id order, packed in one executor task from their byte sizes
-    (curator_udfs.export_shards.plan_frames); only sizes travel, never the bytes."""
+PLAN_RANGE_ROWS = 2_000_000  # samples per planning range, about (one task packs a range)
+PLAN_ARROW_BATCH = 65_536  # rows per Arrow batch into the planning tasks (4 numbers and an id)
+
+
+@dataclass(frozen=True)
+class ShardPlan:
+    """Every sample's shard and position (`rows`: sample_id, _shard, _pos, read from the
+    persisted per-range plan in `held`) and the totals; `unpersist()` when done."""
+
+    rows: DataFrame
+    samples: int
+    shards: int
+    held: tuple[DataFrame, ...]
+
+    def unpersist(self) -> None:
+        """Drop the persisted frames."""
+        for df in self.held:
+            df.unpersist()
+
+
+def range_digits(samples: int, rows_per_range: int) -> int:
+    """How many leading characters of sample_id name a planning range: none (one range) up to
+    `rows_per_range` samples, else enough hex digits for ranges of about that many."""
+    digits = 0
+    while samples > rows_per_range * 16**digits:
+        digits += 1
+    return digits
+
+
+def shard_plan(
+    df: DataFrame,
+    samples_per_shard: int,
+    max_shard_bytes: int | None,
+    *,
+    rows_per_range: int = PLAN_RANGE_ROWS,
+) -> ShardPlan:
+    """The greedy plan over the rows of `df` in sample_id order, made in Spark from their byte
+    sizes (only sizes travel, never the bytes; nothing per sample reaches the driver).
+
+    Up to `rows_per_range` samples it is one range packed by one task: the plan of the whole
+    sorted list. Above, the samples are split into ranges by the first characters of their
+    sample_id (hex: ranges of about `rows_per_range`), each packed by the task holding it
+    (curator_udfs.export_shards.plan_frames), and each range's shards numbered after the
+    previous ranges' (a range's last shard may be short). Deterministic: the ranges and the
+    plan depend only on the rows."""
 
     def size(col: str, fn: Any) -> Column:
         return F.coalesce(fn(F.col(col)), F.lit(0)) if col in df.columns else F.lit(0)
@@ -124,16 +169,34 @@ def shard_plan(df: DataFrame, samples_per_shard: int, max_shard_bytes: int | Non
         size("caption", F.octet_length).cast("long").alias("txt"),
         size("meta", F.octet_length).cast("long").alias("meta"),
     )
-    return (
-        sizes.repartition(1)
-        .sortWithinPartitions("sample_id")
-        .mapInPandas(
-            partial(
-                plan_frames, samples_per_shard=samples_per_shard, max_shard_bytes=max_shard_bytes
-            ),
-            PLAN_SCHEMA,
-        )
+    digits = range_digits(sizes.count(), rows_per_range)
+    key = F.substring("sample_id", 1, digits) if digits else F.lit("")
+    keyed = sizes.withColumn("_range", key)
+    parts = min(16**digits, keyed.sparkSession.sparkContext.defaultParallelism * 4)
+    keyed = keyed.repartition(parts, "_range") if digits else keyed.repartition(1)
+    pack = partial(
+        plan_frames, samples_per_shard=samples_per_shard, max_shard_bytes=max_shard_bytes
     )
+    local = keyed.sortWithinPartitions("_range", "sample_id").mapInPandas(pack, PLAN_SCHEMA)
+    local = local.persist(StorageLevel.MEMORY_AND_DISK)
+    # the planning pass runs here (it fills the cache): size-only rows, so Arrow batches far
+    # larger than the image-sized ones the session is set up for
+    with session_conf(keyed.sparkSession, {ARROW_BATCH_CONF: str(PLAN_ARROW_BATCH)}):
+        per_range = (
+            local.groupBy("_range")
+            .agg(F.count(F.lit(1)).alias("n"), F.max("_local").alias("last"))
+            .collect()  # one row per range: at most 16 ** digits
+        )
+    offsets, shards, samples = [], 0, 0
+    for r in sorted(per_range, key=lambda r: r["_range"]):
+        offsets.append((r["_range"], shards))
+        shards += int(r["last"]) + 1
+        samples += int(r["n"])
+    first = local.sparkSession.createDataFrame(offsets, "_range STRING, _first INT")
+    rows = local.join(F.broadcast(first), "_range").select(
+        "sample_id", (F.col("_local") + F.col("_first")).alias("_shard"), "_pos"
+    )
+    return ShardPlan(rows=rows, samples=samples, shards=shards, held=(local,))
 
 
 def task_column(n_shards: int, n_tasks: int) -> Column:
@@ -167,7 +230,6 @@ def export_frame(
     df = unreadable.without(df)
 
     plan = shard_plan(df, cfg.export.samples_per_shard, cfg.export.max_shard_bytes)
-    plan = plan.persist(StorageLevel.MEMORY_AND_DISK)
     try:
         return _export_planned(spark, cfg, df, plan, out, summary, record, source, fail_at_shard)
     finally:
@@ -178,7 +240,7 @@ def _export_planned(
     spark: SparkSession,
     cfg: Config,
     df: DataFrame,
-    plan: DataFrame,
+    plan: ShardPlan,
     out: Path | StoreURI,
     summary: Summary,
     record: bool,
@@ -186,12 +248,9 @@ def _export_planned(
     fail_at_shard: int | None,
 ) -> Summary:
     """export_frame once the plan is made: write the shards, `exported` and the manifest."""
-    totals = plan.agg(F.count(F.lit(1)).alias("n"), F.max("_shard").alias("last")).first()
-    assert totals is not None  # a global aggregate has exactly one row
-    n_rows = int(totals["n"])
-    n_shards = int(totals["last"]) + 1 if n_rows else 0
+    n_rows, n_shards = plan.samples, plan.shards
     n_tasks = max(1, min(n_shards, cfg.export.tasks or spark.sparkContext.defaultParallelism))
-    assign = plan.select("sample_id", "_shard", task_column(n_shards, n_tasks).alias("_task"))
+    assign = plan.rows.select("sample_id", "_shard", task_column(n_shards, n_tasks).alias("_task"))
     rows = df.join(assign, "sample_id")
     cols = image_columns(spark, cfg)
     if "image" not in df.columns:
@@ -220,7 +279,7 @@ def _export_planned(
     removed = remove_leftovers(out, {s["name"] for s in shards})
     version = (source or {}).get("version")
     if record:
-        _record_positions(spark, cfg, plan, out, version, summary.run_id)
+        _record_positions(spark, cfg, plan.rows, out, version, summary.run_id)
     manifest = {
         "format": "webdataset",
         "source": source or {"table": None},

@@ -273,6 +273,9 @@ def build_session(cfg: Config, app_name: str = "curator") -> SparkSession:
     return spark
 
 
+ARROW_BATCH_CONF = "spark.sql.execution.arrow.maxRecordsPerBatch"  # rows per Arrow batch to UDFs
+
+
 @contextmanager
 def session_conf(spark: SparkSession, confs: Mapping[str, str]) -> Iterator[None]:
     """Set SQL confs for the duration (they are read when a plan runs), then restore the

@@ -151,8 +151,9 @@ def test_exported_table_records_shard_and_position(
 
 
 def test_shard_plan_in_spark_is_the_one_list_plan(spark) -> None:
-    """The plan made in one executor task over rows from many partitions, in any order: the
-    same shards and positions as plan_shards over the rows sorted by sample_id, and the SQL
+    """The plan made in Spark over rows from many partitions, in any order: one range gives
+    the same shards and positions as plan_shards over the rows sorted by sample_id; ranges of
+    sample_id prefixes give each range's own plan, numbered after the ranges before it; the SQL
     task of each shard is task_of_shard's."""
     rng = random.Random(5)
     rows = [
@@ -160,19 +161,41 @@ def test_shard_plan_in_spark_is_the_one_list_plan(spark) -> None:
         for i in range(300)
     ]
     df = spark.createDataFrame(rows, "sample_id STRING, image BINARY, caption STRING")
-    plan = export.shard_plan(df.repartition(7), 11, 40_000).collect()
     ordered = sorted(rows)
-    est = [sample_tar_estimate(len(img), len(cap), 0) for _, img, cap in ordered]
-    want = plan_shards(est, 11, 40_000)
-    got = sorted((r["sample_id"], r["_shard"], r["_pos"]) for r in plan)
-    assert [g[0] for g in got] == [r[0] for r in ordered]
+    est = {sid: sample_tar_estimate(len(img), len(cap), 0) for sid, img, cap in ordered}
+    assert export.range_digits(300, 300) == 0 and export.range_digits(301, 300) == 1
+    assert export.range_digits(300, 40) == 1 and export.range_digits(10**9, 2_000_000) == 3
+
+    def planned(rows_per_range: int) -> tuple[export.ShardPlan, list[tuple[str, int, int]]]:
+        plan = export.shard_plan(df.repartition(7), 11, 40_000, rows_per_range=rows_per_range)
+        got = sorted((r["sample_id"], r["_shard"], r["_pos"]) for r in plan.rows.collect())
+        plan.unpersist()
+        assert [g[0] for g in got] == [r[0] for r in ordered] and plan.samples == 300
+        assert plan.shards == got[-1][1] + 1
+        return plan, got
+
+    plan, got = planned(export.PLAN_RANGE_ROWS)  # one range
+    want = plan_shards([est[sid] for sid, _, _ in ordered], 11, 40_000)
     assert [g[1] for g in got] == want
     assert [g[2] for g in got] == [want[:i].count(s) for i, s in enumerate(want)]
-    n_shards = want[-1] + 1
+    n_shards = plan.shards
     assert n_shards > 300 // 11 + 1  # the byte target closed some shards early
+
+    plan, got = planned(40)  # 16 ranges: sample_id's first hex digit
+    first = 0
+    for digit in "0123456789abcdef":
+        mine = [g for g in got if g[0].startswith(digit)]
+        local = plan_shards([est[sid] for sid, _, _ in mine], 11, 40_000)
+        assert [g[1] for g in mine] == [first + s for s in local]
+        assert [g[2] for g in mine] == [local[:i].count(s) for i, s in enumerate(local)]
+        first += local[-1] + 1 if local else 0
+    assert plan.shards == first
+
     shards = spark.createDataFrame([(s,) for s in range(n_shards)], "_shard INT")
     for n_tasks in (1, 2, 5, n_shards):
         tasks = shards.select("_shard", export.task_column(n_shards, n_tasks).alias("t"))
         got_tasks = {r["_shard"]: r["t"] for r in tasks.collect()}
         assert got_tasks == {s: task_of_shard(s, n_shards, n_tasks) for s in range(n_shards)}
-    assert export.shard_plan(df.limit(0), 11, None).count() == 0
+    empty = export.shard_plan(df.limit(0), 11, None)
+    assert (empty.samples, empty.shards, empty.rows.count()) == (0, 0, 0)
+    empty.unpersist()

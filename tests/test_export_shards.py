@@ -83,9 +83,12 @@ def test_task_of_shard_gives_contiguous_ranges_to_every_task() -> None:
     assert task_of_shard(0, 0, 1) == 0  # no shards: no division by zero
 
 
-def _sizes_frame(ids: list[str], img: list[int]) -> pd.DataFrame:
+def _sizes_frame(ids: list[str], img: list[int], ranges: list[str] | None = None) -> pd.DataFrame:
     n = len(ids)
-    return pd.DataFrame({"sample_id": ids, "img": img, "txt": [7] * n, "meta": [40] * n})
+    return pd.DataFrame(
+        {"sample_id": ids, "_range": ranges or [""] * n, "img": img, "txt": [7] * n,
+         "meta": [40] * n}
+    )  # fmt: skip
 
 
 def test_plan_frames_packs_a_stream_as_plan_shards_packs_the_list() -> None:
@@ -100,14 +103,34 @@ def test_plan_frames_packs_a_stream_as_plan_shards_packs_the_list() -> None:
         frames = [_sizes_frame(ids[a:b], img[a:b]) for a, b in zip(cuts, cuts[1:], strict=False)]
         out = pd.concat(list(plan_frames(iter(frames), 9, 60_000)), ignore_index=True)
         assert out["sample_id"].tolist() == ids
-        assert out["_shard"].tolist() == want
+        assert out["_local"].tolist() == want
         positions: dict[int, int] = {}
-        for shard, pos in zip(out["_shard"], out["_pos"], strict=True):
+        for shard, pos in zip(out["_local"], out["_pos"], strict=True):
             assert pos == positions.get(shard, 0)
             positions[shard] = pos + 1
     assert list(plan_frames(iter([]), 4, None)) == []
     one = next(plan_frames(iter([_sizes_frame(["a", "b", "c"], [1, 1, 10**9])]), 4, 20_000))
-    assert one["_shard"].tolist() == [0, 0, 1] and one["_pos"].tolist() == [0, 1, 0]
+    assert one["_local"].tolist() == [0, 0, 1] and one["_pos"].tolist() == [0, 1, 0]
+
+
+def test_plan_frames_packs_each_range_on_its_own() -> None:
+    """Rows sorted by (range, sample_id): every range starts at shard 0, position 0, also when
+    a range starts or ends inside a batch or spans batches."""
+    ranges = ["0"] * 5 + ["3"] * 9 + ["a"] * 2
+    ids = [f"{r}{i:03d}" for i, r in enumerate(ranges)]
+    img = [100] * len(ids)
+    want: list[int] = []
+    for r in ("0", "3", "a"):
+        want += plan_shards([sample_tar_estimate(100, 7, 40)] * ranges.count(r), 4)
+    for cuts in ([0, 16], [0, 3, 7, 14, 15, 16], [0, 5, 14, 16]):
+        frames = [
+            _sizes_frame(ids[a:b], img[a:b], ranges[a:b])
+            for a, b in zip(cuts, cuts[1:], strict=False)
+        ]
+        out = pd.concat(list(plan_frames(iter(frames), 4, None)), ignore_index=True)
+        assert out["_range"].tolist() == ranges
+        assert out["_local"].tolist() == want == [0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 1, 1, 1, 2, 0, 0]
+        assert out["_pos"].tolist() == [0, 1, 2, 3, 0, 0, 1, 2, 3, 0, 1, 2, 3, 0, 0, 1]
 
 
 def test_sample_members_image_caption_and_json() -> None:

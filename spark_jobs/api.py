@@ -169,7 +169,9 @@ class SemanticDeduplicator:
             usable = usable & F.col("error").isNull()
         emb = df.where(usable).select("sample_id", "embedding")
         aesthetic = (
-            F.col(column).cast("double") if column in df.columns else F.lit(None).cast("double")
+            F.col(column).cast("double")
+            if column in df.columns
+            else F.lit(None).cast("double")
         )
         ranked = df.select(
             "sample_id",

@@ -22,6 +22,7 @@ scores; it counts as quarantined. It is not retried by default (same bytes, same
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from datetime import UTC, datetime
@@ -62,9 +63,11 @@ _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 # ---- checks on the driver, before Spark starts -------------------------------------------------
+@functools.lru_cache(maxsize=8)
 def probe_embedding_dim(spec: EmbedSpec) -> int | None:
     """The timm model's output width from a meta-device build (no weights, no memory), or None
-    for custom embedders and models that cannot be probed that way."""
+    for custom embedders and models that cannot be probed that way. Cached per spec: the
+    preflight asks, then the job (to size its files), ~0.4 s each for ViT-L/14."""
     if spec.embedder_class:
         return None
     if open_clip_name(spec.model) is not None:

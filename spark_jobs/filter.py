@@ -268,16 +268,8 @@ def run(spark: SparkSession, cfg: Config, *, explain: bool = False) -> Summary:
     )
     written = read_table(spark, cfg, "curated").count()
     stats = [
-        (
-            summary.run_id,
-            i,
-            "preset" if p.name else "predicate",
-            p.label,
-            removed[i],
-            rows_in,
-            written,
-            at,
-        )
+        (summary.run_id, i, "preset" if p.name else "predicate", p.label, removed[i], rows_in,
+         written, at)
         for i, p in enumerate(preds)
     ]
     stats.append(

@@ -145,7 +145,8 @@ def fates_select(
     ctes = []
     if scored is not None:
         failed = ", ".join(
-            f"IF(coalesce(({p}), false), NULL, {sql_list([rec.label(p)])})" for p in rec.predicates
+            f"IF(coalesce(({p}), false), NULL, {sql_list([rec.label(p)])})"
+            for p in rec.predicates
         )
         failed_expr = f"filter(array({failed}), x -> x IS NOT NULL)" if failed else "array()"
         ctes.append(

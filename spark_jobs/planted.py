@@ -30,10 +30,8 @@ def score_against(spark: SparkSession, cfg: Config, planted_file: Path) -> list[
     dups = read_table(spark, cfg, "duplicates").select("sample_id", "duplicate_of", "method", "eps")
     rows = (
         dups.join(keys, "sample_id")
-        .join(
-            keys.withColumnRenamed("sample_id", "duplicate_of").withColumnRenamed("key", "of"),
-            "duplicate_of",
-        )  # fmt: skip
+        .join(keys.withColumnRenamed("sample_id", "duplicate_of").withColumnRenamed("key", "of"),
+              "duplicate_of")  # fmt: skip
         .select("key", "of", "method", F.col("eps").cast("double").alias("eps"))
         .collect()
     )

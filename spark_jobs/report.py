@@ -289,7 +289,9 @@ def collect_report_data(
     columns = head_score_columns(cfg)
     if scores is not None:
         columns += [c for c in SIGNAL_COLUMNS if c in scores.columns]
-    histograms = score_histograms(scores, columns) if scores is not None else dict.fromkeys(columns)
+    histograms = (
+        score_histograms(scores, columns) if scores is not None else dict.fromkeys(columns)
+    )
     low_clip = (
         lowest_clip_scores(images, scores)
         if scores is not None and images is not None and "clip_score" in scores.columns

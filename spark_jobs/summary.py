@@ -83,3 +83,4 @@ class Summary:
         for name, n in self.tables.items():
             t.add_row(f"table {name}", f"{n:,} rows")
         console.print(t)
+

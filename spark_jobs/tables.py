@@ -143,19 +143,8 @@ EXPORTED = TableDef(
 ALL_TABLES: dict[str, TableDef] = {
     t.logical: t
     for t in (
-        SHARDS,
-        IMAGES,
-        QUARANTINE,
-        SCORES,
-        PHASHES,
-        DUPLICATES,
-        DUPLICATE_PAIRS,
-        CURATED,
-        FILTER_STATS,
-        EXPORTED,
-        DEDUP_CENTROIDS,
-        DEDUP_MEMBERS,
-        DEDUP_GROUP_PAIRS,
+        SHARDS, IMAGES, QUARANTINE, SCORES, PHASHES, DUPLICATES, DUPLICATE_PAIRS, CURATED,
+        FILTER_STATS, EXPORTED, DEDUP_CENTROIDS, DEDUP_MEMBERS, DEDUP_GROUP_PAIRS,
     )  # fmt: skip
 }
 
@@ -210,7 +199,6 @@ def is_delta(path: str | Path) -> bool:
     A writer killed before its first commit leaves an empty (or temp-file-only) `_delta_log`:
     that is no table yet, and registering it would fail every later session.
     """
-
     def commit(name: str) -> bool:
         return name.split(".", 1)[0].isdigit() and name.endswith((".json", ".parquet"))
 

@@ -1,4 +1,4 @@
-"""Export's shard plan: made in Spark (one executor task) against the driver-side plan it
+"""Export's shard plan: made in Spark (one range, then ranges) against the driver-side plan it
 replaced (every sample's sizes collected, packed as Python lists, the assignment sent back
 with createDataFrame), side by side on the same N-row size table.
 

@@ -1,9 +1,10 @@
 """The export job's shard plan and shard writing: curated rows → WebDataset shards on disk.
 
-The plan comes from sizes alone: :func:`plan_frames` runs in one executor task over every row's
-(sample_id, sizes), sorted by sample_id, and packs them with
+The plan comes from sizes alone: :func:`plan_frames` runs in the executor tasks over the rows'
+(sample_id, range, sizes), sorted by range then sample_id, and packs each range with
 :class:`curator_udfs.wds_writer.ShardPacker` (:func:`sample_tar_estimate` per sample), giving
-each sample its shard and its position in it; nothing per sample goes to the driver.
+each sample its shard within its range and its position in it; the job numbers the ranges'
+shards in order (spark_jobs.export.shard_plan), and nothing per sample goes to the driver.
 :func:`task_of_shard` gives each writing task a contiguous range of shards. Each task then calls
 :func:`write_shard_range` on its rows, sorted by (task, shard, sample_id), and writes every
 shard with :class:`curator_udfs.wds_writer.ShardWriter` (to `NNNNN.tar.tmp`, then renamed;

@@ -1,6 +1,7 @@
 """`Dataset`: a Spark DataFrame of samples plus the warehouse config it belongs to (the notebook
 API's value type; `spark_jobs/api.py` is the facade users import)."""
 
+
 from __future__ import annotations
 
 import re

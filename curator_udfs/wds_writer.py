@@ -20,7 +20,7 @@ import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar, cast
 
 import numpy as np
 
@@ -98,13 +98,13 @@ def _member_bytes(size: Sizes) -> Sizes:
     return 512 + (size + 511) // 512 * 512
 
 
-def sample_tar_bytes(member_sizes: Sequence[Sizes]) -> Sizes:
+def sample_tar_bytes(member_sizes: Iterable[Sizes]) -> Sizes:
     """Bytes a sample's members take in a tar (a 512-byte header each, data padded to 512);
-    elementwise for arrays of sizes (one entry per sample)."""
-    total = _member_bytes(member_sizes[0])
-    for s in member_sizes[1:]:
+    elementwise for arrays of sizes (one entry per sample); 0 for no members."""
+    total: Any = 0
+    for s in member_sizes:
         total = total + _member_bytes(s)
-    return total
+    return cast(Sizes, total)
 
 
 class ShardPacker:

@@ -132,6 +132,8 @@ class ShardPlan:
 def range_digits(samples: int, rows_per_range: int) -> int:
     """How many leading characters of sample_id name a planning range: none (one range) up to
     `rows_per_range` samples, else enough hex digits for ranges of about that many."""
+    if rows_per_range < 1:
+        raise ValueError(f"rows_per_range must be >= 1, got {rows_per_range}")
     digits = 0
     while samples > rows_per_range * 16**digits:
         digits += 1
@@ -143,17 +145,17 @@ def shard_plan(
     samples_per_shard: int,
     max_shard_bytes: int | None,
     *,
-    rows_per_range: int = PLAN_RANGE_ROWS,
+    rows_per_range: int | None = None,
 ) -> ShardPlan:
     """The greedy plan over the rows of `df` in sample_id order, made in Spark from their byte
     sizes (only sizes travel, never the bytes; nothing per sample reaches the driver).
 
-    Up to `rows_per_range` samples it is one range packed by one task: the plan of the whole
-    sorted list. Above, the samples are split into ranges by the first characters of their
-    sample_id (hex: ranges of about `rows_per_range`), each packed by the task holding it
-    (curator_udfs.export_shards.plan_frames), and each range's shards numbered after the
-    previous ranges' (a range's last shard may be short). Deterministic: the ranges and the
-    plan depend only on the rows."""
+    Up to `rows_per_range` (default PLAN_RANGE_ROWS) samples it is one range packed by one
+    task: the plan of the whole sorted list. Above, the samples are split into ranges by the
+    first characters of their sample_id (hex: ranges of about `rows_per_range`), each packed by
+    the task holding it (curator_udfs.export_shards.plan_frames), and each range's shards
+    numbered after the previous ranges' (a range's last shard may be short). Deterministic: the
+    ranges and the plan depend only on the rows. A row without a sample_id is a ConfigError."""
 
     def size(col: str, fn: Any) -> Column:
         return F.coalesce(fn(F.col(col)), F.lit(0)) if col in df.columns else F.lit(0)
@@ -168,8 +170,19 @@ def shard_plan(
         img.cast("long").alias("img"),
         size("caption", F.octet_length).cast("long").alias("txt"),
         size("meta", F.octet_length).cast("long").alias("meta"),
-    )
-    digits = range_digits(sizes.count(), rows_per_range)
+    ).persist(StorageLevel.MEMORY_AND_DISK)  # `df` is computed once for the count and the plan
+    counted = sizes.agg(
+        F.count(F.lit(1)).alias("n"), F.count_if(F.col("sample_id").isNull()).alias("nulls")
+    ).first()
+    n, nulls = (int(counted["n"]), int(counted["nulls"] or 0)) if counted else (0, 0)
+    if nulls:
+        sizes.unpersist()
+        raise ConfigError(
+            f"export: {nulls} rows have no sample_id, which names a sample's members in the "
+            "shards: give every row one (or filter those rows out) and export again"
+        )
+    limit = PLAN_RANGE_ROWS if rows_per_range is None else rows_per_range
+    digits = range_digits(n, limit)
     key = F.substring("sample_id", 1, digits) if digits else F.lit("")
     keyed = sizes.withColumn("_range", key)
     parts = min(16**digits, keyed.sparkSession.sparkContext.defaultParallelism * 4)
@@ -196,7 +209,7 @@ def shard_plan(
     rows = local.join(F.broadcast(first), "_range").select(
         "sample_id", (F.col("_local") + F.col("_first")).alias("_shard"), "_pos"
     )
-    return ShardPlan(rows=rows, samples=samples, shards=shards, held=(local,))
+    return ShardPlan(rows=rows, samples=samples, shards=shards, held=(local, sizes))
 
 
 def task_column(n_shards: int, n_tasks: int) -> Column:

@@ -16,7 +16,7 @@ from curator_udfs.wds_writer import plan_shards, sanitize_key
 from spark_jobs import export, ingest
 from spark_jobs import filter as filter_job
 from spark_jobs.catalog import register_tables
-from spark_jobs.config import Config
+from spark_jobs.config import Config, ConfigError
 from spark_jobs.tables import read_table
 from tests.test_filter import cfg_like, ingest_and_score
 
@@ -199,3 +199,34 @@ def test_shard_plan_in_spark_is_the_one_list_plan(spark) -> None:
     empty = export.shard_plan(df.limit(0), 11, None)
     assert (empty.samples, empty.shards, empty.rows.count()) == (0, 0, 0)
     empty.unpersist()
+    with pytest.raises(ValueError, match="rows_per_range"):
+        export.range_digits(10, 0)
+    nameless = df.limit(3).union(spark.createDataFrame([(None, b"x", "c")], df.schema))
+    with pytest.raises(ConfigError, match="1 rows have no sample_id"):
+        export.shard_plan(nameless, 11, None)
+
+
+def test_export_in_ranges_writes_every_sample_once_in_order(
+    spark, curated_wh: Config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Above PLAN_RANGE_ROWS samples the plan packs sample_id ranges side by side: the shards
+    still hold every curated sample once, in sample_id order across the numbered shards, no
+    shard mixes two ranges, and `exported` records each sample's shard and position."""
+    monkeypatch.setattr(export, "PLAN_RANGE_ROWS", 4)  # 16 ranges: sample_id's first digit
+    out = tmp_path / "ranged"
+    summary = export.run(spark, curated_wh, output=str(out))
+    curated = sorted(r["sample_id"] for r in read_table(spark, curated_wh, "curated").collect())
+    assert len(curated) > 4 and summary.rows_written == len(curated)
+    manifest = json.loads((out / "manifest.json").read_text())
+    names = [s["name"] for s in manifest["shards"]]
+    per_range = [sum(sid[0] == d for sid in curated) for d in "0123456789abcdef"]
+    assert names == [f"{i:05d}.tar" for i in range(sum(-(-n // 7) for n in per_range))]
+    where: dict[str, tuple[str, int]] = {}
+    for name in names:
+        with tarfile.open(out / name) as tar:
+            mine = list(dict.fromkeys(m.name.split(".")[0] for m in tar.getmembers()))
+        assert len({sid[0] for sid in mine}) == 1 and len(mine) <= 7
+        where.update({sid: (name, i) for i, sid in enumerate(mine)})
+    assert list(where) == curated  # every sample once, in sample_id order across the shards
+    rows = read_table(spark, curated_wh, "exported").collect()
+    assert {r["sample_id"]: (r["shard"], r["position"]) for r in rows} == where

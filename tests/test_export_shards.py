@@ -70,6 +70,7 @@ def _sha(p: Path) -> str:
 def test_sample_tar_estimate_adds_json_overhead() -> None:
     assert JSON_OVERHEAD == 600
     assert sample_tar_estimate(1000, 10, 50) == sample_tar_bytes([1000, 10, 650])
+    assert sample_tar_bytes([]) == 0 and sample_tar_bytes(iter([1, 512])) == 2048
     assert sample_tar_estimate(0, 0, 0) == 3 * 512 + 1024  # 3 headers, .json padded to 1 KiB
 
 

@@ -75,15 +75,19 @@ def state_basis(
     fine_margin: float | None = None,
     assignments: int = 2,
     resplits: int = 0,
+    block_size: int | None = None,
 ) -> str:
     """The key under which per-group state is valid: the centroid fit and the fine-stage
-    parameters that change a group's pairs. State written under another basis is ignored."""
+    parameters that change a group's pairs (the block size too: the similarity tiles' shape
+    changes float32 rounding, so a pair at the threshold can flip). State written under another
+    basis is ignored."""
     return (
         f"fit={fit_id};t={threshold!r};max={max_cluster_size};margin={second_margin!r};"
         f"backend={backend};seed={seed}"
         + ("" if fine_margin is None else f";fine={fine_margin!r}")
         + ("" if assignments == 2 else f";assign={assignments}")
         + ("" if resplits == 0 else f";resplits={resplits}")
+        + ("" if block_size is None else f";block={block_size}")
     )
 
 

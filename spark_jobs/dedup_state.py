@@ -11,16 +11,18 @@ What is stored, and why (tables declared in spark_jobs/tables.py):
 - `dedup_group_pairs`: per coarse group, the fine stage's output (candidate pairs at the
   lowest threshold, and one size row per fine cluster).
 Both state tables carry a `basis`: the centroid fit plus the parameters a group's pairs depend
-on (lowest threshold, max_cluster_size, second_margin, coarse_assignments, backend, seed). A
-group's pairs depend only on its members and that basis, so recomputing the touched groups
-(new against new and new against the group's existing members) and keeping the stored pairs
-of the others gives exactly what a from-scratch run with the same centroids gives. Removed
-samples leave their groups' member sets, so those groups are touched and recomputed without
-them.
+on (lowest threshold, max_cluster_size, second_margin, coarse_assignments, backend, seed,
+block_size). A group's pairs depend only on its members and that basis, so recomputing the
+touched groups (new against new and new against the group's existing members) and keeping the
+stored pairs of the others gives exactly what a from-scratch run with the same centroids gives.
+Removed samples leave their groups' member sets, so those groups are touched and recomputed
+without them.
 
 State is written last (`commit`, after the `duplicates` rows), touched groups only (`replaceWhere
-model AND coarse IN (...)`), pairs before members: a crash in between leaves members that no
-longer match, so the next run recomputes those groups again; never a stale pair kept.
+model AND coarse IN (...)`), pairs before members, both rows tagged with the run: a group whose
+pairs and members do not carry the same run and basis (a crash between the two writes) is
+recomputed by the next run, even where its members would match again (the crashed run's new
+samples removed since, or its configuration reverted); never a stale pair kept.
 """
 
 from __future__ import annotations
@@ -121,7 +123,7 @@ class SemanticState:
             fit_id, threshold=1.0 - max(d.eps), max_cluster_size=d.max_cluster_size,
             second_margin=d.second_margin, backend=d.backend, seed=d.seed,
             fine_margin=d.fine_margin, assignments=d.coarse_assignments,
-            resplits=d.fine_resplits,
+            resplits=d.fine_resplits, block_size=d.block_size,
         )  # fmt: skip
         return centroids, backend
 
@@ -152,6 +154,32 @@ class SemanticState:
             return None
         return old.select("coarse", "sample_id", "embedding_hash")
 
+    def _split_groups(self) -> list[int]:
+        """Coarse groups whose stored pairs and members were not written by one commit (one
+        run_id and this basis on both sides): a crash between `commit`'s two writes, after
+        which the members could match a later run's again while the pairs are the crashed
+        run's. One row per group to the driver; those groups are recomputed."""
+        tag = F.concat_ws("|", "run_id", "basis")
+
+        def per_group(logical: str, side: str) -> DataFrame:
+            df = self._read(logical)
+            assert df is not None  # _valid_members checked both tables exist
+            return df.groupBy("coarse").agg(
+                F.min(tag).alias(f"{side}_lo"), F.max(tag).alias(f"{side}_hi")
+            )
+
+        both = per_group(DEDUP_GROUP_PAIRS.logical, "p").join(
+            per_group(DEDUP_MEMBERS.logical, "m"), "coarse", "full_outer"
+        )
+        one = (
+            F.col("p_lo").isNotNull()
+            & F.col("m_lo").isNotNull()
+            & (F.col("p_lo") == F.col("p_hi"))
+            & (F.col("m_lo") == F.col("m_hi"))
+            & (F.col("p_lo") == F.col("m_lo"))
+        )
+        return [int(r["coarse"]) for r in both.where(~one).select("coarse").collect()]
+
     def fine_rows(
         self,
         members: DataFrame,
@@ -172,6 +200,7 @@ class SemanticState:
         if old is not None:
             diff = members.subtract(old).unionByName(old.subtract(members))
             changed = [int(r["coarse"]) for r in diff.select("coarse").distinct().collect()]
+            changed = sorted(set(changed) | set(self._split_groups()))
         self.touched = touched_groups(changed, sizes, [], reset=self.reset)
         compared = sum(sizes.get(c, 0) for c in self.touched)
         total = len(set(sizes) | set(self.touched))

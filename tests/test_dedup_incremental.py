@@ -18,7 +18,7 @@ from delta.tables import DeltaTable
 
 from bench.synthetic import mixture_embeddings
 from curator_udfs.coarse_reuse import StoredCentroids, refit_reason, touched_groups
-from spark_jobs import dedup
+from spark_jobs import dedup, dedup_state
 from spark_jobs.catalog import register_tables
 from spark_jobs.dedup_state import SemanticState
 from spark_jobs.summary import Summary
@@ -180,6 +180,52 @@ def test_well_separated_data_incremental_equals_a_full_refit(
     want = _dups(spark, fresh)
     assert len(want) and set(new_ids) & set(want["sample_id"])
     pd.testing.assert_frame_equal(_dups(spark, cfg), want)
+
+
+def test_a_crash_between_the_state_writes_is_recomputed(
+    spark, make_cfg, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run killed after writing its groups' pairs but before their members, whose new
+    samples are then removed again: the members match the stored ones once more, but the
+    pairs are the crashed run's, so those groups are recomputed, not reused (the result is a
+    from-scratch run's with the same centroids, and no pair names a removed sample)."""
+    rng = np.random.default_rng(7)
+    x = _data(4, 150, 3, (0.93, 0.97))
+    ids = [f"s{i:04d}" for i in range(len(x))]
+    score = rng.uniform(0, 10, len(x))
+    sets = (*SETS, "dedup.coarse_k=3", "dedup.max_cluster_size=1000")
+    cfg = make_cfg(*sets)
+    _append(spark, cfg, ids, x, score)
+    dedup.run(spark, cfg)
+    new = _increment(rng, x, _data(4, 20, 3, (0.93, 0.97))[:10])
+    new_ids = [f"n{i:04d}" for i in range(len(new))]
+    _append(spark, cfg, new_ids, new, rng.uniform(0, 10, len(new)))
+    real = dedup_state.replace_where
+
+    def members_write_fails(spark_, cfg_, table, df, where):  # type: ignore[no-untyped-def]
+        if table.logical == "dedup_members":
+            raise RuntimeError("injected crash before the members write")
+        return real(spark_, cfg_, table, df, where)
+
+    monkeypatch.setattr(dedup_state, "replace_where", members_write_fails)
+    with pytest.raises(RuntimeError, match="injected crash"):
+        dedup.run(spark, cfg)
+    monkeypatch.setattr(dedup_state, "replace_where", real)
+    stored = set(_state(spark, cfg, "dedup_group_pairs", ["a"])["a"].dropna())
+    assert stored & set(new_ids)  # the crashed run's pairs are in the state
+    _remove(spark, cfg, new_ids)
+    again = dedup.run(spark, cfg)
+    assert again.extra["group_state"] == "incremental" and again.extra["coarse_groups_touched"]
+
+    fresh = make_cfg(*sets, warehouse=tmp_path / "fresh")
+    _append(spark, fresh, ids, x, score)
+    _copy_table(cfg, fresh, "dedup_centroids")
+    dedup.run(spark, fresh)
+    pd.testing.assert_frame_equal(_dups(spark, cfg), _dups(spark, fresh))
+    pairs = ["coarse", "a", "b", "cluster", "cluster_size"]
+    got = _state(spark, cfg, "dedup_group_pairs", pairs)
+    assert not set(new_ids) & (set(got["a"].dropna()) | set(got["b"].dropna()))
+    pd.testing.assert_frame_equal(got, _state(spark, fresh, "dedup_group_pairs", pairs))
 
 
 def test_a_changed_seed_or_coarse_k_refits(spark, make_cfg) -> None:

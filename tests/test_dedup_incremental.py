@@ -228,6 +228,30 @@ def test_a_crash_between_the_state_writes_is_recomputed(
     pd.testing.assert_frame_equal(got, _state(spark, fresh, "dedup_group_pairs", pairs))
 
 
+def test_a_changed_fine_parameter_rebuilds_the_group_state(spark, make_cfg) -> None:
+    """The centroids stay, but state written under another basis is not reused: a changed
+    block_size (float32 rounding of the similarity tiles) or fine_margin rebuilds every group;
+    the same parameters again reuse it all."""
+    rng = np.random.default_rng(11)
+    x = _data(5, 120, 3, (0.93, 0.97))
+    ids = [f"s{i:04d}" for i in range(len(x))]
+    sets = (*SETS, "dedup.coarse_k=3", "dedup.max_cluster_size=1000")
+    cfg = make_cfg(*sets)
+    _append(spark, cfg, ids, x, rng.uniform(0, 10, len(x)))
+    dedup.run(spark, cfg)
+    want = _dups(spark, cfg)
+    wh, db = cfg.warehouse_path, cfg.database
+    for change in ("dedup.block_size=7", "dedup.fine_margin=0.03"):
+        changed = make_cfg(*sets, change, warehouse=wh, database=db)
+        run = dedup.run(spark, changed)
+        assert run.extra["centroids"] == "reused" and run.extra["group_state"] == "rebuilt"
+        assert run.extra["coarse_groups_touched"] == run.extra["coarse_groups_total"] > 0
+        pd.testing.assert_frame_equal(_dups(spark, changed), want)  # well separated: the same
+        again = dedup.run(spark, changed)
+        assert again.extra["group_state"] == "incremental"
+        assert again.extra["coarse_groups_touched"] == 0
+
+
 def test_a_changed_seed_or_coarse_k_refits(spark, make_cfg) -> None:
     """The stored set is reused only under the same seed, coarse_k and dimension; a refit
     replaces it and invalidates the group state (the job's own runs are in the tests above)."""

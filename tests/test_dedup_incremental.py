@@ -93,6 +93,19 @@ def _increment(rng: np.random.Generator, old: np.ndarray, fresh: np.ndarray) -> 
     return np.vstack([near_old, pairs, fresh[4:]]).astype(np.float32)
 
 
+def _separated(spark, make_cfg, rng: np.random.Generator, data_seed: int, n: int):
+    """Three tight, far-apart clusters of `n` rows in a fresh warehouse, deduplicated once:
+    (cfg, its --set overrides, ids, embeddings, aesthetic scores)."""
+    x = _data(data_seed, n, 3, (0.93, 0.97))
+    ids = [f"s{i:04d}" for i in range(len(x))]
+    score = rng.uniform(0, 10, len(x))
+    sets = (*SETS, "dedup.coarse_k=3", "dedup.max_cluster_size=1000")
+    cfg = make_cfg(*sets)
+    _append(spark, cfg, ids, x, score)
+    dedup.run(spark, cfg)
+    return cfg, sets, ids, x, score
+
+
 def test_incremental_equals_from_scratch_with_the_same_centroids(
     spark, make_cfg, tmp_path: Path
 ) -> None:
@@ -159,13 +172,7 @@ def test_well_separated_data_incremental_equals_a_full_refit(
     spark, make_cfg, tmp_path: Path
 ) -> None:
     rng = np.random.default_rng(3)
-    x = _data(4, 150, 3, (0.93, 0.97))  # three tight, far-apart clusters
-    ids = [f"s{i:04d}" for i in range(len(x))]
-    score = rng.uniform(0, 10, len(x))
-    sets = (*SETS, "dedup.coarse_k=3", "dedup.max_cluster_size=1000")
-    cfg = make_cfg(*sets)
-    _append(spark, cfg, ids, x, score)
-    dedup.run(spark, cfg)
+    cfg, sets, ids, x, score = _separated(spark, make_cfg, rng, 4, 150)
     new = _increment(rng, x, _data(4, 20, 3, (0.93, 0.97))[:10])  # same seed: same clusters
     new_ids = [f"n{i:04d}" for i in range(len(new))]
     new_score = rng.uniform(0, 10, len(new))
@@ -190,13 +197,7 @@ def test_a_crash_between_the_state_writes_is_recomputed(
     pairs are the crashed run's, so those groups are recomputed, not reused (the result is a
     from-scratch run's with the same centroids, and no pair names a removed sample)."""
     rng = np.random.default_rng(7)
-    x = _data(4, 150, 3, (0.93, 0.97))
-    ids = [f"s{i:04d}" for i in range(len(x))]
-    score = rng.uniform(0, 10, len(x))
-    sets = (*SETS, "dedup.coarse_k=3", "dedup.max_cluster_size=1000")
-    cfg = make_cfg(*sets)
-    _append(spark, cfg, ids, x, score)
-    dedup.run(spark, cfg)
+    cfg, sets, ids, x, score = _separated(spark, make_cfg, rng, 4, 150)
     new = _increment(rng, x, _data(4, 20, 3, (0.93, 0.97))[:10])
     new_ids = [f"n{i:04d}" for i in range(len(new))]
     _append(spark, cfg, new_ids, new, rng.uniform(0, 10, len(new)))
@@ -232,13 +233,7 @@ def test_a_changed_fine_parameter_rebuilds_the_group_state(spark, make_cfg) -> N
     """The centroids stay, but state written under another basis is not reused: a changed
     block_size (float32 rounding of the similarity tiles) or fine_margin rebuilds every group;
     the same parameters again reuse it all."""
-    rng = np.random.default_rng(11)
-    x = _data(5, 120, 3, (0.93, 0.97))
-    ids = [f"s{i:04d}" for i in range(len(x))]
-    sets = (*SETS, "dedup.coarse_k=3", "dedup.max_cluster_size=1000")
-    cfg = make_cfg(*sets)
-    _append(spark, cfg, ids, x, rng.uniform(0, 10, len(x)))
-    dedup.run(spark, cfg)
+    cfg, sets, *_ = _separated(spark, make_cfg, np.random.default_rng(11), 5, 120)
     want = _dups(spark, cfg)
     wh, db = cfg.warehouse_path, cfg.database
     for change in ("dedup.block_size=7", "dedup.fine_margin=0.03"):

@@ -195,6 +195,36 @@ def cfg_overrides(cfg: Config) -> dict[str, str]:
     return {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in cfg.spark.conf.items()}
 
 
+# Read by bin/spark-class: entries appended to the class path of the JVM it starts.
+DIST_CLASSPATH = "SPARK_DIST_CLASSPATH"
+
+
+def is_local(settings: Mapping[str, str]) -> bool:
+    """Whether these settings start a local master (the executor inside the driver JVM)."""
+    return settings.get("spark.master", "local[*]").startswith("local")
+
+
+@contextmanager
+def driver_class_path(jars: list[Path]) -> Iterator[None]:
+    """While a local session starts, `jars` join the driver JVM's class path, read in place.
+
+    Through `spark.jars` a local executor copies every jar into a new temporary directory at
+    each start (1.5 GB with the AWS SDK and RAPIDS jars). `bin/spark-class` appends
+    `$SPARK_DIST_CLASSPATH` after Spark's own jars, so theirs win any clash (the AWS SDK
+    bundle carries an old SLF4J API) and the tests' class-data archive still matches.
+    """
+    old = os.environ.get(DIST_CLASSPATH)
+    if jars:
+        os.environ[DIST_CLASSPATH] = os.pathsep.join([*filter(None, [old]), *map(str, jars)])
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(DIST_CLASSPATH, None)
+        else:
+            os.environ[DIST_CLASSPATH] = old
+
+
 def spark_settings(
     cfg: Config, app_name: str, running: Mapping[str, str] | None = None
 ) -> dict[str, str]:
@@ -213,10 +243,9 @@ def spark_settings(
     warehouse = cfg.warehouse_path
     settings["spark.sql.warehouse.dir"] = str(warehouse)
     if running is None:
-        jars = [str(j) for j in required_jars(cfg)]
-        if settings.get("spark.jars"):
-            jars.append(settings["spark.jars"])
-        settings["spark.jars"] = ",".join(jars)
+        if not is_local(settings):  # a local master's jars: driver_class_path
+            jars = [str(j) for j in required_jars(cfg)]
+            settings["spark.jars"] = ",".join([*jars, *filter(None, [settings.get("spark.jars")])])
         log4j = conf_dir() / "spark" / "log4j2.properties"
         java_opts = settings.get("spark.driver.extraJavaOptions", "")
         if isinstance(warehouse, Path):  # Derby needs a local directory
@@ -249,7 +278,9 @@ def build_session(cfg: Config, app_name: str = "curator") -> SparkSession:
     builder = SparkSession.builder
     for key, value in settings.items():
         builder = builder.config(key, value)
-    spark = builder.getOrCreate()
+    local_jars = required_jars(cfg) if running is None and is_local(settings) else []
+    with driver_class_path(local_jars):
+        spark = builder.getOrCreate()
     if "PYSPARK_GATEWAY_PORT" in os.environ and not os.environ.get("DATABRICKS_RUNTIME_VERSION"):
         from spark_jobs.submit_streams import adopt_log_config
 

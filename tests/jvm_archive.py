@@ -46,7 +46,11 @@ def archive_path() -> Path:
     java = shutil.which("java", path=os.path.join(os.environ.get("JAVA_HOME", ""), "bin"))
     java = java or shutil.which("java") or "java"
     jars = sorted(p.name for p in (Path(pyspark.__file__).parent / "jars").glob("*.jar"))
-    key = "\n".join([os.path.realpath(java), pyspark.__version__, BASE_OPTS, INTERPRETED, *jars])
+    # how a local session gets Delta's jars (spark_jobs/session.py) shapes the class path too
+    how = "jars on SPARK_DIST_CLASSPATH"
+    key = "\n".join(
+        [os.path.realpath(java), pyspark.__version__, BASE_OPTS, INTERPRETED, how, *jars]
+    )
     return ROOT / ".cache" / "jvm" / f"spark-{hashlib.sha256(key.encode()).hexdigest()[:16]}.jsa"
 
 

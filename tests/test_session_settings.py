@@ -11,8 +11,17 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from spark_jobs.paths import jar_file, versions
-from spark_jobs.session import STARTUP_KEYS, merge_settings, read_profile, spark_settings
+from spark_jobs.session import (
+    DIST_CLASSPATH,
+    STARTUP_KEYS,
+    driver_class_path,
+    merge_settings,
+    read_profile,
+    spark_settings,
+)
 
 SHUFFLE = "spark.sql.shuffle.partitions"
 ARROW = "spark.sql.execution.arrow.maxRecordsPerBatch"
@@ -39,7 +48,9 @@ def test_spark_settings_keep_the_cluster_values(make_cfg: Callable) -> None:
 
     laptop = spark_settings(cfg, "t")
     assert laptop[SHUFFLE] == "8" and laptop["spark.sql.adaptive.enabled"] == "false"
-    assert "delta-spark" in laptop["spark.jars"]
+    assert "spark.jars" not in laptop  # local: driver_class_path (test below)
+    standalone = spark_settings(make_cfg("spark.conf={spark.master: 'spark://h:7077'}"), "t")
+    assert "delta-spark" in standalone["spark.jars"]  # shipped to the executors
 
     running = {SHUFFLE: "200", ARROW: "512", "spark.master": "spark://10.0.0.1:7077"}
     on_cluster = spark_settings(cfg, "t", running)
@@ -54,6 +65,41 @@ def test_spark_settings_keep_the_cluster_values(make_cfg: Callable) -> None:
     named = spark_settings(gpu, "t", {ARROW: "1024", "spark.plugins": "x.Plugin"})
     assert ARROW not in named and "spark.plugins" not in named
     assert named["spark.rapids.sql.concurrentGpuTasks"] == "2"
+
+
+def test_a_local_session_reads_its_jars_in_place(spark) -> None:  # type: ignore[no-untyped-def]
+    """Delta's, the AWS SDK's and the RAPIDS jars are on the driver's class path after Spark's
+    own (the SDK's old SLF4J API must not shadow Spark's) and nothing was copied: through
+    spark.jars every local start copied their 1.5 GB into the session's temporary directory."""
+    jvm = spark._jvm
+    class_path = str(jvm.System.getProperty("java.class.path")).split(os.pathsep)
+    names = [Path(entry).name for entry in class_path]
+    mine = [names.index(jar_file(c).name) for c in (*versions()["jars"], versions()["rapids_jar"])]
+    assert min(mine) > max(i for i, n in enumerate(names) if n.startswith("spark-core_"))
+    assert str(jvm.org.slf4j.LoggerFactory.getILoggerFactory().getClass().getName()).startswith(
+        "org.apache.logging"
+    )  # Spark's SLF4J binding to log4j2, not the no-op one an old API falls back to
+    root = Path(str(jvm.org.apache.spark.SparkFiles.getRootDirectory()))
+    assert not list(root.rglob("*.jar"))
+    assert not spark.sparkContext.getConf().get("spark.jars")
+
+
+def test_driver_class_path_is_set_only_while_the_jvm_starts(tmp_path: Path) -> None:
+    jars = [tmp_path / "a.jar", tmp_path / "b.jar"]
+    before = os.environ.get(DIST_CLASSPATH)
+    try:
+        os.environ[DIST_CLASSPATH] = "/opt/hadoop/*"  # a Hadoop-free Spark's: kept, ours after
+        with driver_class_path(jars):
+            assert os.environ[DIST_CLASSPATH] == os.pathsep.join(["/opt/hadoop/*", *map(str, jars)])
+        assert os.environ[DIST_CLASSPATH] == "/opt/hadoop/*"
+        del os.environ[DIST_CLASSPATH]
+        with pytest.raises(RuntimeError), driver_class_path(jars):
+            raise RuntimeError("the JVM did not start")
+        assert DIST_CLASSPATH not in os.environ
+    finally:
+        os.environ.pop(DIST_CLASSPATH, None)
+        if before is not None:
+            os.environ[DIST_CLASSPATH] = before
 
 
 def test_spark_submit_conf_wins_over_the_profile(tmp_path: Path) -> None:

@@ -101,8 +101,8 @@ def explain_potential_gpu_plan(df: DataFrame, mode: str = "ALL") -> str:
 
     jvm = df.sparkSession._jvm
     assert jvm is not None  # set for a classic (py4j) session, as pyspark itself asserts
-    # py4j resolves names through Spark's class loader (spark.jars); an unknown name comes back
-    # as a JavaPackage instead of a JavaClass.
+    # py4j resolves names through Spark's class loader (the class path, then spark.jars); an
+    # unknown name comes back as a JavaPackage instead of a JavaClass.
     if not isinstance(jvm.com.nvidia.spark.rapids.ExplainPlan, JavaClass):
         raise GpuPlanUnavailable(
             f"{EXPLAIN_CLASS} is not on the classpath; set `spark.with_rapids_jar: true` (or the "

@@ -195,13 +195,24 @@ def cfg_overrides(cfg: Config) -> dict[str, str]:
     return {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in cfg.spark.conf.items()}
 
 
-# Read by bin/spark-class: entries appended to the class path of the JVM it starts.
+# Read by Spark's launcher (bin/spark-class): entries appended to the JVM's class path.
 DIST_CLASSPATH = "SPARK_DIST_CLASSPATH"
 
 
-def is_local(settings: Mapping[str, str]) -> bool:
-    """Whether these settings start a local master (the executor inside the driver JVM)."""
-    return settings.get("spark.master", "local[*]").startswith("local")
+def jars_in_place(settings: Mapping[str, str], new_jvm: bool) -> bool:
+    """Whether the session's jars go on the class path of the JVM it starts (driver_class_path)
+    rather than in `spark.jars`: only when a new JVM starts a master named `local...`. An unset
+    master (spark-defaults, `MASTER`) may be a cluster, whose executors need `spark.jars`; a
+    JVM this process started before keeps its class path, so a later session's jars must come
+    through `spark.jars`."""
+    return new_jvm and settings.get("spark.master", "").startswith("local")
+
+
+def launches_jvm() -> bool:
+    """Whether starting a session now launches a JVM (this process has none yet)."""
+    from pyspark import SparkContext
+
+    return SparkContext._gateway is None and "PYSPARK_GATEWAY_PORT" not in os.environ
 
 
 @contextmanager
@@ -209,9 +220,9 @@ def driver_class_path(jars: list[Path]) -> Iterator[None]:
     """While a local session starts, `jars` join the driver JVM's class path, read in place.
 
     Through `spark.jars` a local executor copies every jar into a new temporary directory at
-    each start (1.5 GB with the AWS SDK and RAPIDS jars). `bin/spark-class` appends
+    each start (1.5 GB with the AWS SDK and RAPIDS jars). Spark's launcher appends
     `$SPARK_DIST_CLASSPATH` after Spark's own jars, so theirs win any clash (the AWS SDK
-    bundle carries an old SLF4J API) and the tests' class-data archive still matches.
+    bundle carries unshaded copies of libraries Spark ships).
     """
     old = os.environ.get(DIST_CLASSPATH)
     if jars:
@@ -226,13 +237,13 @@ def driver_class_path(jars: list[Path]) -> Iterator[None]:
 
 
 def spark_settings(
-    cfg: Config, app_name: str, running: Mapping[str, str] | None = None
+    cfg: Config, app_name: str, running: Mapping[str, str] | None = None, new_jvm: bool = True
 ) -> dict[str, str]:
     """Everything the session is built with: profile, overrides, jars, warehouse, logging.
 
     `running` is the conf of a Spark that is already up (see running_conf): then only the
     profile keys it lacks are set, and the startup settings (master, jars, driver JVM options)
-    are left to it.
+    are left to it. `new_jvm`: the session starts a JVM (see jars_in_place).
     """
     overrides = cfg_overrides(cfg)
     settings = merge_settings(read_profile(cfg.spark.profile), overrides, running)
@@ -243,7 +254,7 @@ def spark_settings(
     warehouse = cfg.warehouse_path
     settings["spark.sql.warehouse.dir"] = str(warehouse)
     if running is None:
-        if not is_local(settings):  # a local master's jars: driver_class_path
+        if not jars_in_place(settings, new_jvm):  # else: driver_class_path
             jars = [str(j) for j in required_jars(cfg)]
             settings["spark.jars"] = ",".join([*jars, *filter(None, [settings.get("spark.jars")])])
         log4j = conf_dir() / "spark" / "log4j2.properties"
@@ -269,7 +280,8 @@ def build_session(cfg: Config, app_name: str = "curator") -> SparkSession:
     joins that Spark and keeps its settings; the profile only fills what they leave unset.
     """
     running = running_conf()
-    settings = spark_settings(cfg, app_name, running)
+    new_jvm = running is None and launches_jvm()
+    settings = spark_settings(cfg, app_name, running, new_jvm)
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     warehouse = cfg.warehouse_path
@@ -278,7 +290,7 @@ def build_session(cfg: Config, app_name: str = "curator") -> SparkSession:
     builder = SparkSession.builder
     for key, value in settings.items():
         builder = builder.config(key, value)
-    local_jars = required_jars(cfg) if running is None and is_local(settings) else []
+    local_jars = required_jars(cfg) if jars_in_place(settings, new_jvm) else []
     with driver_class_path(local_jars):
         spark = builder.getOrCreate()
     if "PYSPARK_GATEWAY_PORT" in os.environ and not os.environ.get("DATABRICKS_RUNTIME_VERSION"):

@@ -46,8 +46,8 @@ def archive_path() -> Path:
     java = shutil.which("java", path=os.path.join(os.environ.get("JAVA_HOME", ""), "bin"))
     java = java or shutil.which("java") or "java"
     jars = sorted(p.name for p in (Path(pyspark.__file__).parent / "jars").glob("*.jar"))
-    # how a local session gets Delta's jars (spark_jobs/session.py) shapes the class path too
-    how = "jars on SPARK_DIST_CLASSPATH"
+    # dumped under spark-submit --jars (build): the archive's class path is Spark's jars alone
+    how = "spark-submit --jars"
     key = "\n".join(
         [os.path.realpath(java), pyspark.__version__, BASE_OPTS, INTERPRETED, how, *jars]
     )
@@ -66,9 +66,16 @@ def jvm_opts() -> str:
 
 
 def build(path: Path) -> None:
-    """Dump the archive at the normal exit of a small `curator run` (every stage's classes),
-    with the fault tests' configuration (tests/faults/harness.py)."""
+    """Dump the archive at the normal exit of a small run of every stage (every stage's
+    classes), with the fault tests' configuration (tests/faults/harness.py).
+
+    It runs under `spark-submit --jars`, which loads Delta's jars in a class loader of its own:
+    the archive's class path is then Spark's jars alone, which every test JVM's class path
+    starts with. A JVM whose class path is shorter than the archive's rejects it (JDK 17), and
+    a local `curator` session appends Delta's jars to its class path (spark_jobs/session.py)
+    where spark-submit runs and the standalone cluster's daemons have none."""
     from curator_udfs.sample_shards import write_sample_shards
+    from spark_jobs.paths import jar_file, versions
     from tests.faults import harness
 
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -77,10 +84,14 @@ def build(path: Path) -> None:
         with tempfile.TemporaryDirectory(prefix="jvm-archive-") as tmp:
             base = Path(tmp)
             write_sample_shards(base / "shards", shards=1, per_shard=12, seed=1)
-            args = ["run", "--warehouse", str(base / "wh"), "--input", str(base / "shards"),
+            jars = ",".join(str(jar_file(c)) for c in versions()["jars"])
+            submit = [str(BIN / "spark-submit"), "--properties-file",
+                      str(ROOT / "conf/spark/local.conf"), "--jars", jars,
+                      str(ROOT / "spark_jobs" / "pipeline.py")]  # fmt: skip
+            args = ["--warehouse", str(base / "wh"), "--input", str(base / "shards"),
                     "--output", str(base / "out"), *harness.set_args()]  # fmt: skip
             opts = f"{BASE_OPTS} {INTERPRETED} -XX:ArchiveClassesAtExit={partial}"
-            subprocess.run([str(BIN / "curator"), *args], check=True, cwd=base,
+            subprocess.run([*submit, *args], check=True, cwd=base,
                            env=harness.env(SPARK_SUBMIT_OPTS=opts), capture_output=True,
                            text=True, timeout=900)  # fmt: skip
         if not partial.is_file():

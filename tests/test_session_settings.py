@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from spark_jobs.config import load_config
 from spark_jobs.paths import jar_file, versions
 from spark_jobs.session import (
     DIST_CLASSPATH,
@@ -48,9 +49,15 @@ def test_spark_settings_keep_the_cluster_values(make_cfg: Callable) -> None:
 
     laptop = spark_settings(cfg, "t")
     assert laptop[SHUFFLE] == "8" and laptop["spark.sql.adaptive.enabled"] == "false"
-    assert "spark.jars" not in laptop  # local: driver_class_path (test below)
+    assert "spark.jars" not in laptop  # a new local JVM: driver_class_path (test below)
+    # shipped to the executors: a cluster master, a master the config leaves to spark-defaults
+    # (the gpu-cluster profile names none), or a JVM this process started before
     standalone = spark_settings(make_cfg("spark.conf={spark.master: 'spark://h:7077'}"), "t")
-    assert "delta-spark" in standalone["spark.jars"]  # shipped to the executors
+    gpu_cfg = load_config(sets=["spark.profile=gpu-cluster"], warehouse=str(cfg.warehouse))
+    unnamed = spark_settings(gpu_cfg, "t")
+    assert "spark.master" not in unnamed
+    for settings in (standalone, unnamed, spark_settings(cfg, "t", new_jvm=False)):
+        assert "delta-spark" in settings["spark.jars"]
 
     running = {SHUFFLE: "200", ARROW: "512", "spark.master": "spark://10.0.0.1:7077"}
     on_cluster = spark_settings(cfg, "t", running)
@@ -74,7 +81,9 @@ def test_a_local_session_reads_its_jars_in_place(spark) -> None:  # type: ignore
     jvm = spark._jvm
     class_path = str(jvm.System.getProperty("java.class.path")).split(os.pathsep)
     names = [Path(entry).name for entry in class_path]
-    mine = [names.index(jar_file(c).name) for c in (*versions()["jars"], versions()["rapids_jar"])]
+    vs = versions()
+    coords = (*vs["jars"], *vs["object_store_jars"], vs["rapids_jar"])
+    mine = [names.index(jar_file(c).name) for c in coords]
     assert min(mine) > max(i for i, n in enumerate(names) if n.startswith("spark-core_"))
     assert str(jvm.org.slf4j.LoggerFactory.getILoggerFactory().getClass().getName()).startswith(
         "org.apache.logging"

@@ -310,10 +310,30 @@ def build_session(cfg: Config, app_name: str = "curator") -> SparkSession:
             "spark.sql.extensions lacks io.delta.sql.DeltaSparkSessionExtension; pass "
             "--properties-file conf/spark/<profile>.conf to spark-submit"
         )
+    if local_jars:
+        check_class_path(spark)
     from spark_jobs.catalog import register_tables
 
     register_tables(spark, cfg)
     return spark
+
+
+def check_class_path(spark: SparkSession) -> None:
+    """Delta's classes are in the JVM that driver_class_path started; if not, stop it with a
+    message. A spark-env.sh that sets SPARK_DIST_CLASSPATH itself (a "Hadoop free" Spark's)
+    replaces ours, and Spark then only warns, failing later at the first table."""
+    from py4j.java_gateway import JavaClass
+
+    assert spark._jvm is not None  # a classic (py4j) session: this process started its JVM
+    if isinstance(spark._jvm.io.delta.sql.DeltaSparkSessionExtension, JavaClass):
+        return
+    spark.stop()
+    raise ConfigError(
+        f"Delta's jars are not on the class path of the local Spark JVM: a spark-env.sh (in "
+        f"$SPARK_CONF_DIR or $SPARK_HOME/conf) sets {DIST_CLASSPATH} and replaced the jars "
+        f'curator appends to it. Make it append (export {DIST_CLASSPATH}="${DIST_CLASSPATH}:'
+        f'..."), or run the job through spark-submit with --jars'
+    )
 
 
 ARROW_BATCH_CONF = "spark.sql.execution.arrow.maxRecordsPerBatch"  # rows per Arrow batch to UDFs

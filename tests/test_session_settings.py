@@ -157,3 +157,22 @@ def test_spark_submit_conf_wins_over_the_profile(tmp_path: Path) -> None:
     assert got["spark.databricks.delta.snapshotPartitions"] == "2"  # unset: from the profile
     assert got["spark.sql.adaptive.enabled"] == "false"  # the config's explicit override
     assert "DeltaSparkSessionExtension" in got["spark.sql.extensions"]  # filled before start
+
+
+def test_a_spark_env_that_replaces_the_class_path_is_a_message(tmp_path: Path) -> None:
+    """A Hadoop-free Spark's spark-env.sh sets SPARK_DIST_CLASSPATH itself: Delta's jars are
+    then missing from the local JVM, which Spark only warns about; curator says so and how to
+    fix it, exit 2, before any table is touched."""
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    (conf / "spark-env.sh").write_text(f"export {DIST_CLASSPATH}={tmp_path / 'hadoop'}/*\n")
+    env = {**os.environ, "SPARK_CONF_DIR": str(conf)}
+    proc = subprocess.run(
+        [str(BIN / "curator"), "sql", "--warehouse", str(tmp_path / "wh"), "SELECT 1"],
+        capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "Delta's jars are not on the class path" in proc.stderr
+    assert f'export {DIST_CLASSPATH}="${DIST_CLASSPATH}:' in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "wh" / "curator.db").exists()

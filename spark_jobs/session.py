@@ -209,10 +209,11 @@ def jars_in_place(settings: Mapping[str, str], new_jvm: bool) -> bool:
 
 
 def launches_jvm() -> bool:
-    """Whether starting a session now launches a JVM (this process has none yet)."""
+    """Whether starting a session now launches a JVM: this process has no gateway yet (under
+    spark-submit, running_conf has connected to spark-submit's)."""
     from pyspark import SparkContext
 
-    return SparkContext._gateway is None and "PYSPARK_GATEWAY_PORT" not in os.environ
+    return SparkContext._gateway is None
 
 
 @contextmanager

@@ -80,9 +80,10 @@ def state_basis(
     """The key under which per-group state is valid: the centroid fit and the fine-stage
     parameters that change a group's pairs (the block size too: the similarity tiles' shape
     changes float32 rounding, so a pair at the threshold can flip). State written under another
-    basis is ignored."""
+    basis is ignored, and so is state of an older layout (`state=2`: fine clusters with their
+    centroids, which incremental runs assign new members by)."""
     return (
-        f"fit={fit_id};t={threshold!r};max={max_cluster_size};margin={second_margin!r};"
+        f"state=2;fit={fit_id};t={threshold!r};max={max_cluster_size};margin={second_margin!r};"
         f"backend={backend};seed={seed}"
         + ("" if fine_margin is None else f";fine={fine_margin!r}")
         + ("" if assignments == 2 else f";assign={assignments}")

@@ -30,11 +30,13 @@ Determinism: members are sorted by sample_id before anything else and every k-me
 seed derived from (seed, split number, coarse, position in the split tree), so the output is
 identical for a fixed seed whatever the input row order.
 
-Stats for the job summary: :func:`fine_clusters` returns ``(pairs, stats)`` with one stats row
-per fine cluster (``cluster``, ``size``). Inside ``applyInPandas`` (one output schema) call
-``fine_cluster_pairs(..., include_stats=True)``: every row then has a ``cluster_size`` column,
-and one extra row per fine cluster has ``a = b = None`` and ``similarity = NaN`` (filter on
-``a IS NULL`` for stats, ``a IS NOT NULL`` for pairs).
+Stats for the job summary and the incremental state: :func:`fine_clusters` returns
+``(pairs, stats)`` with one stats row per fine cluster (``cluster``, ``size``, ``centroid``: the
+normalised member mean, which an incremental run assigns new members by,
+curator_udfs.fine_increment). Inside ``applyInPandas`` (one output schema) call
+``fine_cluster_pairs(..., include_stats=True)``: every row then has ``cluster_size`` and
+``centroid`` columns, and one extra row per fine cluster has ``a = b = None``, ``similarity =
+NaN`` and its centroid (filter on ``a IS NULL`` for stats, ``a IS NOT NULL`` for pairs).
 """
 
 from __future__ import annotations
@@ -59,7 +61,7 @@ __all__ = [
 ]
 
 PAIR_COLUMNS = ["a", "b", "similarity", "cluster", "dist_a", "dist_b"]
-STATS_COLUMNS = ["cluster", "size"]
+STATS_COLUMNS = ["cluster", "size", "centroid"]
 _SAME_POINT = 1e-6  # max 1 - cos to the centroid for a cluster to count as one point
 _MAX_ITER = 20
 _MAX_KMEANS_DEPTH = 32  # below this many nested k-means splits, cut by projection instead
@@ -216,6 +218,16 @@ def _empty_pairs() -> pd.DataFrame:
     )
 
 
+def _stats_frame(names: list[str], sizes: list[int], centres: list[np.ndarray]) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "cluster": pd.Series(names, dtype=object),
+            "size": np.asarray(sizes, dtype=np.int64),
+            "centroid": pd.Series(centres, dtype=object),
+        }
+    )
+
+
 def fine_clusters(
     pdf: pd.DataFrame,
     *,
@@ -244,11 +256,12 @@ def fine_clusters(
     threshold = float(min(thresholds))
     df = _prepare(pdf)
     if df.empty:
-        return _empty_pairs(), pd.DataFrame({"cluster": [], "size": []}).astype({"size": "int64"})
+        return _empty_pairs(), _stats_frame([], [], [])
     km = select_backend(backend)
     frames: list[pd.DataFrame] = []
     names: list[str] = []
     sizes: list[int] = []
+    centres: list[np.ndarray] = []
     for coarse, part in df.groupby("coarse", sort=True):
         ids = part["sample_id"].to_numpy()
         x = l2_normalise(np.stack([np.asarray(e, dtype=np.float32) for e in part["embedding"]]))
@@ -260,13 +273,14 @@ def fine_clusters(
             name = f"{coarse}-{fine}"
             names.append(name)
             sizes.append(int(idx.size))
+            xs = x[idx]
+            centres.append(_centroid(xs))
             if idx.size < 2:
                 continue
-            xs = x[idx]
             i, j, s = pairs_above(ids[idx], xs, threshold, block_size=block_size)
             if i.size == 0:
                 continue
-            dist = np.maximum(1.0 - xs @ _centroid(xs), 0.0).astype(np.float64)
+            dist = np.maximum(1.0 - xs @ centres[-1], 0.0).astype(np.float64)
             frames.append(
                 pd.DataFrame(
                     {
@@ -280,8 +294,7 @@ def fine_clusters(
                 )
             )
     pairs = pd.concat(frames, ignore_index=True) if frames else _empty_pairs()
-    stats = pd.DataFrame({"cluster": names, "size": np.asarray(sizes, dtype=np.int64)})
-    return pairs, stats
+    return pairs, _stats_frame(names, sizes, centres)
 
 
 def fine_cluster_pairs(
@@ -309,6 +322,8 @@ def fine_cluster_pairs(
             "dist_a": np.nan,
             "dist_b": np.nan,
             "cluster_size": stats["size"].astype("int64"),
+            "centroid": stats["centroid"],
         }
     )
+    pairs = pairs.assign(centroid=pd.Series([None] * len(pairs), dtype=object))
     return pd.concat([pairs, stat_rows], ignore_index=True)

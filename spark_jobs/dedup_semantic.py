@@ -40,6 +40,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import ArrayType, LongType
 
+from curator_udfs.fine_increment import increment_group_pairs
 from curator_udfs.kmeans import assign_ids, fit_sample
 from curator_udfs.resolve import DIST_COLUMN, order_for
 from curator_udfs.semantic import fine_cluster_pairs
@@ -70,7 +71,7 @@ __all__ = [
 _EMB = ("sample_id", "embedding")
 FINE_SCHEMA = (
     "a STRING, b STRING, similarity DOUBLE, cluster STRING, dist_a DOUBLE, dist_b DOUBLE, "
-    "cluster_size BIGINT"
+    "cluster_size BIGINT, centroid ARRAY<FLOAT>"
 )
 PAIRS_SCHEMA = "a STRING, b STRING, similarity DOUBLE, cluster STRING, dist_a DOUBLE, dist_b DOUBLE"
 
@@ -283,17 +284,13 @@ def _fine_pairs(
     )
     bc = spark.sparkContext.broadcast(centroids)
     coarse_ids = coarse_assign_udf(bc, d.second_margin, d.coarse_assignments)("embedding")
-    fine_fn = partial(
-        fine_cluster_pairs,
-        thresholds=[1.0 - e for e in d.eps],
-        max_cluster_size=d.max_cluster_size,
-        seed=d.seed,
-        backend=d.backend,
-        block_size=d.block_size,
-        fine_margin=d.fine_margin,
+    params: dict[str, Any] = dict(
+        thresholds=[1.0 - e for e in d.eps], max_cluster_size=d.max_cluster_size, seed=d.seed,
+        backend=d.backend, block_size=d.block_size, fine_margin=d.fine_margin,
         fine_resplits=d.fine_resplits,
-        include_stats=True,
-    )
+    )  # fmt: skip
+    fine_fn = partial(fine_cluster_pairs, include_stats=True, **params)
+    inc_fn = partial(increment_group_pairs, **params)
     held: tuple[DataFrame, ...] = ()
     if state is None:
         assigned = reps.select("sample_id", "embedding", F.explode(coarse_ids).alias("coarse"))
@@ -305,6 +302,7 @@ def _fine_pairs(
             members,
             assigned,
             lambda df: df.groupBy("coarse").applyInPandas(fine_fn, FINE_SCHEMA),
+            lambda df: df.groupBy("coarse").applyInPandas(inc_fn, FINE_SCHEMA),
             summary,
         )
     fine = fine.persist(StorageLevel.MEMORY_AND_DISK)
@@ -323,8 +321,8 @@ def _fine_pairs(
 
 
 def _assigned_once(reps: DataFrame, coarse_ids: Column) -> tuple[DataFrame, DataFrame, DataFrame]:
-    """(members: coarse, sample_id, embedding_hash; assigned: sample_id, embedding, coarse;
-    ids: the persisted assignment both are read from).
+    """(members: coarse, sample_id, embedding_hash; assigned: sample_id, embedding, coarse,
+    embedding_hash; ids: the persisted assignment both are read from).
 
     The job reads the assignment twice (the state's membership pass, then the fine stage), so
     the pandas UDF runs once, into a small persisted frame without the embeddings (1M x 768
@@ -338,8 +336,9 @@ def _assigned_once(reps: DataFrame, coarse_ids: Column) -> tuple[DataFrame, Data
         F.explode("coarse_ids").alias("coarse"), "sample_id", F.col("h1").alias("embedding_hash")
     )
     assigned = reps.join(ids.hint("shuffle_hash"), keys).select(
-        "sample_id", "embedding", F.explode("coarse_ids").alias("coarse")
-    )
+        "sample_id", "embedding", F.explode("coarse_ids").alias("coarse"),
+        F.col("h1").alias("embedding_hash"),
+    )  # fmt: skip
     return members, assigned, ids
 
 

@@ -49,7 +49,9 @@ from spark_jobs.tables import (
     table_path,
 )
 
-FINE_COLUMNS = ("a", "b", "similarity", "cluster", "dist_a", "dist_b", "cluster_size")
+FINE_COLUMNS = (
+    "a", "b", "similarity", "cluster", "dist_a", "dist_b", "cluster_size", "centroid"
+)  # fmt: skip
 Fitter = Callable[[], tuple[np.ndarray, str, int, int]]  # () -> (centroids, backend, k, sampled)
 
 
@@ -180,47 +182,88 @@ class SemanticState:
         )
         return [int(r["coarse"]) for r in both.where(~one).select("coarse").collect()]
 
+    def _stored_pairs(self) -> DataFrame:
+        """This basis' stored fine rows at the table's version now (pinned: the commit at the
+        end replaces some of them)."""
+        version = latest_version(self.spark, table_path(self.cfg, DEDUP_GROUP_PAIRS.logical))
+        kept = self._read(DEDUP_GROUP_PAIRS.logical, version)
+        assert kept is not None  # _valid_members checked the table exists
+        return kept.where(F.col("basis") == self.basis)
+
+    def _changes(self, members: DataFrame, old: DataFrame) -> tuple[dict[int, int], DataFrame]:
+        """({coarse group: members gained} for every group that gained or lost one; the lost
+        (coarse, sample_id, embedding_hash) rows: removed samples, or changed embeddings)."""
+        lost = old.subtract(members)
+        diff = (
+            members.subtract(old)
+            .select("coarse", F.lit(1).alias("gained"))
+            .unionByName(lost.select("coarse", F.lit(0).alias("gained")))
+            .groupBy("coarse")
+            .agg(F.sum("gained").alias("gained"))
+        )
+        return {int(r["coarse"]): int(r["gained"]) for r in diff.collect()}, lost
+
     def fine_rows(
         self,
         members: DataFrame,
         assigned: DataFrame,
         fine: Callable[[DataFrame], DataFrame],
+        increment: Callable[[DataFrame], DataFrame],
         summary: Summary,
     ) -> DataFrame:
-        """The fine stage's rows (FINE_COLUMNS) for every coarse group: `fine(assigned rows of
-        the touched groups)` plus the stored rows of the others. `members` (coarse, sample_id,
-        embedding_hash: the xxhash64 of the embedding) are the same rows as `assigned`, without
-        the embeddings, from a frame the caller keeps persisted until after `commit()`. Counts
-        go to the summary."""
+        """The fine stage's rows (FINE_COLUMNS) for every coarse group: `fine(assigned rows)`
+        for the groups split anew (all on a reset; those a crash left split), `increment(...)`
+        (curator_udfs.fine_increment: new members against their stored fine clusters) plus the
+        stored pairs without removed members for the other touched groups, and the stored rows
+        of the untouched ones. `members` (coarse, sample_id, embedding_hash: the xxhash64 of the
+        embedding) are the same rows as `assigned`, without the embeddings, from a frame the
+        caller keeps persisted until after `commit()`. Counts go to the summary."""
         self._members = members
         per_group = members.groupBy("coarse").count().collect()  # one row per coarse group
         sizes = {int(r["coarse"]): int(r["count"]) for r in per_group}
         old = self._valid_members()
-        changed: list[int] = []
+        gained: dict[int, int] = {}
+        split: list[int] = []
+        lost = members.limit(0)
         if old is not None:
-            diff = members.subtract(old).unionByName(old.subtract(members))
-            changed = [int(r["coarse"]) for r in diff.select("coarse").distinct().collect()]
-            changed = sorted(set(changed) | set(self._split_groups()))
-        self.touched = touched_groups(changed, sizes, [], reset=self.reset)
-        compared = sum(sizes.get(c, 0) for c in self.touched)
-        total = len(set(sizes) | set(self.touched))
+            gained, lost = self._changes(members, old)
+            split = self._split_groups()
+        self.touched = touched_groups(set(gained) | set(split), sizes, [], reset=self.reset)
+        refit = self.touched if self.reset else sorted(set(split) & set(self.touched))
+        grown = sorted(set(self.touched) - set(refit))
         summary.extra.update(
             coarse_groups_touched=len(self.touched),
-            coarse_groups_total=total,
-            representatives_compared=compared,
+            coarse_groups_total=len(set(sizes) | set(self.touched)),
+            coarse_groups_split=len(refit),
+            representatives_compared=sum(sizes.get(c, 0) for c in refit)
+            + sum(gained.get(c, 0) for c in grown),
             group_state="rebuilt" if self.reset else "incremental",
         )
-        new = fine(assigned.where(F.col("coarse").isin(self.touched)))
+        parts: list[DataFrame] = []
+        if refit:
+            parts.append(fine(assigned.where(F.col("coarse").isin(refit))))
+        untouched: DataFrame | None = None
+        if not self.reset:
+            assert old is not None  # not a reset: _valid_members found the state
+            stored = self._stored_pairs()
+            in_grown = F.col("coarse").isin(grown)
+            if grown:
+                parts.append(increment(_increment_input(assigned, old, stored, in_grown)))
+                kept = stored.where(in_grown & F.col("a").isNotNull())
+                for side in ("a", "b"):
+                    gone = lost.select("coarse", F.col("sample_id").alias(side))
+                    kept = kept.join(gone, ["coarse", side], "left_anti")
+                parts.append(kept.select(*FINE_COLUMNS))
+            untouched = stored.where(~F.col("coarse").isin(self.touched)).select(*FINE_COLUMNS)
+        new = parts[0].select(*FINE_COLUMNS) if parts else None
+        for part in parts[1:]:
+            new = new.unionByName(part.select(*FINE_COLUMNS)) if new is not None else part
+        if new is None:  # nothing touched: an empty frame of the fine stage's columns
+            new = fine(assigned.where(F.lit(False))).select(*FINE_COLUMNS)
         new = new.select(*FINE_COLUMNS, _coarse_of("cluster").alias("coarse"))
         self._new = new.persist(StorageLevel.MEMORY_AND_DISK)
         out = self._new.select(*FINE_COLUMNS)
-        if not self.reset:
-            version = latest_version(self.spark, table_path(self.cfg, DEDUP_GROUP_PAIRS.logical))
-            kept = self._read(DEDUP_GROUP_PAIRS.logical, version)
-            assert kept is not None  # _valid_members checked the table exists
-            kept = kept.where((F.col("basis") == self.basis) & ~F.col("coarse").isin(self.touched))
-            out = out.unionByName(kept.select(*FINE_COLUMNS))
-        return out
+        return out if untouched is None else out.unionByName(untouched)
 
     def commit(self) -> None:
         """Write the touched groups' pairs, then their members (module docstring)."""
@@ -239,3 +282,27 @@ class SemanticState:
         """Drop the persisted frames."""
         if self._new is not None:
             self._new.unpersist()
+
+
+def _increment_input(
+    assigned: DataFrame, old: DataFrame, stored: DataFrame, in_grown: Column
+) -> DataFrame:
+    """curator_udfs.fine_increment's input rows for the grown groups: their current members
+    with embeddings, their stored members (ids and hashes) and their stored fine clusters
+    (name, size, centroid); one frame, grouped by coarse once."""
+    none = {"string": F.lit(None).cast("string"), "long": F.lit(None).cast("long")}
+    cur = assigned.where(in_grown).select(
+        "sample_id", "embedding", "coarse", "embedding_hash", F.lit("member").alias("kind"),
+        none["string"].alias("leaf"), none["long"].alias("leaf_size"),
+    )  # fmt: skip
+    was = old.where(in_grown).select(
+        "sample_id", F.lit(None).cast("array<float>").alias("embedding"), "coarse",
+        "embedding_hash", F.lit("stored").alias("kind"), none["string"].alias("leaf"),
+        none["long"].alias("leaf_size"),
+    )  # fmt: skip
+    leaves = stored.where(in_grown & F.col("a").isNull()).select(
+        none["string"].alias("sample_id"), F.col("centroid").alias("embedding"), "coarse",
+        none["long"].alias("embedding_hash"), F.lit("leaf").alias("kind"),
+        F.col("cluster").alias("leaf"), F.col("cluster_size").alias("leaf_size"),
+    )  # fmt: skip
+    return cur.unionByName(was).unionByName(leaves)

@@ -114,10 +114,11 @@ DEDUP_GROUP_PAIRS = TableDef(
     "dedup_group_pairs",
     "model STRING NOT NULL, coarse BIGINT NOT NULL, a STRING, b STRING, similarity DOUBLE, "
     "cluster STRING, dist_a DOUBLE, dist_b DOUBLE, cluster_size BIGINT, basis STRING, "
-    "run_id STRING",
+    "run_id STRING, centroid ARRAY<FLOAT>",
     ("model", "cluster", "a", "b"),
     "semantic dedup state: each coarse group's candidate pairs at the lowest threshold, and "
-    "one row per fine cluster with a = b = NULL (its size); kept for untouched groups",
+    "one row per fine cluster with a = b = NULL (its size and centroid); kept for untouched "
+    "groups, extended for touched ones",
 )
 CURATED = TableDef(
     "curated",
@@ -165,6 +166,7 @@ def replace_where(
         .write.format("delta")
         .mode("overwrite")
         .option("replaceWhere", where)
+        .option("mergeSchema", "true")  # a column added since the table was created
         .save(table_path(cfg, tdef.logical))
     )
 

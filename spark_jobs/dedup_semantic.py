@@ -14,9 +14,10 @@
    `max_cluster_size` and emits the pairs at the lowest threshold.
    With fewer than two distinct vectors there is nothing to pair: no k-means runs.
    In the job the centroids come from `dedup_centroids` when they match (model, seed, k,
-   dimension) and only the coarse groups whose members changed go through the fine stage;
-   the others' rows are read from `dedup_group_pairs` (spark_jobs.dedup_state says what is
-   stored and why). The API passes no state and computes everything. The job runs the
+   dimension) and only the coarse groups whose members changed go through the fine stage,
+   which then compares their new members with the stored fine clusters they fall in
+   (curator_udfs.fine_increment); the others' rows are read from `dedup_group_pairs`
+   (spark_jobs.dedup_state says what is stored and why). The API passes no state and computes everything. The job runs the
    assignment UDF once, into a small persisted frame both the membership pass and the fine
    stage read (`_assigned_once`).
 4. Per eps, pairs with similarity >= 1 - eps, plus for every copy: an edge to its
@@ -296,7 +297,7 @@ def _fine_pairs(
         assigned = reps.select("sample_id", "embedding", F.explode(coarse_ids).alias("coarse"))
         fine = assigned.groupBy("coarse").applyInPandas(fine_fn, FINE_SCHEMA)
     else:
-        members, assigned, ids = _assigned_once(reps, coarse_ids)
+        members, assigned, ids = _assigned_once(reps, coarse_ids, state.stored_assignment())
         held = (ids,)
         fine = state.fine_rows(
             members,
@@ -320,7 +321,9 @@ def _fine_pairs(
     return pairs, (fine, *held)
 
 
-def _assigned_once(reps: DataFrame, coarse_ids: Column) -> tuple[DataFrame, DataFrame, DataFrame]:
+def _assigned_once(
+    reps: DataFrame, coarse_ids: Column, known: DataFrame | None = None
+) -> tuple[DataFrame, DataFrame, DataFrame]:
     """(members: coarse, sample_id, embedding_hash; assigned: sample_id, embedding, coarse,
     embedding_hash; ids: the persisted assignment both are read from).
 
@@ -329,9 +332,21 @@ def _assigned_once(reps: DataFrame, coarse_ids: Column) -> tuple[DataFrame, Data
     exploded over two coarse groups would be 4+ GB), joined back to the representatives on
     their keys: the representatives are persisted partitioned by (h1, h2, sample_id), so the
     shuffled hash join reads them in place; only the small side is exchanged. h1 is the
-    xxhash64 of the embedding that `dedup_members.embedding_hash` has always held."""
+    xxhash64 of the embedding that `dedup_members.embedding_hash` has always held.
+
+    With `known` (sample_id, embedding_hash, coarse_ids: the stored assignment under the same
+    centroids and margins, spark_jobs.dedup_state), a representative stored with the same
+    embedding hash keeps its stored groups (the assignment is a function of the embedding),
+    so the UDF, and the transfer of embeddings into Python, runs over the others only."""
     keys = ["h1", "h2", "sample_id"]
-    ids = reps.select(*keys, coarse_ids.alias("coarse_ids")).persist(StorageLevel.MEMORY_AND_DISK)
+    if known is None:
+        ids = reps.select(*keys, coarse_ids.alias("coarse_ids"))
+    else:
+        old = reps.select(*keys).join(known.withColumnRenamed("embedding_hash", "h1"),
+                                      ["sample_id", "h1"])  # fmt: skip
+        rest = reps.join(old.select(*keys).hint("shuffle_hash"), keys, "left_anti")
+        ids = old.unionByName(rest.select(*keys, coarse_ids.alias("coarse_ids")))
+    ids = ids.persist(StorageLevel.MEMORY_AND_DISK)
     members = ids.select(
         F.explode("coarse_ids").alias("coarse"), "sample_id", F.col("h1").alias("embedding_hash")
     )

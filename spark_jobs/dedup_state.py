@@ -9,14 +9,17 @@ What is stored, and why (tables declared in spark_jobs/tables.py):
 - `dedup_members`: per coarse group, its representatives (sample_id and a hash of the
   embedding): what tells which groups gained or lost a member.
 - `dedup_group_pairs`: per coarse group, the fine stage's output (candidate pairs at the
-  lowest threshold, and one size row per fine cluster).
+  lowest threshold, and one row per fine cluster with its size and centroid).
 Both state tables carry a `basis`: the centroid fit plus the parameters a group's pairs depend
 on (lowest threshold, max_cluster_size, second_margin, coarse_assignments, backend, seed,
-block_size). A group's pairs depend only on its members and that basis, so recomputing the
-touched groups (new against new and new against the group's existing members) and keeping the
-stored pairs of the others gives exactly what a from-scratch run with the same centroids gives.
-Removed samples leave their groups' member sets, so those groups are touched and recomputed
-without them.
+block_size). A group that gained or lost members ("touched") keeps its fine clusters: its new
+members are compared with each other and with the old members of the fine clusters they fall
+in (curator_udfs.fine_increment, no k-means), its stored pairs are kept without those of
+removed samples (or of samples whose embedding changed: they count as removed and new). The
+other groups' stored rows are read back. A group is split anew (fine k-means, every pair) on a
+reset: refitted centroids, another basis, `--full`, or a crash between the state writes. So an
+incremental run finds what a from-scratch run with the same centroids finds except near fine
+borders, where the two splits differ (the bench measures its recall).
 
 State is written last (`commit`, after the `duplicates` rows), touched groups only (`replaceWhere
 model AND coarse IN (...)`), pairs before members, both rows tagged with the run: a group whose
@@ -77,6 +80,8 @@ class SemanticState:
         self.touched: list[int] = []
         self._new: DataFrame | None = None
         self._members: DataFrame | None = None
+        self._old: DataFrame | None = None  # the stored members, once checked usable
+        self._checked = False
 
     # ---- centroids -----------------------------------------------------------------------------
     def _where_model(self) -> str:
@@ -140,9 +145,23 @@ class SemanticState:
         replace_where(self.spark, self.cfg, DEDUP_CENTROIDS, df, self._where_model())
 
     # ---- groups --------------------------------------------------------------------------------
+    def stored_assignment(self) -> DataFrame | None:
+        """The stored coarse groups of each representative (sample_id, embedding_hash,
+        coarse_ids) when the group state is usable under this run's basis, else None. Call
+        after `centroids()`."""
+        old = self._valid_members()
+        if old is None:
+            return None
+        return old.groupBy("sample_id", "embedding_hash").agg(
+            F.collect_list("coarse").alias("coarse_ids")
+        )
+
     def _valid_members(self) -> DataFrame | None:
         """The stored members under this run's basis, or None (and reset) if any stored row of
-        the model has another basis or there are none."""
+        the model has another basis or there are none. Checked once per run."""
+        if self._checked:
+            return self._old
+        self._checked = True
         old = None if self.reset else self._read(DEDUP_MEMBERS.logical)
         if old is None or self._read(DEDUP_GROUP_PAIRS.logical) is None:
             self.reset = True
@@ -154,7 +173,8 @@ class SemanticState:
         if row is None or not row["ok"] or row["other"]:
             self.reset = True
             return None
-        return old.select("coarse", "sample_id", "embedding_hash")
+        self._old = old.select("coarse", "sample_id", "embedding_hash")
+        return self._old
 
     def _split_groups(self) -> list[int]:
         """Coarse groups whose stored pairs and members were not written by one commit (one
@@ -248,7 +268,9 @@ class SemanticState:
             stored = self._stored_pairs()
             in_grown = F.col("coarse").isin(grown)
             if grown:
-                parts.append(increment(_increment_input(assigned, old, stored, in_grown)))
+                gainers = F.col("coarse").isin([c for c in grown if gained.get(c)])
+                rows = _increment_input(assigned, old, stored, in_grown, gainers)
+                parts.append(increment(rows))
                 kept = stored.where(in_grown & F.col("a").isNotNull())
                 for side in ("a", "b"):
                     gone = lost.select("coarse", F.col("sample_id").alias(side))
@@ -285,13 +307,14 @@ class SemanticState:
 
 
 def _increment_input(
-    assigned: DataFrame, old: DataFrame, stored: DataFrame, in_grown: Column
+    assigned: DataFrame, old: DataFrame, stored: DataFrame, in_grown: Column, gainers: Column
 ) -> DataFrame:
-    """curator_udfs.fine_increment's input rows for the grown groups: their current members
-    with embeddings, their stored members (ids and hashes) and their stored fine clusters
-    (name, size, centroid); one frame, grouped by coarse once."""
+    """curator_udfs.fine_increment's input rows for the touched groups that keep their fine
+    clusters: their current members with embeddings (only where the group gained one: a group
+    that only lost members has nothing to compare), their stored members (ids and hashes) and
+    their stored fine clusters (name, size, centroid); one frame, grouped by coarse once."""
     none = {"string": F.lit(None).cast("string"), "long": F.lit(None).cast("long")}
-    cur = assigned.where(in_grown).select(
+    cur = assigned.where(in_grown & gainers).select(
         "sample_id", "embedding", "coarse", "embedding_hash", F.lit("member").alias("kind"),
         none["string"].alias("leaf"), none["long"].alias("leaf_size"),
     )  # fmt: skip

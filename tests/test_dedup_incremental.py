@@ -182,6 +182,24 @@ def test_incremental_equals_from_scratch_with_the_same_centroids(
     assert again.extra["representatives_compared"] == 0
     pd.testing.assert_frame_equal(_dups(spark, cfg), got)
 
+    # only removals, in another group: nothing to compare, its pairs without the removed
+    dup_ids = set(got["sample_id"]) - set(new_ids)
+    other = next(g for g in sorted(only) if g != c and set(only[g]) & dup_ids)
+    gone2 = sorted(set(only[other]) & dup_ids)[:2]
+    _remove(spark, cfg, gone2)
+    fewer = dedup.run(spark, cfg)
+    assert fewer.extra["coarse_groups_touched"] >= 1 and fewer.extra["coarse_groups_split"] == 0
+    assert fewer.extra["representatives_compared"] == 0
+    scratch2 = make_cfg(*SETS, "dedup.coarse_k=8", "dedup.max_cluster_size=40",
+                        warehouse=tmp_path / "fresh2")  # fmt: skip
+    keep2 = [i for i in keep if ids[i] not in gone2]
+    _append(spark, scratch2, [ids[i] for i in keep2], x[keep2], score[keep2])
+    _append(spark, scratch2, new_ids, new, new_score)
+    _copy_table(cfg, scratch2, "dedup_centroids")
+    dedup.run(spark, scratch2)
+    pd.testing.assert_frame_equal(_dups(spark, cfg), _dups(spark, scratch2))
+    assert not set(gone2) & set().union(*_pairs(spark, cfg))
+
 
 def test_well_separated_data_incremental_equals_a_full_refit(
     spark, make_cfg, tmp_path: Path

@@ -17,9 +17,10 @@
    dimension) and only the coarse groups whose members changed go through the fine stage,
    which then compares their new members with the stored fine clusters they fall in
    (curator_udfs.fine_increment); the others' rows are read from `dedup_group_pairs`
-   (spark_jobs.dedup_state says what is stored and why). The API passes no state and computes everything. The job runs the
-   assignment UDF once, into a small persisted frame both the membership pass and the fine
-   stage read (`_assigned_once`).
+   (spark_jobs.dedup_state says what is stored and why). The API passes no state and
+   computes everything. The job runs the assignment UDF once, into a small persisted frame
+   both the membership pass and the fine stage read (`_assigned_once`), and only over the
+   representatives the state does not hold with the same embedding.
 4. Per eps, pairs with similarity >= 1 - eps, plus for every copy: an edge to its
    representative (similarity 1, no cluster) and one to its representative's best-ranked
    partner at that eps. As for perceptual groups (spark_jobs.dedup_perceptual), that keeps
@@ -151,7 +152,7 @@ class SemanticPairs:
 
 def _group_identical(
     emb: DataFrame, ranked: DataFrame, order: str
-) -> tuple[DataFrame, DataFrame, DataFrame]:
+) -> tuple[DataFrame, DataFrame, DataFrame, DataFrame]:
     """(keyed: sample_id, key, h1, h2, ok, dim, one row per sample; best: h1, h2, rep, size,
     ok, dim, one row per distinct vector; reps: h1, h2, sample_id (= rep), embedding, on disk,
     partitioned by (h1, h2, sample_id); all three persisted).
@@ -163,18 +164,25 @@ def _group_identical(
     by a shuffled hash join on (h1, h2, sample_id): the embeddings are read twice (the hashes,
     then the representatives; the small per-sample frame is what is cached), shuffled once and
     never sorted (a min over structs holding them sorted 3 GB twice at 1M x 768; keyed by the
-    array, they were cached twice and ran a 6 GB local driver out of heap). `emb` has a NULL
+    array, they were cached twice and ran a 6 GB local driver out of heap). The rank key is
+    joined to the small hashed rows, not to the scan (joined to the scan, it shuffled the 3 GB
+    twice more). `emb` has a NULL
     embedding where it is unusable: those rows form the one group that is not `ok` (counted,
     never paired)."""
     key = F.struct("sample_id") if order == "farthest_from_centroid" else rank_key(order)
-    keyed = emb.join(ranked, "sample_id", "left").select(
-        "sample_id", "embedding", key.alias("key"),
-        F.xxhash64("embedding").alias("h1"), F.hash("embedding").alias("h2"),
-    )  # fmt: skip
+    keyed = emb.select(
+        "sample_id", "embedding", F.xxhash64("embedding").alias("h1"),
+        F.hash("embedding").alias("h2"),
+    ).persist(StorageLevel.DISK_ONLY)  # fmt: skip
     ok = F.col("embedding").isNotNull()
-    small = keyed.select(
-        "sample_id", "key", "h1", "h2", ok.alias("ok"), F.when(ok, F.size("embedding")).alias("dim")
-    ).persist(StorageLevel.MEMORY_AND_DISK)
+    hashed = keyed.select(
+        "sample_id", "h1", "h2", ok.alias("ok"), F.when(ok, F.size("embedding")).alias("dim")
+    )  # the rank key is joined to these small rows: the embeddings are never shuffled for it
+    small = (
+        hashed.join(ranked, "sample_id", "left")
+        .select("sample_id", key.alias("key"), "h1", "h2", "ok", "dim")
+        .persist(StorageLevel.MEMORY_AND_DISK)
+    )
     best = (
         small.groupBy("h1", "h2")
         .agg(
@@ -191,7 +199,7 @@ def _group_identical(
     reps = reps.join(chosen.hint("shuffle_hash"), ["h1", "h2", "sample_id"], "left_semi")
     # on disk only: a cached partition of embeddings is read back as one buffer when its level
     # allows memory (1M x 768 in 8 shuffle partitions: ~350 MB each, two tasks at a time, heap out)
-    return small, best, reps.persist(StorageLevel.DISK_ONLY)
+    return small, best, reps.persist(StorageLevel.DISK_ONLY), keyed
 
 
 def semantic_pairs(
@@ -214,7 +222,7 @@ def semantic_pairs(
     d = cfg.dedup
     order = order_for("semantic", d.keep)
     emb = emb.select("sample_id", F.when(usable_embedding(), F.col("embedding")).alias("embedding"))
-    keyed, best, reps = _group_identical(emb, ranked, order)
+    keyed, best, reps, scan = _group_identical(emb, ranked, order)
     ok = F.col("ok")
     counts = best.agg(
         F.sum(F.when(ok, F.col("size"))).alias("n"),
@@ -239,7 +247,7 @@ def semantic_pairs(
         .select("sample_id", "rep")
     )
     copies = copies.persist(StorageLevel.MEMORY_AND_DISK)
-    held: tuple[DataFrame, ...] = (keyed, best, reps)
+    held: tuple[DataFrame, ...] = (keyed, best, reps, scan)
     if n_reps < 2:
         summary.extra["semantic_note"] = (
             f"{n_reps} distinct embedding(s) of {n:,}: nothing to compare beyond identical "
@@ -248,7 +256,8 @@ def semantic_pairs(
         pairs = spark.createDataFrame([], PAIRS_SCHEMA)
     else:
         dim = int(counts["dim"] or 0)
-        pairs, fine_held = _fine_pairs(spark, cfg, reps, n_reps, summary, state, dim)
+        rep_keys = best.where(ok).select("h1", "h2", F.col("rep").alias("sample_id"))
+        pairs, fine_held = _fine_pairs(spark, cfg, reps, n_reps, summary, state, dim, rep_keys)
         held += fine_held
     return SemanticPairs(pairs=pairs, copies=copies, held=held)
 
@@ -261,10 +270,12 @@ def _fine_pairs(
     summary: Summary,
     state: SemanticState | None = None,
     dim: int = 0,
+    rep_keys: DataFrame | None = None,
 ) -> tuple[DataFrame, tuple[DataFrame, ...]]:
     """Coarse fit (or stored centroids), assignment and fine-cluster pairs of `n`
-    representatives: (unique pairs, lazily checkpointed; the persisted frames they are read
-    from: the fine-stage output first)."""
+    representatives (`rep_keys`: their h1, h2, sample_id, from a small persisted frame):
+    (unique pairs, lazily checkpointed; the persisted frames they are read from: the
+    fine-stage output first)."""
     d = cfg.dedup
     t0 = time.perf_counter()
     if state is None:
@@ -297,7 +308,9 @@ def _fine_pairs(
         assigned = reps.select("sample_id", "embedding", F.explode(coarse_ids).alias("coarse"))
         fine = assigned.groupBy("coarse").applyInPandas(fine_fn, FINE_SCHEMA)
     else:
-        members, assigned, ids = _assigned_once(reps, coarse_ids, state.stored_assignment())
+        known = state.stored_assignment()
+        keys = rep_keys if rep_keys is not None else reps.select("h1", "h2", "sample_id")
+        members, assigned, ids = _assigned_once(reps, coarse_ids, known, keys)
         held = (ids,)
         fine = state.fine_rows(
             members,
@@ -322,7 +335,10 @@ def _fine_pairs(
 
 
 def _assigned_once(
-    reps: DataFrame, coarse_ids: Column, known: DataFrame | None = None
+    reps: DataFrame,
+    coarse_ids: Column,
+    known: DataFrame | None = None,
+    rep_keys: DataFrame | None = None,
 ) -> tuple[DataFrame, DataFrame, DataFrame]:
     """(members: coarse, sample_id, embedding_hash; assigned: sample_id, embedding, coarse,
     embedding_hash; ids: the persisted assignment both are read from).
@@ -337,14 +353,17 @@ def _assigned_once(
     With `known` (sample_id, embedding_hash, coarse_ids: the stored assignment under the same
     centroids and margins, spark_jobs.dedup_state), a representative stored with the same
     embedding hash keeps its stored groups (the assignment is a function of the embedding),
-    so the UDF, and the transfer of embeddings into Python, runs over the others only."""
+    so the UDF, and the transfer of embeddings into Python, runs over the others only; which
+    ones those are is found over `rep_keys` (the representatives' keys, without reading their
+    embeddings)."""
     keys = ["h1", "h2", "sample_id"]
     if known is None:
         ids = reps.select(*keys, coarse_ids.alias("coarse_ids"))
     else:
-        old = reps.select(*keys).join(known.withColumnRenamed("embedding_hash", "h1"),
-                                      ["sample_id", "h1"])  # fmt: skip
-        rest = reps.join(old.select(*keys).hint("shuffle_hash"), keys, "left_anti")
+        rep_keys = rep_keys if rep_keys is not None else reps.select(*keys)
+        old = rep_keys.join(known.withColumnRenamed("embedding_hash", "h1"), ["sample_id", "h1"])
+        fresh = rep_keys.join(old.select(*keys), keys, "left_anti")
+        rest = reps.join(fresh.hint("shuffle_hash"), keys, "left_semi")
         ids = old.unionByName(rest.select(*keys, coarse_ids.alias("coarse_ids")))
     ids = ids.persist(StorageLevel.MEMORY_AND_DISK)
     members = ids.select(

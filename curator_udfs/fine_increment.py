@@ -8,16 +8,19 @@ and each leaf's centroid) and, for a group that gained members, compares only wh
   second nearest when the cosine margin is below ``fine_margin`` (the border rule of the split);
 - each new member is compared with the old members that share one of its leaves, and with every
   other new member of the group (new x new is small: an increment, not the table);
-- a pair is named after the new member's leaf (the first they share), and its ``dist_*`` are
-  the cosine distances to that leaf's centroid, as in a full run.
+- a pair is named after a leaf (new x old: the first by name that both share; new x new: the
+  nearest leaf of the pair's first member), and its ``dist_*`` are the cosine distances to
+  that leaf's centroid, as in a full run;
+- each leaf's size is recounted: the current members whose nearest leaf it is.
 
 So the work is (new members) x (leaf size), not (group size) x (leaf size), and no k-means runs.
 The old x old pairs are the stored ones (the job drops those of removed members). A group with
 no stored leaves (a coarse centroid that had no members before) is split and searched whole.
-Leaves are not re-split between refits: the job refits the coarse centroids when the automatic
-k moves by more than 2x (curator_udfs.coarse_reuse), which bounds how far a leaf can grow; an
-old member whose nearest leaf is not the one it was split into can miss a new partner that a
-full run would find: the bench measures the recall of incremental runs (README).
+Leaves are not re-split here: the job splits a group anew when a leaf outgrew twice
+``max_cluster_size`` or the group gained more than ``max_cluster_size`` members
+(spark_jobs.dedup_state). An old member whose nearest leaf is not the one it was split into
+can miss a new partner that a full run would find: the bench measures the recall of
+incremental runs (README).
 
 Input rows (one coarse group, ``applyInPandas``), column ``kind``:
 ``member`` (sample_id, embedding, embedding_hash: every current member), ``stored`` (sample_id,
@@ -53,15 +56,17 @@ def _leaf_sets(x: np.ndarray, centroids: np.ndarray, fine_margin: float | None) 
 
 
 def _cross_above(xa: np.ndarray, xb: np.ndarray, threshold: float, block_size: int) -> tuple:
-    """Index pairs (i into xa, j into xb) with xa[i] . xb[j] >= threshold, in row tiles."""
+    """Index pairs (i into xa, j into xb) with xa[i] . xb[j] >= threshold, in tiles of at most
+    block_size x block_size (the memory bound of curator_udfs.similarity.pairs_above)."""
     out_i, out_j, out_s = [], [], []
     thr = np.float32(threshold)
-    for start in range(0, xa.shape[0], block_size):
-        tile = xa[start : start + block_size] @ xb.T
-        ii, jj = np.nonzero(tile >= thr)
-        out_i.append(ii + start)
-        out_j.append(jj)
-        out_s.append(tile[ii, jj])
+    for bi in range(0, xa.shape[0], block_size):
+        for bj in range(0, xb.shape[0], block_size):
+            tile = xa[bi : bi + block_size] @ xb[bj : bj + block_size].T
+            ii, jj = np.nonzero(tile >= thr)
+            out_i.append(ii + bi)
+            out_j.append(jj + bj)
+            out_s.append(tile[ii, jj])
     if not out_i:
         return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
     return np.concatenate(out_i), np.concatenate(out_j), np.concatenate(out_s)
@@ -103,7 +108,7 @@ def increment_group_pairs(
         x = _stack(members["embedding"])
         sets = _leaf_sets(x, centroids, fine_margin)
         new_idx, old_idx = np.flatnonzero(new), np.flatnonzero(~new)
-        np.add.at(sizes, sets[new_idx, 0], 1)
+        sizes = np.bincount(sets[:, 0], minlength=len(names)).astype(np.int64)
         threshold = float(min(thresholds))
         a, b, s, leaf = _new_new(x, ids, new_idx, sets, threshold, block_size)
         for li in np.unique(sets[new_idx]):

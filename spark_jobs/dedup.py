@@ -37,9 +37,10 @@ version. Exact and perceptual are recomputed over the whole set (hashes are kept
 Semantic is incremental (spark_jobs.dedup_state): stored per model are the coarse centroids
 (`dedup_centroids`: model, seed, k, dim, backend; reused while they match, so old
 representatives keep their coarse group), each coarse group's members (`dedup_members`) and
-its fine-stage pairs (`dedup_group_pairs`), so that a run recomputes only the groups that
-gained or lost a member and reads the others' pairs back: the same result as a from-scratch
-run with the same centroids, at the cost of the touched groups. `run(..., full=True)`
+its fine-stage pairs and fine clusters (`dedup_group_pairs`), so that a run compares only the
+new members of the groups that gained one (against the stored fine clusters they fall in) and
+reads every other pair back: a from-scratch run's result with the same centroids, except near
+fine-cluster borders. `run(..., full=True)`
 (`curator dedup --full`) refits the centroids and recomputes every group.
 """
 
@@ -78,10 +79,6 @@ from spark_jobs.tables import (
 from spark_jobs.views import head_column
 
 METHODS = ("exact", "perceptual", "semantic")
-FINE_SCHEMA = (
-    "a STRING, b STRING, similarity DOUBLE, cluster STRING, dist_a DOUBLE, dist_b DOUBLE, "
-    "cluster_size BIGINT"
-)
 
 
 # ---- inputs ------------------------------------------------------------------------------------

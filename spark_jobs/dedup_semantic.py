@@ -155,16 +155,18 @@ def _group_identical(
 ) -> tuple[DataFrame, DataFrame, DataFrame, DataFrame]:
     """(keyed: sample_id, key, h1, h2, ok, dim, one row per sample; best: h1, h2, rep, size,
     ok, dim, one row per distinct vector; reps: h1, h2, sample_id (= rep), embedding, on disk,
-    partitioned by (h1, h2, sample_id); all three persisted).
+    partitioned by (h1, h2, sample_id); scan: the hashed scan, on disk, which the first two are
+    computed from and reps picked out of; all four persisted).
 
     Grouped by two independent hashes of the array (xxhash64 and murmur3, 96 bits: two distinct
     vectors among 10^9 share a group with probability ~10^-11), not by the array itself, and
     without the embeddings: the best-ranked sample of each group is found over (hashes, rank
     key, sample_id) rows only, then the representatives' embeddings are picked out of the scan
-    by a shuffled hash join on (h1, h2, sample_id): the embeddings are read twice (the hashes,
-    then the representatives; the small per-sample frame is what is cached), shuffled once and
-    never sorted (a min over structs holding them sorted 3 GB twice at 1M x 768; keyed by the
-    array, they were cached twice and ran a 6 GB local driver out of heap). The rank key is
+    by a shuffled hash join on (h1, h2, sample_id): the embeddings are read from Delta once
+    (the hashed scan is cached on disk: reading it back costs a fifth of the Delta scan at 1M x
+    768), shuffled once and never sorted (a min over structs holding them sorted 3 GB twice at
+    1M x 768; keyed by the array, they were cached twice and ran a 6 GB local driver out of
+    heap). The rank key is
     joined to the small hashed rows, not to the scan (joined to the scan, it shuffled the 3 GB
     twice more). `emb` has a NULL
     embedding where it is unusable: those rows form the one group that is not `ok` (counted,
@@ -247,7 +249,7 @@ def semantic_pairs(
         .select("sample_id", "rep")
     )
     copies = copies.persist(StorageLevel.MEMORY_AND_DISK)
-    held: tuple[DataFrame, ...] = (keyed, best, reps, scan)
+    held: tuple[DataFrame, ...] = (keyed, best, reps)
     if n_reps < 2:
         summary.extra["semantic_note"] = (
             f"{n_reps} distinct embedding(s) of {n:,}: nothing to compare beyond identical "
@@ -259,6 +261,7 @@ def semantic_pairs(
         rep_keys = best.where(ok).select("h1", "h2", F.col("rep").alias("sample_id"))
         pairs, fine_held = _fine_pairs(spark, cfg, reps, n_reps, summary, state, dim, rep_keys)
         held += fine_held
+    scan.unpersist()  # reps, the last frame read from it, is on disk after the fine stage
     return SemanticPairs(pairs=pairs, copies=copies, held=held)
 
 

@@ -45,6 +45,7 @@ from spark_jobs.tables import (
     DEDUP_CENTROIDS,
     DEDUP_GROUP_PAIRS,
     DEDUP_MEMBERS,
+    add_missing_columns,
     is_delta,
     latest_version,
     replace_where,
@@ -66,9 +67,9 @@ def _coarse_of(cluster: str) -> Column:
 class SemanticState:
     """The stored centroids and group state of one model, for one run of the job.
 
-    `centroids()` reuses or refits; `fine_rows()` recomputes the touched groups and keeps the
-    others; `commit()` writes the touched groups' state (call it after the last read of the
-    pairs); `unpersist()` drops the frames it holds.
+    `centroids()` reuses or refits; `fine_rows()` extends (or splits anew) the touched groups
+    and keeps the others; `commit()` writes the touched groups' state (call it after the last
+    read of the pairs); `unpersist()` drops the frames it holds.
     """
 
     def __init__(
@@ -82,6 +83,7 @@ class SemanticState:
         self._members: DataFrame | None = None
         self._old: DataFrame | None = None  # the stored members, once checked usable
         self._checked = False
+        self._held: list[DataFrame] = []
 
     # ---- centroids -----------------------------------------------------------------------------
     def _where_model(self) -> str:
@@ -213,7 +215,7 @@ class SemanticState:
     def _changes(self, members: DataFrame, old: DataFrame) -> tuple[dict[int, int], DataFrame]:
         """({coarse group: members gained} for every group that gained or lost one; the lost
         (coarse, sample_id, embedding_hash) rows: removed samples, or changed embeddings)."""
-        lost = old.subtract(members)
+        lost = old.subtract(members).persist(StorageLevel.MEMORY_AND_DISK)  # read 3 times
         diff = (
             members.subtract(old)
             .select("coarse", F.lit(1).alias("gained"))
@@ -222,6 +224,23 @@ class SemanticState:
             .agg(F.sum("gained").alias("gained"))
         )
         return {int(r["coarse"]): int(r["gained"]) for r in diff.collect()}, lost
+
+    def _resplit(
+        self, split: list[int], gained: dict[int, int], sizes: dict[int, int]
+    ) -> list[int]:
+        """Touched groups to split anew rather than extend: those a crash left split, those
+        that lost every member (their state is then deleted), those that gained more than
+        `max_cluster_size` members (new x new is searched whole, and a large increment is
+        cheaper to split), and those whose largest stored fine cluster grew past twice
+        `max_cluster_size` (a fine cluster is never re-split while it is extended)."""
+        bound = self.cfg.dedup.max_cluster_size
+        out = set(split) | {c for c in gained if c not in sizes or gained[c] > bound}
+        grown = sorted(set(gained) - out)
+        if grown:
+            stored = self._stored_pairs().where(F.col("a").isNull() & F.col("coarse").isin(grown))
+            big = stored.where(F.col("cluster_size") > 2 * bound).select("coarse").distinct()
+            out |= {int(r["coarse"]) for r in big.collect()}  # at most one row per group
+        return sorted(out)
 
     def fine_rows(
         self,
@@ -247,9 +266,10 @@ class SemanticState:
         lost = members.limit(0)
         if old is not None:
             gained, lost = self._changes(members, old)
+            self._held.append(lost)
             split = self._split_groups()
         self.touched = touched_groups(set(gained) | set(split), sizes, [], reset=self.reset)
-        refit = self.touched if self.reset else sorted(set(split) & set(self.touched))
+        refit = self.touched if self.reset else self._resplit(split, gained, sizes)
         grown = sorted(set(self.touched) - set(refit))
         summary.extra.update(
             coarse_groups_touched=len(self.touched),
@@ -268,10 +288,13 @@ class SemanticState:
             stored = self._stored_pairs()
             in_grown = F.col("coarse").isin(grown)
             if grown:
-                gainers = F.col("coarse").isin([c for c in grown if gained.get(c)])
-                rows = _increment_input(assigned, old, stored, in_grown, gainers)
-                parts.append(increment(rows))
-                kept = stored.where(in_grown & F.col("a").isNotNull())
+                gainers = [c for c in grown if gained.get(c)]
+                in_gainers = F.col("coarse").isin(gainers)
+                if gainers:
+                    parts.append(increment(_increment_input(assigned, old, stored, in_gainers)))
+                # stored pairs of every grown group without removed members; stats rows too
+                # where no member came (nothing to recount: they pass through unchanged)
+                kept = stored.where(in_grown & (F.col("a").isNotNull() | ~in_gainers))
                 for side in ("a", "b"):
                     gone = lost.select("coarse", F.col("sample_id").alias(side))
                     kept = kept.join(gone, ["coarse", side], "left_anti")
@@ -296,25 +319,28 @@ class SemanticState:
             where += f" AND coarse IN ({', '.join(str(c) for c in self.touched)})"
         extra = (F.lit(self.model).alias("model"), F.lit(self.basis).alias("basis"),
                  F.lit(self.run_id).alias("run_id"))  # fmt: skip
+        add_missing_columns(self.spark, self.cfg, DEDUP_GROUP_PAIRS)  # `centroid`, since stop 41
         replace_where(self.spark, self.cfg, DEDUP_GROUP_PAIRS, self._new.select("*", *extra), where)
         members = self._members.where(F.col("coarse").isin(self.touched))
         replace_where(self.spark, self.cfg, DEDUP_MEMBERS, members.select("*", *extra), where)
 
     def unpersist(self) -> None:
         """Drop the persisted frames."""
-        if self._new is not None:
-            self._new.unpersist()
+        for df in (self._new, *self._held):
+            if df is not None:
+                df.unpersist()
 
 
 def _increment_input(
-    assigned: DataFrame, old: DataFrame, stored: DataFrame, in_grown: Column, gainers: Column
+    assigned: DataFrame, old: DataFrame, stored: DataFrame, in_grown: Column
 ) -> DataFrame:
-    """curator_udfs.fine_increment's input rows for the touched groups that keep their fine
-    clusters: their current members with embeddings (only where the group gained one: a group
-    that only lost members has nothing to compare), their stored members (ids and hashes) and
-    their stored fine clusters (name, size, centroid); one frame, grouped by coarse once."""
+    """curator_udfs.fine_increment's input rows for the groups that gained members and keep
+    their fine clusters: their current members with embeddings, their stored members (ids and
+    hashes) and their stored fine clusters (name, size, centroid; hash 0, never NULL: a NULL
+    would turn the column into float64 in pandas and merge nearby hashes); one frame, grouped
+    by coarse once."""
     none = {"string": F.lit(None).cast("string"), "long": F.lit(None).cast("long")}
-    cur = assigned.where(in_grown & gainers).select(
+    cur = assigned.where(in_grown).select(
         "sample_id", "embedding", "coarse", "embedding_hash", F.lit("member").alias("kind"),
         none["string"].alias("leaf"), none["long"].alias("leaf_size"),
     )  # fmt: skip
@@ -325,7 +351,7 @@ def _increment_input(
     )  # fmt: skip
     leaves = stored.where(in_grown & F.col("a").isNull()).select(
         none["string"].alias("sample_id"), F.col("centroid").alias("embedding"), "coarse",
-        none["long"].alias("embedding_hash"), F.lit("leaf").alias("kind"),
+        F.lit(0).cast("long").alias("embedding_hash"), F.lit("leaf").alias("kind"),
         F.col("cluster").alias("leaf"), F.col("cluster_size").alias("leaf_size"),
     )  # fmt: skip
     return cur.unionByName(was).unionByName(leaves)

@@ -166,7 +166,6 @@ def replace_where(
         .write.format("delta")
         .mode("overwrite")
         .option("replaceWhere", where)
-        .option("mergeSchema", "true")  # a column added since the table was created
         .save(table_path(cfg, tdef.logical))
     )
 

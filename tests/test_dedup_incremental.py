@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from delta.tables import DeltaTable
+from pyspark.sql import functions as F
 
 from bench.synthetic import mixture_embeddings
 from curator_udfs.coarse_reuse import StoredCentroids, refit_reason, touched_groups
@@ -220,6 +221,41 @@ def test_well_separated_data_incremental_equals_a_full_refit(
     want = _dups(spark, fresh)
     assert len(want) and set(new_ids) & set(want["sample_id"])
     pd.testing.assert_frame_equal(_dups(spark, cfg), want)
+
+
+def test_state_of_an_older_layout_is_rebuilt_and_an_emptied_group_leaves_the_state(
+    spark, make_cfg
+) -> None:
+    """Group state written before fine clusters carried centroids (no `centroid` column, an
+    older basis) is rebuilt, the column added; a coarse group whose every member is removed
+    is dropped from both state tables in one run, so the next run finds nothing split."""
+    rng = np.random.default_rng(5)
+    cfg, _, ids, x, _ = _separated(spark, make_cfg, rng, 4, 150)
+    for table in ("dedup_group_pairs", "dedup_members"):
+        old = read_table(spark, cfg, table).withColumn("basis", F.lit("fit=r;t=0.97"))
+        old = old.drop("centroid").localCheckpoint()
+        old.write.format("delta").mode("overwrite").option("overwriteSchema", "true").save(
+            table_path(cfg, table)
+        )
+    assert "centroid" not in read_table(spark, cfg, "dedup_group_pairs").columns
+    rebuilt = dedup.run(spark, cfg)
+    assert rebuilt.extra["group_state"] == "rebuilt" and rebuilt.extra["centroids"] == "reused"
+    stats = read_table(spark, cfg, "dedup_group_pairs").where("a IS NULL").toPandas()
+    assert len(stats) and stats["centroid"].map(len).eq(DIM).all()
+
+    members = _state(spark, cfg, "dedup_members", ["coarse", "sample_id"])
+    per_sample = members.groupby("sample_id")["coarse"].nunique()
+    alone = members[members["sample_id"].map(per_sample) == 1]
+    c = int(alone["coarse"].mode()[0])
+    emptied = sorted(set(members.loc[members["coarse"] == c, "sample_id"]))
+    _remove(spark, cfg, emptied)
+    run = dedup.run(spark, cfg)
+    assert run.extra["group_state"] == "incremental" and run.extra["coarse_groups_split"] >= 1
+    for table in ("dedup_group_pairs", "dedup_members"):
+        assert read_table(spark, cfg, table).where(F.col("coarse") == c).count() == 0
+    again = dedup.run(spark, cfg)
+    assert again.extra["coarse_groups_touched"] == 0 and again.extra["coarse_groups_split"] == 0
+    assert not set(emptied) & set(_dups(spark, cfg)["sample_id"])
 
 
 def test_a_crash_between_the_state_writes_is_recomputed(

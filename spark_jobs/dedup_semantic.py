@@ -166,11 +166,9 @@ def _group_identical(
     (the hashed scan is cached on disk: reading it back costs a fifth of the Delta scan at 1M x
     768), shuffled once and never sorted (a min over structs holding them sorted 3 GB twice at
     1M x 768; keyed by the array, they were cached twice and ran a 6 GB local driver out of
-    heap). The rank key is
-    joined to the small hashed rows, not to the scan (joined to the scan, it shuffled the 3 GB
-    twice more). `emb` has a NULL
-    embedding where it is unusable: those rows form the one group that is not `ok` (counted,
-    never paired)."""
+    heap). The rank key is joined to the small hashed rows, not to the scan (joined to the
+    scan, it shuffled the 3 GB twice more). `emb` has a NULL embedding where it is unusable:
+    those rows form the one group that is not `ok` (counted, never paired)."""
     key = F.struct("sample_id") if order == "farthest_from_centroid" else rank_key(order)
     keyed = emb.select(
         "sample_id", "embedding", F.xxhash64("embedding").alias("h1"),
@@ -312,8 +310,7 @@ def _fine_pairs(
         fine = assigned.groupBy("coarse").applyInPandas(fine_fn, FINE_SCHEMA)
     else:
         known = state.stored_assignment()
-        keys = rep_keys if rep_keys is not None else reps.select("h1", "h2", "sample_id")
-        members, assigned, ids = _assigned_once(reps, coarse_ids, known, keys)
+        members, assigned, ids = _assigned_once(reps, coarse_ids, known, rep_keys)
         held = (ids,)
         fine = state.fine_rows(
             members,

@@ -84,6 +84,7 @@ class SemanticState:
         self._old: DataFrame | None = None  # the stored members, once checked usable
         self._checked = False
         self._held: list[DataFrame] = []
+        self._pairs: DataFrame | None = None  # the stored fine rows (_stored_pairs)
 
     # ---- centroids -----------------------------------------------------------------------------
     def _where_model(self) -> str:
@@ -207,10 +208,12 @@ class SemanticState:
     def _stored_pairs(self) -> DataFrame:
         """This basis' stored fine rows at the table's version now (pinned: the commit at the
         end replaces some of them)."""
-        version = latest_version(self.spark, table_path(self.cfg, DEDUP_GROUP_PAIRS.logical))
-        kept = self._read(DEDUP_GROUP_PAIRS.logical, version)
-        assert kept is not None  # _valid_members checked the table exists
-        return kept.where(F.col("basis") == self.basis)
+        if self._pairs is None:  # read at one version for the whole run
+            version = latest_version(self.spark, table_path(self.cfg, DEDUP_GROUP_PAIRS.logical))
+            kept = self._read(DEDUP_GROUP_PAIRS.logical, version)
+            assert kept is not None  # _valid_members checked the table exists
+            self._pairs = kept.where(F.col("basis") == self.basis)
+        return self._pairs
 
     def _changes(self, members: DataFrame, old: DataFrame) -> tuple[dict[int, int], DataFrame]:
         """({coarse group: members gained} for every group that gained or lost one; the lost

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from curator_udfs import shard_reader
 from curator_udfs.ids import normalize_shard_uri
 from curator_udfs.image_probe import ImageRejected, ext_matches_format, probe_image
 from curator_udfs.shard_reader import (
@@ -208,19 +209,25 @@ def test_mixed_shard_samples_and_warnings(tmp_path: Path):
     assert quarantined["noimage"].member is None and quarantined["noimage"].size > 0
 
 
+def spy_member_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The names of the members whose bytes the reader reads (every read goes through _read)."""
+    opened: list[str] = []
+    real = shard_reader._read
+
+    def spy(tar: tarfile.TarFile, info: tarfile.TarInfo, size: int) -> bytes:
+        opened.append(info.name)
+        return real(tar, info, size)
+
+    monkeypatch.setattr(shard_reader, "_read", spy)
+    return opened
+
+
 def test_link_targets_never_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     path = bs.write_tar(tmp_path / "l.tar", [bs.symlink("s.jpg", "/etc/shadow"), *bs.sample("ok")])
-    opened: list[str] = []
-    real = tarfile.TarFile.extractfile
-
-    def spy(self: tarfile.TarFile, member: tarfile.TarInfo | str):
-        opened.append(member if isinstance(member, str) else member.name)
-        return real(self, member)
-
-    monkeypatch.setattr(tarfile.TarFile, "extractfile", spy)
+    opened = spy_member_reads(monkeypatch)
     items, _ = read(path)
     assert outcomes(items) == [("s", "link_member"), ("ok", "image")]
-    assert "s.jpg" not in opened
+    assert "s.jpg" not in opened and "ok.jpg" in opened
 
 
 # -- whole-shard failures --------------------------------------------------------------
@@ -307,14 +314,7 @@ def test_corrupt_gzip_is_read_error(tmp_path: Path):
 def test_oversized_image_not_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     size = 8_000_000
     expected = bs.write_oversized_image_shard(tmp_path / "o.tar", image_size=size)
-    opened: list[str] = []
-    real = tarfile.TarFile.extractfile
-
-    def spy(self: tarfile.TarFile, member: tarfile.TarInfo | str):
-        opened.append(member if isinstance(member, str) else member.name)
-        return real(self, member)
-
-    monkeypatch.setattr(tarfile.TarFile, "extractfile", spy)
+    opened = spy_member_reads(monkeypatch)
     tracemalloc.start()
     try:
         items, reader = read(tmp_path / "o.tar", IngestLimits(max_image_bytes=1_000_000))

@@ -294,6 +294,16 @@ def test_images_files_have_row_groups_of_the_configured_size(
     image = metas[0].schema.to_arrow_schema().get_field_index("image")
     # each group stops at the first size check past the target: about one image over it
     assert max(g.column(image).total_uncompressed_size for g in groups) < 2 * 65536
+    # image bytes are compressed already: LZ4_RAW, and no dictionary for them (a column of
+    # repeated values, shard_uri, keeps one); the other tables keep the session's codec
+    uri = metas[0].schema.to_arrow_schema().get_field_index("shard_uri")
+    for g in groups:
+        # (pyarrow names Parquet's LZ4_RAW codec "LZ4")
+        assert {g.column(i).compression for i in range(g.num_columns)} == {"LZ4"}
+        assert not any("DICTIONARY" in e for e in g.column(image).encodings), g.column(image)
+        assert any("DICTIONARY" in e for e in g.column(uri).encodings), g.column(uri)
+    shards_file = next(Path(table_path(cfg, "shards")).glob("*.parquet"))
+    assert pq.ParquetFile(shards_file).metadata.row_group(0).column(0).compression == "ZSTD"
 
     # a read split finer than a file gets rows in several tasks, not one
     total = sum(f.stat().st_size for f in files)
@@ -313,7 +323,8 @@ def test_images_files_have_row_groups_of_the_configured_size(
     _ingest(spark, cfg2, str(tmp_path / "shards"))
     for f in Path(table_path(cfg2, "images")).glob("*.parquet"):
         assert pq.ParquetFile(f).metadata.num_row_groups == 1
-    assert spark.conf.get("parquet.block.size", None) is None  # the setting was scoped
+    assert spark.conf.get("parquet.block.size", None) is None  # the settings were scoped
+    assert spark.conf.get("spark.sql.parquet.compression.codec") == "zstd"
 
 
 def test_each_shard_is_read_in_its_own_task_without_a_python_rdd(spark) -> None:

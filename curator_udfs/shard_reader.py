@@ -26,7 +26,6 @@ from curator_udfs.image_probe import (
     ext_matches_format,
     probe_image,
 )
-from curator_udfs.sample_text import MAX_JSON_DEPTH as MAX_JSON_DEPTH  # its old home
 from curator_udfs.sample_text import decode_caption, parse_meta
 from curator_udfs.shard_listing import storage_options
 
@@ -123,9 +122,9 @@ class _CountingReader:
 
 
 # The fields of a ustar/GNU header that TarInfo.frombuf decodes, in order (the checksum's
-# 8 bytes included; 12 bytes of magic/version skipped).
+# 8 bytes included; the 8 bytes of magic and version skipped).
 _HEADER_FIELDS = struct.Struct("100s8s8s8s12s12s8sc100s8x32s32s8s8s155s")
-_REGULAR_TYPES = (tarfile.REGTYPE, tarfile.AREGTYPE)
+_PLAIN_FILE_TYPES = (tarfile.REGTYPE, tarfile.AREGTYPE)  # not sparse or contiguous files
 
 
 def _octal(field: bytes) -> int:
@@ -152,7 +151,7 @@ class _TrackingTarInfo(tarfile.TarInfo):
 
     @classmethod
     def frombuf(cls, buf: bytes | bytearray, encoding: str, errors: str) -> Self:
-        if len(buf) != tarfile.BLOCKSIZE or buf[156:157] not in _REGULAR_TYPES:
+        if len(buf) != tarfile.BLOCKSIZE or buf[156:157] not in _PLAIN_FILE_TYPES:
             return super().frombuf(buf, encoding, errors)
         (name, mode, uid, gid, size, mtime, chksum, kind, link, uname, gname, major, minor,
          prefix) = _HEADER_FIELDS.unpack_from(buf)  # fmt: skip
@@ -189,8 +188,6 @@ class _TrackingTarInfo(tarfile.TarInfo):
                 errors.append(exc)
             raise
 
-
-_parse_meta = parse_meta  # the old name, still imported by tests/faults
 
 # typeshed omits these undocumented HeaderError subclasses (present since Python 3.2).
 _CUT_HEADER_ERRORS = (
@@ -483,11 +480,13 @@ class ShardReader:
 def _read(tar: tarfile.TarFile, info: tarfile.TarInfo, size: int) -> bytes:
     """Read the first ``size`` bytes of the current member; a short read means a cut stream.
 
-    Read straight from the archive's stream (stream mode, positioned at the member's data
-    right after its header): `extractfile`'s buffered wrapper cost a third of tar reading.
-    Regular members only (the only ones read), so the data is contiguous."""
-    stream = tar.fileobj  # typeshed omits TarFile.fileobj; it is _Stream in stream mode
-    if stream.tell() != info.offset_data:
+    A plain member is read straight from the archive's stream (in stream mode it stands at
+    the data right after the header): `extractfile`'s buffered wrapper cost a third of tar
+    reading. A sparse member's data is not contiguous: `extractfile` follows its map."""
+    stream = tar.extractfile(info) if info.issparse() else tar.fileobj
+    if stream is None:  # only for non-regular members, which never get here
+        return b""
+    if not info.issparse() and stream.tell() != info.offset_data:
         stream.seek(info.offset_data)  # forward only: never needed after a header
     data = stream.read(size)
     if len(data) != size:

@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import io
 import random
+import struct
 import tarfile
+from pathlib import Path
 
 import pytest
 
-from curator_udfs.shard_reader import _TrackingTarInfo
+from curator_udfs import shard_reader
+from curator_udfs.shard_reader import IngestedSample, ShardReader, _TrackingTarInfo
+from tests import badshards as bs
 
 ENCODING, ERRORS = "utf-8", "surrogateescape"
 
@@ -91,6 +95,24 @@ def _odd_blocks(regular: bytes) -> list[bytes]:
     ]
 
 
+class _Counting:
+    """Stands in for the reader's header struct and counts the headers decoded the fast way."""
+
+    def __init__(self, real: struct.Struct) -> None:
+        self.real, self.calls = real, 0
+
+    def unpack_from(self, buf: bytes | bytearray) -> tuple:
+        self.calls += 1
+        return self.real.unpack_from(buf)
+
+
+@pytest.fixture
+def fast_path(monkeypatch: pytest.MonkeyPatch) -> _Counting:
+    counting = _Counting(shard_reader._HEADER_FIELDS)
+    monkeypatch.setattr(shard_reader, "_HEADER_FIELDS", counting)
+    return counting
+
+
 def _decode(cls: type[tarfile.TarInfo], block: bytes) -> object:
     try:
         info = cls.frombuf(block, ENCODING, ERRORS)
@@ -100,16 +122,14 @@ def _decode(cls: type[tarfile.TarInfo], block: bytes) -> object:
 
 
 @pytest.mark.parametrize("fmt", [tarfile.USTAR_FORMAT, tarfile.GNU_FORMAT, tarfile.PAX_FORMAT])
-def test_fast_headers_equal_tarfile(fmt: int) -> None:
+def test_fast_headers_equal_tarfile(fmt: int, fast_path: _Counting) -> None:
     blocks = _header_blocks(_archive(fmt))
     assert len(blocks) >= 20
     blocks += _odd_blocks(blocks[0])
-    fast = 0
     for block in blocks:
         expected = _decode(tarfile.TarInfo, block)
         assert _decode(_TrackingTarInfo, block) == expected, block[:120]
-        fast += isinstance(expected, tuple) and block[156:157] in (b"0", b"\0")
-    assert fast >= 6  # the fast path itself was compared, not only the fallback
+    assert fast_path.calls >= 6  # the fast path itself was compared, not only the fallback
 
 
 def test_mutated_headers_equal_tarfile() -> None:
@@ -136,3 +156,48 @@ def test_whole_archives_read_alike() -> None:
             with tarfile.open(fileobj=io.BytesIO(data), mode="r|", tarinfo=cls) as tar:
                 got.append([(m.get_info(), m.offset, m.offset_data, m.pax_headers) for m in tar])
         assert got[0] == got[1] and len(got[0]) == 10
+
+
+def test_the_reader_decodes_plain_headers_the_fast_way(tmp_path: Path, fast_path: _Counting):
+    """Guards the speed-up itself: a tarfile that stopped calling `frombuf` would drop it."""
+    members = [m for key in ("a", "b", "c") for m in bs.sample(key)]
+    path = bs.write_tar(tmp_path / "plain.tar", members)
+    items = list(ShardReader(str(path)))
+    assert [i.key for i in items if isinstance(i, IngestedSample)] == ["a", "b", "c"]
+    assert fast_path.calls >= len(members)
+
+
+def _sparse_member(name: str, real: bytes, chunks: list[tuple[int, int]]) -> bytes:
+    """An old-GNU sparse member ('S'): its header with the sparse map, then only the chunks'
+    bytes (`real` elsewhere zero), padded to whole blocks."""
+    data = b"".join(real[o : o + n] for o, n in chunks)
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    head = bytearray(info.tobuf(tarfile.GNU_FORMAT))
+    head[156:157] = tarfile.GNUTYPE_SPARSE
+    for i, (offset, size) in enumerate(chunks):
+        head[386 + 24 * i : 410 + 24 * i] = b"%011o\0%011o\0" % (offset, size)
+    head[482] = 0  # no extension blocks
+    head[483:495] = b"%011o\0" % len(real)
+    padding = -len(data) % tarfile.BLOCKSIZE
+    return _with_checksum(head) + data + bytes(padding)
+
+
+def test_sparse_member_is_read_through_its_map(tmp_path: Path, fast_path: _Counting):
+    """A sparse member's stored bytes are not its contents: they go through tarfile's map."""
+    image = bs.jpeg_bytes()
+    real = image + bytes(4096 - len(image) - 2) + b"\xff\xd9"  # a hole inside the member
+    chunks = [(0, len(image)), (4096 - 512, 512)]
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        tar.addfile(tarfile.TarInfo("a.txt"), io.BytesIO(b""))
+    plain_start = buf.getvalue()[: tarfile.BLOCKSIZE]  # a.txt's header (an empty caption)
+    tail = bs.write_tar(tmp_path / "tail.tar", bs.sample("b")).read_bytes()
+    path = tmp_path / "sparse.tar"
+    path.write_bytes(_sparse_member("a.jpg", real, chunks) + plain_start + tail)
+    reader = ShardReader(str(path))
+    items = list(reader)
+    assert reader.outcome is not None and reader.outcome.status == "ok", reader.outcome
+    got = {i.key: i for i in items}
+    assert isinstance(got["a"], IngestedSample) and got["a"].image == real
+    assert isinstance(got["b"], IngestedSample) and got["b"].image == bs.jpeg_bytes()

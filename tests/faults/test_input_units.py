@@ -9,7 +9,8 @@ from PIL import Image
 
 from curator_udfs.decode import MAX_ASPECT, decode_rgb
 from curator_udfs.image_probe import probe_image
-from curator_udfs.shard_reader import MAX_JSON_DEPTH, _parse_meta
+from curator_udfs.sample_text import MAX_JSON_DEPTH
+from curator_udfs.sample_text import parse_meta as _parse_meta
 from tests import badshards
 from tests.faults import corpus
 

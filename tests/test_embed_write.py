@@ -183,3 +183,32 @@ def test_the_append_writes_few_files_whatever_the_task_count(spark, tmp_path) ->
     history = DeltaTable.forPath(spark, table_path(cfg, "scores")).history(1).collect()[0]
     assert history["operation"] == "WRITE"
     assert 1 <= int(history["operationMetrics"]["numFiles"]) <= slots
+
+
+def test_the_embeddings_are_written_without_a_parquet_dictionary(spark, tmp_path) -> None:
+    """parquet-java would build a dictionary of every file's embedding floats (and, for real
+    embeddings, drop it again): the embed write turns it off for that column only. Identical
+    images give repeated floats, where a dictionary would otherwise be kept."""
+    import pyarrow.parquet as pq
+
+    from tests import badshards as bs
+
+    image = bs.jpeg_bytes()
+    members = [m for i in range(24) for m in bs.sample(f"{i:03d}", image=image)]
+    bs.write_tar(tmp_path / "s" / "same.tar", members)
+    sets = [f"database=t_{uuid.uuid4().hex[:8]}", "spark.conf={spark.master: 'local[2]'}"]
+    cfg = load_config(sets=[*sets, *TINY], warehouse=str(tmp_path / "wh"))
+    register_tables(spark, cfg)
+    ingest.run(spark, cfg, inputs=[str(tmp_path / "s")])
+    assert embed.run(spark, cfg).rows_written == 24
+    files = list((tmp_path / "wh").rglob("scores/*.parquet"))
+    assert files
+    for f in files:
+        group = pq.ParquetFile(f).metadata.row_group(0)
+        encodings = {
+            group.column(i).path_in_schema: group.column(i).encodings
+            for i in range(group.num_columns)
+        }
+        assert not any("DICTIONARY" in e for e in encodings["embedding.list.element"]), encodings
+        assert any("DICTIONARY" in e for e in encodings["model"]), encodings  # others keep it
+    assert spark.conf.get("parquet.enable.dictionary#embedding.list.element", None) is None

@@ -27,9 +27,11 @@ from spark_jobs.embed import (
     validate,
 )
 from spark_jobs.errors import worker_message
+from spark_jobs.session import session_conf
 from spark_jobs.summary import Summary, new_run_id
 from spark_jobs.tables import (
     SCORES,
+    SCORES_WRITE_CONF,
     ensure_table,
     is_delta,
     merge_counts,
@@ -93,15 +95,16 @@ def run(spark: SparkSession, cfg: Config, *, all_rows: bool = False) -> Summary:
                 c: f"s.{c}" if all_rows else f"coalesce(t.{c}, s.{c})" for c in columns
             }
             target = ensure_table(spark, cfg, SCORES)
-            result = (
-                target.alias("t")
-                .merge(
-                    scored.alias("s"),
-                    f"t.model IN ({sql_list([model])}) AND t.sample_id = s.sample_id",
+            with session_conf(spark, SCORES_WRITE_CONF):  # the MERGE rewrites embeddings too
+                result = (
+                    target.alias("t")
+                    .merge(
+                        scored.alias("s"),
+                        f"t.model IN ({sql_list([model])}) AND t.sample_id = s.sample_id",
+                    )
+                    .whenMatchedUpdate(set=updates)
+                    .execute()
                 )
-                .whenMatchedUpdate(set=updates)
-                .execute()
-            )
             updated = merge_counts(result)["num_updated_rows"]
         finally:
             scored.unpersist()

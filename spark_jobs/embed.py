@@ -50,7 +50,14 @@ from spark_jobs.idempotent import TxnPoint, append_once, dml_once, recorded_vers
 from spark_jobs.references import quarantine_changed
 from spark_jobs.session import ARROW_BATCH_CONF, session_conf
 from spark_jobs.summary import Summary, new_run_id
-from spark_jobs.tables import SCORES, ensure_table, read_table, sql_list, table_path
+from spark_jobs.tables import (
+    SCORES,
+    SCORES_WRITE_CONF,
+    ensure_table,
+    read_table,
+    sql_list,
+    table_path,
+)
 
 SIGNAL_NAMES = tuple(c for c, _ in SIGNAL_COLUMNS)
 # Columns of `scores` that are not head scores (head output columns may not take these names).
@@ -352,10 +359,7 @@ def _embed_batch(
     split = split_bytes(spark, cfg, batch.rows, num_tasks(spark, batch.rows, spec.batch_size))
     # files of about FILE_BYTES (not one small file per task), sized from the pending rows
     size = batch.rows * (4 * width + ROW_BYTES)
-    # parquet-java built a dictionary of every file's embedding floats and dropped it again
-    # (about a tenth of the JVM's CPU in a run): never worth it for float vectors
-    no_dictionary = {"parquet.enable.dictionary#embedding.list.element": "false"}
-    with session_conf(spark, {SPLIT_CONF: str(split), **no_dictionary}):
+    with session_conf(spark, {SPLIT_CONF: str(split), **SCORES_WRITE_CONF}):
         todo = batch_images(spark, cfg, pending, batch)
         scored = scored_frame(spark, cfg, spec, model, todo, summary.run_id)
         t0 = datetime.now(UTC)

@@ -74,6 +74,9 @@ SCORES = TableDef(
     "clip_score (image-caption cosine, CLIP models with a text tower), sharpness, colorfulness, "
     "grayscale; one DOUBLE column per configured head (added by embed/classify)",
 )
+# Session settings for a write of `scores` rows: parquet-java built a dictionary of every
+# file's embedding floats and dropped it again (about a tenth of embed's JVM CPU).
+SCORES_WRITE_CONF = {"parquet.enable.dictionary#embedding.list.element": "false"}
 PHASHES = TableDef(
     "phashes",
     "sample_id STRING NOT NULL, phash BIGINT, error STRING, hashed_at TIMESTAMP, run_id STRING",

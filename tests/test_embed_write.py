@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -13,7 +14,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from curator_udfs.sample_shards import write_sample_shards
-from spark_jobs import embed, ingest
+from spark_jobs import classify, embed, ingest
 from spark_jobs.catalog import register_tables
 from spark_jobs.config import Config, load_config
 from spark_jobs.embed_input import (
@@ -201,14 +202,22 @@ def test_the_embeddings_are_written_without_a_parquet_dictionary(spark, tmp_path
     register_tables(spark, cfg)
     ingest.run(spark, cfg, inputs=[str(tmp_path / "s")])
     assert embed.run(spark, cfg).rows_written == 24
-    files = list((tmp_path / "wh").rglob("scores/*.parquet"))
-    assert files
-    for f in files:
-        group = pq.ParquetFile(f).metadata.row_group(0)
-        encodings = {
-            group.column(i).path_in_schema: group.column(i).encodings
-            for i in range(group.num_columns)
-        }
-        assert not any("DICTIONARY" in e for e in encodings["embedding.list.element"]), encodings
-        assert any("DICTIONARY" in e for e in encodings["model"]), encodings  # others keep it
-    assert spark.conf.get("parquet.enable.dictionary#embedding.list.element", None) is None
+
+    def check(files: list[Path]) -> None:
+        assert files
+        for f in files:
+            group = pq.ParquetFile(f).metadata.row_group(0)
+            encodings = {
+                group.column(i).path_in_schema: group.column(i).encodings
+                for i in range(group.num_columns)
+            }
+            embedding = encodings["embedding.list.element"]
+            assert not any("DICTIONARY" in e for e in embedding), encodings
+            assert any("DICTIONARY" in e for e in encodings["model"]), encodings  # others keep it
+        assert spark.conf.get("parquet.enable.dictionary#embedding.list.element", None) is None
+
+    written = set((tmp_path / "wh").rglob("scores/*.parquet"))
+    check(sorted(written))
+    # classify's MERGE rewrites the files it updates, embeddings and all: the same setting
+    assert classify.run(spark, cfg, all_rows=True).rows_written == 24
+    check(sorted(set((tmp_path / "wh").rglob("scores/*.parquet")) - written))

@@ -124,7 +124,7 @@ class _CountingReader:
 # The fields of a ustar/GNU header that TarInfo.frombuf decodes, in order (the checksum's
 # 8 bytes included; the 8 bytes of magic and version skipped).
 _HEADER_FIELDS = struct.Struct("100s8s8s8s12s12s8sc100s8x32s32s8s8s155s")
-_PLAIN_FILE_TYPES = (tarfile.REGTYPE, tarfile.AREGTYPE)  # not sparse or contiguous files
+_PLAIN_FILE_TYPES = (tarfile.REGTYPE, tarfile.AREGTYPE)  # sparse and contiguous: tarfile's
 
 
 def _octal(field: bytes) -> int:

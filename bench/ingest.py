@@ -15,14 +15,15 @@ What is timed (each labelled in the output):
   warehouse: the JVM compiles the hot paths during the first few full-size runs (measured: 16.0,
   12.5, 11.1, 9.5 and 11.2 s for five runs in a row), so their times are start-up, reported
   apart, not steady state;
-- steady: `--shards` shards (16 x 1,000 samples) and `--large` x as many (48 x 1,000, the
-  same kind of samples, another seed), each into a fresh warehouse after the warm-up, alternated,
-  `--repeat` (3) times each, the median counting (the bare pipeline likewise, over the same two
-  sets): this machine's speed varies by 10-20 % from run to run. A run's wall time is a
-  per-run cost that does not grow with the batch (transactions, table creation, the closing
-  counts) plus a per-sample cost; the two sizes tell them apart: steady per-sample time =
-  (large - small) / (the samples between), per-run cost = small - its samples x that. Ratios
-  to bare (goal >= 1.0): the steady rate's, and the whole 16-shard run's (per-run cost in);
+- steady: `--shards` shards (16 x 1,000 samples) and `--large` x as many (48 x 1,000, the same
+  kind of samples, another seed), each into a fresh warehouse after the warm-up, alternated
+  (taking turns going first), `--repeat` (3) times each, the median counting (the bare
+  pipeline likewise, over the same two sets): this machine's speed varies by 10-20 % from run
+  to run. A run's wall time is a per-run cost that does not grow with the batch (transactions,
+  table creation, the closing counts) plus a per-sample cost; the two sizes tell them apart:
+  steady per-sample time = (large - small) / (the samples between), per-run cost = small - its
+  samples x that. Ratios to bare (goal >= 1.0): the steady rate's, and the whole 16-shard
+  run's (per-run cost in);
 - growth: `--shards` more shards into the warehouse of the last 16-shard run (the table then
   holds 2x): per-sample cost second / first, whole runs (goal <= 1.25);
 - reference: the first `--shards` again, and the large set, each into a fresh warehouse with
@@ -240,10 +241,14 @@ def main() -> None:
     register_tables(spark, cfg)
     steady: list[dict[str, float]] = []
     steady_large: list[dict[str, float]] = []
+    # The JVM's compiler speeds each run up a little more, so the two sizes take turns going
+    # first (small, large / large, small / ...): the later one of a pair is not always the same.
     for i in range(args.repeat):
         last = i == args.repeat - 1
-        steady.append(timed_ingest(spark, cfg if last else fresh(f"steady{i}", []), work / "a"))
-        steady_large.append(timed_ingest(spark, fresh(f"large{i}", []), work / "l"))
+        pair = [(steady, cfg if last else fresh(f"steady{i}", []), work / "a"),
+                (steady_large, fresh(f"large{i}", []), work / "l")]  # fmt: skip
+        for runs, run_cfg, shard_dir in pair[:: -1 if i % 2 else 1]:
+            runs.append(timed_ingest(spark, run_cfg, shard_dir))
         shutil.rmtree(work / f"wh-large{i}")
         print(
             f"job steady run {i + 1}: {steady[-1]['seconds']:.1f} s ({shards} shards), "
@@ -258,9 +263,11 @@ def main() -> None:
     print(f"job warm-up run, reference mode: {ref_warmup:.1f} s", flush=True)
     refs: list[dict[str, float]] = []
     refs_large: list[dict[str, float]] = []
-    for i in range(args.repeat):
-        refs.append(timed_ingest(spark, fresh(f"ref{i}", reference), work / "a"))
-        refs_large.append(timed_ingest(spark, fresh(f"ref_large{i}", reference), work / "l"))
+    for i in range(args.repeat):  # the two sizes take turns going first, as above
+        pair = [(refs, fresh(f"ref{i}", reference), work / "a"),
+                (refs_large, fresh(f"ref_large{i}", reference), work / "l")]  # fmt: skip
+        for runs, run_cfg, shard_dir in pair[:: -1 if i % 2 else 1]:
+            runs.append(timed_ingest(spark, run_cfg, shard_dir))
         print(f"job steady, reference mode, run {i + 1}: {refs[-1]['seconds']:.1f} s, "
               f"{refs_large[-1]['seconds']:.1f} s", flush=True)  # fmt: skip
     ref, ref_large = median(refs), median(refs_large)

@@ -89,8 +89,8 @@ def _sample_row(uri: str, key: str, members: dict[str, bytes]) -> dict[str, Any]
 
 
 def bare_shard(path: str, out: Path, compression: str = "zstd") -> tuple[int, int]:
-    """Stream one tar, write its samples as one zstd Parquet file: (samples, tar bytes).
-    `compression`: another codec, for the comparison with the job's (Snappy for images)."""
+    """Stream one tar, write its samples as one Parquet file in `compression` (zstd, the
+    issue's bare pipeline, or the job's codec for `images`): (samples, tar bytes)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -201,9 +201,11 @@ def main() -> None:
     for sub, n, seed in shard_sets:
         rep = write_sample_shards(work / sub, shards=n, per_shard=per, seed=seed)
         tars[sub] = [str(p) for p in rep.paths]
-    # the issue's bare pipeline writes zstd; the job writes images in Snappy: both are timed
+    from spark_jobs.ingest import IMAGES_CODEC
+
+    # the issue's bare pipeline writes zstd; the job writes images in IMAGES_CODEC: both timed
     bare_runs: dict[tuple[str, str], list[dict[str, float]]] = {
-        (sub, codec): [] for codec in ("zstd", "snappy") for sub in ("a", "l")
+        (sub, codec): [] for codec in ("zstd", IMAGES_CODEC) for sub in ("a", "l")
     }
     for i in range(args.repeat):
         for sub, codec in bare_runs:
@@ -211,7 +213,9 @@ def main() -> None:
             bare_runs[sub, codec].append(bare_pipeline(tars[sub], out, codec))
             shutil.rmtree(out)
     bare, bare_large = median(bare_runs["a", "zstd"]), median(bare_runs["l", "zstd"])
-    snappy = steady_state(median(bare_runs["a", "snappy"]), median(bare_runs["l", "snappy"]))
+    snappy = steady_state(
+        median(bare_runs["a", IMAGES_CODEC]), median(bare_runs["l", IMAGES_CODEC])
+    )
     print(f"bare pipeline: {bare}; large set: {bare_large}", flush=True)
 
     from spark_jobs.catalog import register_tables

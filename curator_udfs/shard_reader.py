@@ -483,12 +483,13 @@ def _read(tar: tarfile.TarFile, info: tarfile.TarInfo, size: int) -> bytes:
     A plain member is read straight from the archive's stream (in stream mode it stands at
     the data right after the header): `extractfile`'s buffered wrapper cost a third of tar
     reading. A sparse member's data is not contiguous: `extractfile` follows its map."""
-    stream = tar.extractfile(info) if info.issparse() else tar.fileobj
-    if stream is None:  # only for non-regular members, which never get here
-        return b""
-    if not info.issparse() and stream.tell() != info.offset_data:
-        stream.seek(info.offset_data)  # forward only: never needed after a header
-    data = stream.read(size)
+    if info.issparse():
+        data = tar.extractfile(info).read(size)  # type: ignore[union-attr]  # a regular member
+    else:
+        stream = tar.fileobj
+        if stream.tell() != info.offset_data:
+            stream.seek(info.offset_data)  # forward only: never needed after a header
+        data = stream.read(size)
     if len(data) != size:
         raise tarfile.ReadError("unexpected end of data")
     return data

@@ -52,7 +52,10 @@ def pending_shards(
     ]
 
 
-def row_group_conf(cfg: Config) -> dict[str, str]:
+IMAGES_CODEC = "snappy"  # the Parquet codec of `images` (see images_write_conf)
+
+
+def images_write_conf(cfg: Config) -> dict[str, str]:
     """Session settings that Delta's Parquet writer reads for `images`: row groups of about
     `ingest.row_group_bytes`, the size checked from the 10th row on (Parquet's default, the
     100th, would make a group of 100 large images before looking).
@@ -65,7 +68,7 @@ def row_group_conf(cfg: Config) -> dict[str, str]:
     return {
         "parquet.block.size": str(cfg.ingest.row_group_bytes),
         "parquet.page.size.row.check.min": "10",
-        "spark.sql.parquet.compression.codec": "snappy",
+        "spark.sql.parquet.compression.codec": IMAGES_CODEC,
         "parquet.enable.dictionary#image": "false",
     }
 
@@ -136,7 +139,7 @@ def ingest_batch(
         slots = spark.sparkContext.defaultParallelism
         # Delta may warn "Merge source has 0 rows in initial scan" here: a miscount of its
         # first scan, not a changed source (conf/spark/log4j2.properties, tests/test_ingest.py).
-        with session_conf(spark, row_group_conf(cfg)):
+        with session_conf(spark, images_write_conf(cfg)):
             inserted_images = merge_insert_new(
                 spark, cfg, IMAGES, coalesced(images, copied, parallelism=slots), scope=scope
             )

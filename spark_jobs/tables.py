@@ -31,6 +31,7 @@ class TableDef:
     schema: str
     keys: tuple[str, ...]
     comment: str = ""
+    properties: tuple[tuple[str, str], ...] = ()  # Delta table properties, set when absent
 
 
 SHARDS = TableDef(
@@ -54,6 +55,15 @@ IMAGES = TableDef(
     "image_offset + image_bytes of the shard), header metadata, hashes, caption, JSON metadata, "
     "caption signals (language, its score, words, characters; NULL on rows ingested before them), "
     "ordinal (the sample's position in its shard, as in quarantine)",
+    # file statistics (data skipping) on every column but the image bytes, caption, JSON
+    # and warnings: nobody prunes files by their min/max, and collecting them cost the
+    # MERGE's writer CPU per row and every commit's log bytes
+    (
+        ("delta.dataSkippingStatsColumns",
+         "sample_id,key,shard_uri,image_format,image_ext,width,height,image_bytes,"
+         "image_sha256,ingested_at,run_id,caption_language,caption_language_score,"
+         "caption_words,caption_chars,ordinal,image_offset"),
+    ),  # fmt: skip
 )
 QUARANTINE = TableDef(
     "quarantine",
@@ -228,13 +238,15 @@ def ensure_table(spark: SparkSession, cfg: Config, tdef: TableDef) -> DeltaTable
     path = table_path(cfg, tdef.logical)
     if not is_delta(path):
         # by location, then by name in SQL: Delta's builder takes no three-part `catalog.schema.t`
-        (
+        builder = (
             DeltaTable.createIfNotExists(spark)
             .location(path)
             .addColumns(spark.createDataFrame([], tdef.schema).schema)
             .comment(tdef.comment)
-            .execute()
         )
+        for key, value in tdef.properties:
+            builder = builder.property(key, value)
+        builder.execute()
     spark.sql(_register_sql(cfg, tdef.logical, path))
     return DeltaTable.forPath(spark, path)
 
@@ -244,7 +256,8 @@ def add_missing_columns(spark: SparkSession, cfg: Config, tdef: TableDef) -> lis
     (their values on existing rows: NULL); return those added.
 
     Explicit `ALTER TABLE ADD COLUMNS` rather than schema auto-merge (as embed does for head
-    columns), so a warehouse written before a column existed keeps working.
+    columns), so a warehouse written before a column existed keeps working. The table's
+    `properties` that an older table lacks are set too (one a user set is left as it is).
     """
     ensure_table(spark, cfg, tdef)
     existing = {c.lower() for c in read_table(spark, cfg, tdef.logical).columns}
@@ -254,7 +267,18 @@ def add_missing_columns(spark: SparkSession, cfg: Config, tdef: TableDef) -> lis
         cols = ", ".join(f"`{f.name}` {f.dataType.simpleString().upper()}" for f in new)
         path = table_path(cfg, tdef.logical).replace("`", "``")
         spark.sql(f"ALTER TABLE delta.`{path}` ADD COLUMNS ({cols})")
+    _set_missing_properties(spark, cfg, tdef)  # after the columns: a property may name them
     return [f.name for f in new]
+
+
+def _set_missing_properties(spark: SparkSession, cfg: Config, tdef: TableDef) -> None:
+    path = table_path(cfg, tdef.logical)
+    conf = delta_snapshot(spark, path).metadata().configuration()
+    missing = [(k, v) for k, v in tdef.properties if not conf.contains(k)]
+    if missing:
+        props = ", ".join(f"'{k}' = '{v}'" for k, v in missing)
+        quoted = path.replace("`", "``")
+        spark.sql(f"ALTER TABLE delta.`{quoted}` SET TBLPROPERTIES ({props})")
 
 
 def read_table(

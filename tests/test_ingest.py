@@ -326,6 +326,47 @@ def test_images_files_have_row_groups_of_the_configured_size(
     assert spark.conf.get("spark.sql.parquet.compression.codec") == "zstd"
 
 
+def _stats_columns(table: str) -> list[set[str]]:
+    """Per data file added to the table's log: the columns its statistics cover."""
+    out = []
+    for log in sorted((Path(table) / "_delta_log").glob("*.json")):
+        for line in log.read_text().splitlines():
+            add = json.loads(line).get("add")
+            if add and add.get("stats"):
+                out.append(set(json.loads(add["stats"])["nullCount"]))
+    return out
+
+
+def test_images_statistics_skip_the_bytes_caption_and_json(
+    spark, make_cfg, tmp_path: Path
+) -> None:
+    """`images` files carry Delta statistics (for data skipping) on every column but `image`,
+    `caption`, `meta` and `warnings`; a table from before that setting gets it on the next
+    ingest, and a value a user set is kept."""
+    write_sample_shards(tmp_path / "a", shards=1, per_shard=20, seed=3)
+    write_sample_shards(tmp_path / "b", shards=1, per_shard=20, seed=4)
+    cfg = make_cfg()
+    _ingest(spark, cfg, str(tmp_path / "a"))
+    path = table_path(cfg, "images")
+    (stats,) = _stats_columns(path)
+    assert {"sample_id", "width", "height", "shard_uri", "caption_language"} <= stats, stats
+    assert not stats & {"image", "caption", "meta", "warnings"}, stats
+    # an older table: the property absent, so every column gets statistics
+    spark.sql(f"ALTER TABLE delta.`{path}` UNSET TBLPROPERTIES ('delta.dataSkippingStatsColumns')")
+    _ingest(spark, cfg, str(tmp_path / "b"))
+    props = spark.sql(f"SHOW TBLPROPERTIES delta.`{path}`").collect()
+    assert dict((r["key"], r["value"]) for r in props)["delta.dataSkippingStatsColumns"] == (
+        dict(IMAGES.properties)["delta.dataSkippingStatsColumns"]
+    )
+    assert all(not s & {"image", "caption", "meta"} for s in _stats_columns(path))
+    # a user's own choice stays
+    spark.sql(f"ALTER TABLE delta.`{path}` SET TBLPROPERTIES "
+              "('delta.dataSkippingStatsColumns' = 'sample_id,caption')")  # fmt: skip
+    write_sample_shards(tmp_path / "c", shards=1, per_shard=20, seed=5)
+    _ingest(spark, cfg, str(tmp_path / "c"))
+    assert _stats_columns(path)[-1] == {"sample_id", "caption"}
+
+
 def test_each_shard_is_read_in_its_own_task_without_a_python_rdd(spark) -> None:
     """The reading tasks are a JVM `Range` of one row each, picking their shard from literal
     arrays (a Python RDD from `parallelize` or `createDataFrame` of a list would run a job of

@@ -323,10 +323,10 @@ def semantic_stage(
         if state is not None:  # last: every read of the stored pairs is done
             state.commit()
         return found
-    finally:
-        sp.unpersist()
+    finally:  # the frames read from others first (see SemanticPairs.unpersist)
         if state is not None:
             state.unpersist()
+        sp.unpersist()
 
 
 if __name__ == "__main__":  # spark-submit spark_jobs/dedup.py ARGS

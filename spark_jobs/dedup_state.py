@@ -79,6 +79,7 @@ class SemanticState:
         self.reset = True  # no usable group state (until centroids() finds some)
         self.basis = ""
         self.touched: list[int] = []
+        self._all_touched = False
         self._new: DataFrame | None = None
         self._members: DataFrame | None = None
         self._old: DataFrame | None = None  # the stored members, once checked usable
@@ -272,6 +273,9 @@ class SemanticState:
             self._held.append(lost)
             split = self._split_groups()
         self.touched = touched_groups(set(gained) | set(split), sizes, [], reset=self.reset)
+        # every group with members now is touched, and so is every stored group that lost
+        # them all (or was left split): the commit replaces the model's whole state
+        self._all_touched = set(sizes) <= set(self.touched)
         refit = self.touched if self.reset else self._resplit(split, gained, sizes)
         grown = sorted(set(self.touched) - set(refit))
         summary.extra.update(
@@ -318,7 +322,7 @@ class SemanticState:
         if self._new is None or self._members is None or (not self.touched and not self.reset):
             return
         where = self._where_model()
-        if not self.reset:
+        if not self.reset and not self._all_touched:  # (a coarse list costs file rewrites)
             where += f" AND coarse IN ({', '.join(str(c) for c in self.touched)})"
         extra = (F.lit(self.model).alias("model"), F.lit(self.basis).alias("basis"),
                  F.lit(self.run_id).alias("run_id"))  # fmt: skip

@@ -272,6 +272,8 @@ def add_missing_columns(spark: SparkSession, cfg: Config, tdef: TableDef) -> lis
 
 
 def _set_missing_properties(spark: SparkSession, cfg: Config, tdef: TableDef) -> None:
+    if not tdef.properties:
+        return
     path = table_path(cfg, tdef.logical)
     conf = delta_snapshot(spark, path).metadata().configuration()
     missing = [(k, v) for k, v in tdef.properties if not conf.contains(k)]

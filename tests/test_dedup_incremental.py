@@ -212,7 +212,16 @@ def test_well_separated_data_incremental_equals_a_full_refit(
     new_score = rng.uniform(0, 10, len(new))
     _append(spark, cfg, new_ids, new, new_score)
     inc = dedup.run(spark, cfg)
-    assert inc.extra["centroids"] == "reused"
+    assert inc.extra["centroids"] == "reused" and inc.extra["group_state"] == "incremental"
+    # new rows in every group: the state is replaced whole, by the model alone (a list of
+    # coarse groups would have Delta rewrite the files it cannot tell are all in it)
+    assert inc.extra["coarse_groups_touched"] == inc.extra["coarse_groups_total"] == 3
+    for table in ("dedup_group_pairs", "dedup_members"):
+        last = DeltaTable.forPath(spark, table_path(cfg, table)).history(1).first()
+        assert "coarse" not in last["operationParameters"]["predicate"], last
+    members = _state(spark, cfg, "dedup_members", ["coarse", "sample_id"])
+    assert not members.duplicated().any() and set(new_ids) <= set(members["sample_id"])
+    assert dedup.run(spark, cfg).extra["coarse_groups_touched"] == 0
     fresh = make_cfg(*sets, warehouse=tmp_path / "fresh")
     _append(spark, fresh, ids, x, score)
     _append(spark, fresh, new_ids, new, new_score)

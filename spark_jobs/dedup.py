@@ -323,7 +323,7 @@ def semantic_stage(
         if state is not None:  # last: every read of the stored pairs is done
             state.commit()
         return found
-    finally:  # the frames read from others first (see SemanticPairs.unpersist)
+    finally:  # the state's frames first (see SemanticPairs.unpersist)
         if state is not None:
             state.unpersist()
         sp.unpersist()

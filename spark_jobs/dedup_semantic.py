@@ -132,13 +132,14 @@ class SemanticPairs:
 
     pairs: DataFrame  # a, b, similarity, cluster, dist_a, dist_b (lazily checkpointed)
     copies: DataFrame  # sample_id, rep: samples whose embedding equals rep's (persisted)
-    held: tuple[DataFrame, ...] = ()  # persisted frames the two above are read from, bases first
+    held: tuple[DataFrame, ...] = ()  # persisted frames the two above are read from
 
     def unpersist(self) -> None:
-        """Drop the persisted frames, each before those it is read from: dropping a frame
-        makes Spark re-plan every cached frame still read from it (about a second each for
-        these plans, 4 s a run in all when the bases went first)."""
-        for df in (self.pairs, self.copies, *reversed(self.held)):
+        """Drop the persisted frames, the last persisted first (after the job state's): Spark
+        may re-plan the cached frames still read from a dropped one, about a second each for
+        these plans. With the bases dropped first that cost 4 s a run at 100k, in this order
+        (measured) 1-1.5 s."""
+        for df in reversed((self.pairs, self.copies, *self.held)):
             df.unpersist()
 
     def all_pairs(self) -> DataFrame:
@@ -277,8 +278,8 @@ def _fine_pairs(
 ) -> tuple[DataFrame, tuple[DataFrame, ...]]:
     """Coarse fit (or stored centroids), assignment and fine-cluster pairs of `n`
     representatives (`rep_keys`: their h1, h2, sample_id, from a small persisted frame):
-    (unique pairs, lazily checkpointed; the persisted frames they are read from, each after
-    those it is read from: the fine-stage output last)."""
+    (unique pairs, lazily checkpointed; the persisted frames they are read from: the
+    fine-stage output first)."""
     d = cfg.dedup
     t0 = time.perf_counter()
     if state is None:
@@ -333,7 +334,7 @@ def _fine_pairs(
         fine_clusters=int(stats["clusters"] or 0),
         largest_fine_cluster=int(stats["largest"] or 0),
     )
-    return pairs, (*held, fine)
+    return pairs, (fine, *held)
 
 
 def _assigned_once(

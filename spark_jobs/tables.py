@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
@@ -55,16 +55,21 @@ IMAGES = TableDef(
     "image_offset + image_bytes of the shard), header metadata, hashes, caption, JSON metadata, "
     "caption signals (language, its score, words, characters; NULL on rows ingested before them), "
     "ordinal (the sample's position in its shard, as in quarantine)",
-    # file statistics (data skipping) on every column but the image bytes, caption, JSON
-    # and warnings: nobody prunes files by their min/max, and collecting them cost the
-    # MERGE's writer CPU per row and every commit's log bytes
-    (
-        ("delta.dataSkippingStatsColumns",
-         "sample_id,key,shard_uri,image_format,image_ext,width,height,image_bytes,"
-         "image_sha256,ingested_at,run_id,caption_language,caption_language_score,"
-         "caption_words,caption_chars,ordinal,image_offset"),
-    ),  # fmt: skip
 )
+# `images` file statistics (data skipping) on every column but the image bytes, caption, JSON
+# and warnings: nobody prunes files by their min/max, and collecting them cost the MERGE's
+# writer CPU per row and every commit's log bytes
+IMAGES_NO_STATS = ("image", "caption", "meta", "warnings")
+IMAGES = replace(
+    IMAGES,
+    properties=(
+        ("delta.dataSkippingStatsColumns",
+         ",".join(c.split()[0] for c in IMAGES.schema.split(", ")
+                  if c.split()[0] not in IMAGES_NO_STATS)),
+    ),
+)  # fmt: skip
+# a property left alone when the user set the other (it would override theirs)
+_OVERRIDES = {"delta.dataSkippingStatsColumns": "delta.dataSkippingNumIndexedCols"}
 QUARANTINE = TableDef(
     "quarantine",
     "shard_uri STRING NOT NULL, ordinal BIGINT NOT NULL, key STRING, member STRING, reason STRING, "
@@ -276,7 +281,11 @@ def _set_missing_properties(spark: SparkSession, cfg: Config, tdef: TableDef) ->
         return
     path = table_path(cfg, tdef.logical)
     conf = delta_snapshot(spark, path).metadata().configuration()
-    missing = [(k, v) for k, v in tdef.properties if not conf.contains(k)]
+    missing = [
+        (k, v)
+        for k, v in tdef.properties
+        if not conf.contains(k) and not conf.contains(_OVERRIDES.get(k, k))
+    ]
     if missing:
         props = ", ".join(f"'{k}' = '{v}'" for k, v in missing)
         quoted = path.replace("`", "``")

@@ -222,6 +222,8 @@ def test_well_separated_data_incremental_equals_a_full_refit(
     members = _state(spark, cfg, "dedup_members", ["coarse", "sample_id"])
     assert not members.duplicated().any() and set(new_ids) <= set(members["sample_id"])
     assert dedup.run(spark, cfg).extra["coarse_groups_touched"] == 0
+    # every frame the runs persisted is dropped again (SemanticPairs.unpersist)
+    assert spark._jsparkSession.sharedState().cacheManager().isEmpty()
     fresh = make_cfg(*sets, warehouse=tmp_path / "fresh")
     _append(spark, fresh, ids, x, score)
     _append(spark, fresh, new_ids, new, new_score)
@@ -265,6 +267,43 @@ def test_state_of_an_older_layout_is_rebuilt_and_an_emptied_group_leaves_the_sta
     again = dedup.run(spark, cfg)
     assert again.extra["coarse_groups_touched"] == 0 and again.extra["coarse_groups_split"] == 0
     assert not set(emptied) & set(_dups(spark, cfg)["sample_id"])
+
+
+def test_every_group_touched_with_one_emptied_replaces_the_state_whole(
+    spark, make_cfg, tmp_path: Path
+) -> None:
+    """One group loses every member while the two others gain some: the whole model's state
+    is replaced in one write (no per-group predicate), the emptied group leaves it, and the
+    duplicates are those of a from-scratch run with the same centroids."""
+    rng = np.random.default_rng(9)
+    cfg, sets, ids, x, score = _separated(spark, make_cfg, rng, 4, 150)
+    members = _state(spark, cfg, "dedup_members", ["coarse", "sample_id"])
+    groups = members.groupby("coarse")["sample_id"].apply(set)
+    c = int(members["coarse"].mode()[0])
+    emptied = sorted(groups[c])
+    _remove(spark, cfg, emptied)
+    kept = [i for i, s in enumerate(ids) if s not in groups[c]]
+    picked = rng.choice(kept, 6, replace=False)
+    new = _unit(x[picked] + rng.normal(0, 0.02, (6, DIM))).astype(np.float32)
+    new_ids = [f"n{i:04d}" for i in range(len(new))]
+    new_score = rng.uniform(0, 10, len(new))
+    _append(spark, cfg, new_ids, new, new_score)
+    run = dedup.run(spark, cfg)
+    assert run.extra["group_state"] == "incremental"
+    assert run.extra["coarse_groups_touched"] == len(groups) == 3, run.extra
+    for table in ("dedup_group_pairs", "dedup_members"):
+        last = DeltaTable.forPath(spark, table_path(cfg, table)).history(1).first()
+        assert "coarse" not in last["operationParameters"]["predicate"], last
+        assert read_table(spark, cfg, table).where(F.col("coarse") == c).count() == 0
+    assert dedup.run(spark, cfg).extra["coarse_groups_touched"] == 0
+    scratch = make_cfg(*sets, warehouse=tmp_path / "scratch")
+    _append(spark, scratch, [ids[i] for i in kept], x[kept], score[kept])
+    _append(spark, scratch, new_ids, new, new_score)
+    _copy_table(cfg, scratch, "dedup_centroids")
+    dedup.run(spark, scratch)
+    want = _dups(spark, scratch)
+    assert set(new_ids) & set(want["sample_id"]) or set(new_ids) & set(want["duplicate_of"])
+    pd.testing.assert_frame_equal(_dups(spark, cfg), want)
 
 
 def test_a_crash_between_the_state_writes_is_recomputed(

@@ -350,9 +350,11 @@ def test_images_statistics_skip_the_bytes_caption_and_json(
     cfg = make_cfg()
     _ingest(spark, cfg, str(tmp_path / "a"))
     path = table_path(cfg, "images")
-    (stats,) = _stats_columns(path)
-    assert {"sample_id", "width", "height", "shard_uri", "caption_language"} <= stats, stats
-    assert not stats & {"image", "caption", "meta", "warnings"}, stats
+    columns = {f.name for f in spark.createDataFrame([], IMAGES.schema).schema}
+    (prop,) = [v for k, v in IMAGES.properties if k == "delta.dataSkippingStatsColumns"]
+    assert set(prop.split(",")) == columns - {"image", "caption", "meta", "warnings"}, prop
+    for stats in _stats_columns(path):
+        assert stats == set(prop.split(",")), stats
     # an older table: the property absent, so every column gets statistics
     spark.sql(f"ALTER TABLE delta.`{path}` UNSET TBLPROPERTIES ('delta.dataSkippingStatsColumns')")
     _ingest(spark, cfg, str(tmp_path / "b"))
@@ -360,13 +362,24 @@ def test_images_statistics_skip_the_bytes_caption_and_json(
     assert dict((r["key"], r["value"]) for r in props)["delta.dataSkippingStatsColumns"] == (
         dict(IMAGES.properties)["delta.dataSkippingStatsColumns"]
     )
-    assert all(not s & {"image", "caption", "meta"} for s in _stats_columns(path))
-    # a user's own choice stays
+    assert all(not s & {"image", "caption", "meta", "warnings"} for s in _stats_columns(path))
+    # a user's own choice stays, also the other setting of it (it would be overridden)
     spark.sql(f"ALTER TABLE delta.`{path}` SET TBLPROPERTIES "
               "('delta.dataSkippingStatsColumns' = 'sample_id,caption')")  # fmt: skip
+    before = len(_stats_columns(path))
     write_sample_shards(tmp_path / "c", shards=1, per_shard=20, seed=5)
     _ingest(spark, cfg, str(tmp_path / "c"))
-    assert _stats_columns(path)[-1] == {"sample_id", "caption"}
+    assert _stats_columns(path)[before:] and all(
+        s == {"sample_id", "caption"} for s in _stats_columns(path)[before:]
+    )
+    spark.sql(f"ALTER TABLE delta.`{path}` UNSET TBLPROPERTIES ('delta.dataSkippingStatsColumns')")
+    spark.sql(f"ALTER TABLE delta.`{path}` SET TBLPROPERTIES "
+              "('delta.dataSkippingNumIndexedCols' = '2')")  # fmt: skip
+    write_sample_shards(tmp_path / "d", shards=1, per_shard=20, seed=6)
+    _ingest(spark, cfg, str(tmp_path / "d"))
+    props = spark.sql(f"SHOW TBLPROPERTIES delta.`{path}`").collect()
+    assert "delta.dataSkippingStatsColumns" not in {r["key"] for r in props}
+    assert _stats_columns(path)[-1] == {"sample_id", "key"}  # the first two columns
 
 
 def test_each_shard_is_read_in_its_own_task_without_a_python_rdd(spark) -> None:

@@ -139,6 +139,12 @@ def timed_ingest(spark: Any, cfg: Any, shard_dir: Path) -> dict[str, float]:
             "job_seconds": s.seconds, "images_rows": s.tables["images"]}  # fmt: skip
 
 
+def still_warming(seconds: list[float], tolerance: float = 0.05) -> bool:
+    """Whether the last run was more than `tolerance` faster than the one before: the JVM's
+    compiler is still speeding runs up, so they are not steady state yet."""
+    return len(seconds) >= 2 and seconds[-1] < (1 - tolerance) * seconds[-2]
+
+
 def median(runs: list[dict[str, float]]) -> dict[str, Any]:
     """The run of median wall time (the lower middle one of an even count), with every run's
     seconds (`runs_s`)."""
@@ -183,7 +189,11 @@ def main() -> None:
     ap.add_argument("--per-shard", type=int, default=None, help="samples a shard (1000)")
     ap.add_argument("--large", type=int, default=3, help="the large set: this x --shards")
     ap.add_argument("--warmup-shards", type=int, default=1, help="shards of the cold run")
-    ap.add_argument("--warmup-runs", type=int, default=3, help="full-size runs before steady")
+    ap.add_argument("--warmup-runs", type=int, default=3,
+                    help="full-size runs before steady, at least (then on while still warming)")
+    ap.add_argument("--max-warmup-runs", type=int, default=8,
+                    help="at most this many: warm-up ends when a run is within 5 %% of the "
+                    "one before")  # fmt: skip
     ap.add_argument("--repeat", type=int, default=3, help="measured runs (the median counts)")
     ap.add_argument("--workdir", default=None, help="keep shards and warehouses here")
     args = ap.parse_args()
@@ -237,8 +247,11 @@ def main() -> None:
 
     cold = timed_ingest(spark, fresh("cold", []), work / "w")
     print(f"job cold: {cold}", flush=True)
-    warmup = []
-    for i in range(args.warmup_runs):
+    warmup: list[float] = []
+    while len(warmup) < args.warmup_runs or (
+        len(warmup) < args.max_warmup_runs and still_warming(warmup)
+    ):
+        i = len(warmup)
         warmup.append(timed_ingest(spark, fresh(f"warm{i}", []), work / "a")["seconds"])
         print(f"job warm-up run {i + 1}: {warmup[-1]:.1f} s", flush=True)
     # the last small steady run's warehouse is the one the growth run adds to

@@ -189,8 +189,12 @@ def main() -> None:
     ap.add_argument("--per-shard", type=int, default=None, help="samples a shard (1000)")
     ap.add_argument("--large", type=int, default=3, help="the large set: this x --shards")
     ap.add_argument("--warmup-shards", type=int, default=1, help="shards of the cold run")
-    ap.add_argument("--warmup-runs", type=int, default=3,
-                    help="full-size runs before steady, at least (then on while still warming)")
+    ap.add_argument(
+        "--warmup-runs",
+        type=int,
+        default=3,
+        help="full-size runs before steady, at least (then on while still warming)",
+    )
     ap.add_argument("--max-warmup-runs", type=int, default=8,
                     help="at most this many: warm-up ends when a run is within 5 %% of the "
                     "one before")  # fmt: skip
@@ -256,38 +260,35 @@ def main() -> None:
         print(f"job warm-up run {i + 1}: {warmup[-1]:.1f} s", flush=True)
     # the last small steady run's warehouse is the one the growth run adds to
     register_tables(spark, cfg)
-    steady: list[dict[str, float]] = []
-    steady_large: list[dict[str, float]] = []
-    # The JVM's compiler speeds each run up a little more, so the two sizes take turns going
-    # first (small, large / large, small / ...): the later one of a pair is not always the same.
-    for i in range(args.repeat):
-        last = i == args.repeat - 1
-        pair = [(steady, cfg if last else fresh(f"steady{i}", []), work / "a"),
-                (steady_large, fresh(f"large{i}", []), work / "l")]  # fmt: skip
-        for runs, run_cfg, shard_dir in pair[:: -1 if i % 2 else 1]:
-            runs.append(timed_ingest(spark, run_cfg, shard_dir))
-        shutil.rmtree(work / f"wh-large{i}")
-        print(
-            f"job steady run {i + 1}: {steady[-1]['seconds']:.1f} s ({shards} shards), "
-            f"{steady_large[-1]['seconds']:.1f} s ({shards * args.large})",
-            flush=True,
-        )
-    first, first_large = median(steady), median(steady_large)
-    second = timed_ingest(spark, cfg, work / "b")
-    print(f"job growth, {shards} more shards: {second}", flush=True)
     reference = ["ingest.bytes=reference"]
     ref_warmup = timed_ingest(spark, fresh("ref_warm", reference), work / "a")["seconds"]
     print(f"job warm-up run, reference mode: {ref_warmup:.1f} s", flush=True)
+    steady: list[dict[str, float]] = []
+    steady_large: list[dict[str, float]] = []
     refs: list[dict[str, float]] = []
     refs_large: list[dict[str, float]] = []
-    for i in range(args.repeat):  # the two sizes take turns going first, as above
-        pair = [(refs, fresh(f"ref{i}", reference), work / "a"),
+    # The JVM's compiler speeds each run up a little more, so the runs take turns: both sizes
+    # in both byte modes, in one order, then the reverse (no kind of run always comes later)
+    for i in range(args.repeat):
+        last = i == args.repeat - 1
+        turn = [(steady, cfg if last else fresh(f"steady{i}", []), work / "a"),
+                (steady_large, fresh(f"large{i}", []), work / "l"),
+                (refs, fresh(f"ref{i}", reference), work / "a"),
                 (refs_large, fresh(f"ref_large{i}", reference), work / "l")]  # fmt: skip
-        for runs, run_cfg, shard_dir in pair[:: -1 if i % 2 else 1]:
+        for runs, run_cfg, shard_dir in turn[:: -1 if i % 2 else 1]:
             runs.append(timed_ingest(spark, run_cfg, shard_dir))
-        print(f"job steady, reference mode, run {i + 1}: {refs[-1]['seconds']:.1f} s, "
-              f"{refs_large[-1]['seconds']:.1f} s", flush=True)  # fmt: skip
+        for tag in (f"large{i}", f"ref_large{i}"):
+            shutil.rmtree(work / f"wh-{tag}")
+        print(
+            f"job steady run {i + 1}: {steady[-1]['seconds']:.1f} s ({shards} shards), "
+            f"{steady_large[-1]['seconds']:.1f} s ({shards * args.large}); reference mode "
+            f"{refs[-1]['seconds']:.1f} s, {refs_large[-1]['seconds']:.1f} s",
+            flush=True,
+        )
+    first, first_large = median(steady), median(steady_large)
     ref, ref_large = median(refs), median(refs_large)
+    second = timed_ingest(spark, cfg, work / "b")
+    print(f"job growth, {shards} more shards: {second}", flush=True)
     spark.stop()
     assert first["samples"] == bare["samples"] == ref["samples"], (first, bare, ref)
     assert first_large["samples"] == bare_large["samples"] == ref_large["samples"]

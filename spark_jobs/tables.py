@@ -60,14 +60,8 @@ IMAGES = TableDef(
 # and warnings: nobody prunes files by their min/max, and collecting them cost the MERGE's
 # writer CPU per row and every commit's log bytes
 IMAGES_NO_STATS = ("image", "caption", "meta", "warnings")
-IMAGES = replace(
-    IMAGES,
-    properties=(
-        ("delta.dataSkippingStatsColumns",
-         ",".join(c.split()[0] for c in IMAGES.schema.split(", ")
-                  if c.split()[0] not in IMAGES_NO_STATS)),
-    ),
-)  # fmt: skip
+_stats = [c.split()[0] for c in IMAGES.schema.split(", ") if c.split()[0] not in IMAGES_NO_STATS]
+IMAGES = replace(IMAGES, properties=(("delta.dataSkippingStatsColumns", ",".join(_stats)),))
 # a property left alone when the user set the other (it would override theirs)
 _OVERRIDES = {"delta.dataSkippingStatsColumns": "delta.dataSkippingNumIndexedCols"}
 QUARANTINE = TableDef(
@@ -281,12 +275,8 @@ def _set_missing_properties(spark: SparkSession, cfg: Config, tdef: TableDef) ->
         return
     path = table_path(cfg, tdef.logical)
     conf = delta_snapshot(spark, path).metadata().configuration()
-    missing = [
-        (k, v)
-        for k, v in tdef.properties
-        if not conf.contains(k) and not conf.contains(_OVERRIDES.get(k, k))
-    ]
-    if missing:
+    taken = [k for k, _ in tdef.properties if conf.contains(_OVERRIDES.get(k, k))]
+    if missing := [(k, v) for k, v in tdef.properties if not conf.contains(k) and k not in taken]:
         props = ", ".join(f"'{k}' = '{v}'" for k, v in missing)
         quoted = path.replace("`", "``")
         spark.sql(f"ALTER TABLE delta.`{quoted}` SET TBLPROPERTIES ({props})")

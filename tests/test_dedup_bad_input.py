@@ -10,7 +10,7 @@ from curator_udfs.resolve import resolve_duplicates
 from curator_udfs.similarity import pairs_above
 from spark_jobs import dedup
 from spark_jobs.config import load_config
-from spark_jobs.dedup_semantic import semantic_pairs, semantic_rows
+from spark_jobs.dedup_semantic import semantic_pairs, semantic_rows, usable_embedding
 from spark_jobs.summary import Summary
 from spark_jobs.tables import read_table, table_path
 from tests.test_filter import SCORES_DDL, fake_images_and_scores
@@ -90,6 +90,23 @@ def test_nan_and_null_embeddings_are_skipped_and_counted(spark) -> None:
     assert "5 scores rows have no usable embedding" in summary.extra["embeddings_note"]
     assert rows["sample_id"].tolist() == ["s00", "s00"]  # s01 ranks better (score 1 > 0)
     assert set(rows["duplicate_of"]) == {"s01"}
+
+
+@pytest.mark.parametrize("element", ["float", "double", "int"])
+def test_usable_embedding_finds_nan_and_null_elements_in_any_position(spark, element) -> None:
+    nan = float("nan") if element != "int" else None  # an int array has no NaN: NULL only
+    one, two = (1, 2) if element == "int" else (1.0, 2.0)
+    rows = {
+        "clean": [one, two], "nan_last": [one, nan], "nan_first": [nan, two],
+        "null_elem": [one, None], "null_then_nan": [None, nan], "nan_then_null": [nan, None],
+        "empty": [], "null": None,
+    }  # fmt: skip
+    frame = spark.createDataFrame(list(rows.items()), f"sample_id STRING, embedding ARRAY<{element}>")
+    element_type = frame.schema["embedding"].dataType.elementType
+    got = {r["sample_id"]: r["ok"] for r in frame.select(
+        "sample_id", usable_embedding(element_type).alias("ok")).collect()}  # fmt: skip
+    assert {k for k, ok in got.items() if ok} == {"clean"}
+    assert all(ok is not None for ok in got.values())  # never NULL: F.when treats it as false
 
 
 @pytest.mark.parametrize("keep", ["aesthetic", "farthest_from_centroid"])

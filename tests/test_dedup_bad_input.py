@@ -101,7 +101,8 @@ def test_usable_embedding_finds_nan_and_null_elements_in_any_position(spark, ele
         "null_elem": [one, None], "null_then_nan": [None, nan], "nan_then_null": [nan, None],
         "empty": [], "null": None,
     }  # fmt: skip
-    frame = spark.createDataFrame(list(rows.items()), f"sample_id STRING, embedding ARRAY<{element}>")
+    ddl = f"sample_id STRING, embedding ARRAY<{element}>"
+    frame = spark.createDataFrame(list(rows.items()), ddl)
     element_type = frame.schema["embedding"].dataType.elementType
     got = {r["sample_id"]: r["ok"] for r in frame.select(
         "sample_id", usable_embedding(element_type).alias("ok")).collect()}  # fmt: skip

@@ -219,14 +219,19 @@ class SemanticState:
     def _changes(self, members: DataFrame, old: DataFrame) -> tuple[dict[int, int], DataFrame]:
         """({coarse group: members gained} for every group that gained or lost one; the lost
         (coarse, sample_id, embedding_hash) rows: removed samples, or changed embeddings)."""
-        lost = old.subtract(members).persist(StorageLevel.MEMORY_AND_DISK)  # read 3 times
-        diff = (
-            members.subtract(old)
-            .select("coarse", F.lit(1).alias("gained"))
-            .unionByName(lost.select("coarse", F.lit(0).alias("gained")))
-            .groupBy("coarse")
-            .agg(F.sum("gained").alias("gained"))
+        # one full outer join (each side shuffled once; two EXCEPTs shuffled each twice), rows
+        # on one side only kept: (coarse, sample_id, hash) is unique on both sides
+        keys = ["coarse", "sample_id", "embedding_hash"]
+        gone, fresh = F.col("now").isNull(), F.col("was").isNull()
+        changed = (
+            members.select(*keys, F.lit(True).alias("now"))
+            .join(old.select(*keys, F.lit(True).alias("was")), keys, "full_outer")
+            .where(gone | fresh)
+            .persist(StorageLevel.MEMORY_AND_DISK)  # read 4 times
         )
+        self._held.append(changed)
+        lost = changed.where(gone).select(*keys)
+        diff = changed.groupBy("coarse").agg(F.count(F.when(fresh, 1)).alias("gained"))
         return {int(r["coarse"]): int(r["gained"]) for r in diff.collect()}, lost
 
     def _resplit(
@@ -270,7 +275,6 @@ class SemanticState:
         lost = members.limit(0)
         if old is not None:
             gained, lost = self._changes(members, old)
-            self._held.append(lost)
             split = self._split_groups()
         self.touched = touched_groups(set(gained) | set(split), sizes, [], reset=self.reset)
         # every group with members now is touched, and so is every stored group that lost

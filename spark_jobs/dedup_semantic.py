@@ -112,16 +112,17 @@ def coarse_centroids(emb: DataFrame, cfg: Config, n: int) -> tuple[np.ndarray, s
 
     The sample is the `sample_size` rows with the smallest xxhash64(sample_id, seed): the
     same rows whatever the partitioning, sorted by sample_id before fitting (determinism).
+    They are picked by their ids first, then their embeddings read by a broadcast semi-join: a
+    top-k over the rows with their embeddings sent every partition's first `sample_size`
+    embeddings to one task (1.3 GB of shuffle at 1M x 768 for 150 MB of sample).
     """
     d = cfg.dedup
     k = max(1, min(d.coarse_k or n // 5000, n))
+    order = (F.xxhash64("sample_id", F.lit(d.seed)), "sample_id")
+    picked = emb.select("sample_id").orderBy(*order).limit(d.sample_size)
+    sample = emb.join(F.broadcast(picked), "sample_id", "left_semi")
     # pyspark types toPandas() with an alias that does not resolve without pandas stubs
-    pdf = cast(
-        pd.DataFrame,
-        emb.orderBy(F.xxhash64("sample_id", F.lit(d.seed)), "sample_id")
-        .limit(d.sample_size)
-        .toPandas(),
-    )
+    pdf = cast(pd.DataFrame, sample.toPandas())
     centroids, backend = fit_sample(pdf, k, backend=d.backend, seed=d.seed, max_iter=20)
     return centroids, backend, k, len(pdf)
 

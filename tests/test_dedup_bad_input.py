@@ -1,15 +1,18 @@
-"""Semantic dedup on bad input: empty, one sample, identical vectors, NaN/NULL embeddings."""
+"""Semantic dedup on bad input: empty, one sample, identical vectors, NaN/NULL embeddings; and
+the coarse sample's rows."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 import pytest
+from pyspark.sql import functions as F
 
 from curator_udfs.resolve import resolve_duplicates
 from curator_udfs.similarity import pairs_above
 from spark_jobs import dedup
 from spark_jobs.config import load_config
+from spark_jobs import dedup_semantic
 from spark_jobs.dedup_semantic import semantic_pairs, semantic_rows, usable_embedding
 from spark_jobs.summary import Summary
 from spark_jobs.tables import read_table, table_path
@@ -154,3 +157,26 @@ def test_job_with_an_empty_scores_table_notes_it(spark, make_cfg) -> None:
     assert summary.rows_in == 6 and summary.balanced
     sem = read_table(spark, cfg, "duplicates").where("method = 'semantic'").count()
     assert sem == 0
+
+
+def test_coarse_sample_is_the_rows_of_smallest_seeded_hash(spark, monkeypatch) -> None:
+    x = _unit(np.random.default_rng(5), 300)
+    frame = spark.createDataFrame(
+        [(f"s{i:03d}", [float(v) for v in x[i]]) for i in range(300)], EMB_DDL
+    ).repartition(4)
+    seen: list[pd.DataFrame] = []
+    fit = dedup_semantic.fit_sample
+
+    def fit_and_keep(pdf: pd.DataFrame, *args, **kwargs):  # the real fit, its input kept
+        seen.append(pdf)
+        return fit(pdf, *args, **kwargs)
+
+    monkeypatch.setattr(dedup_semantic, "fit_sample", fit_and_keep)
+    cfg = _cfg("dedup.sample_size=40", "dedup.seed=7", "dedup.coarse_k=3")
+    centroids, _, k, sampled = dedup_semantic.coarse_centroids(frame, cfg, 300)
+    expected = frame.orderBy(F.xxhash64("sample_id", F.lit(7)), "sample_id").limit(40)
+    assert sampled == 40 and k == 3 and centroids.shape == (3, DIM)
+    assert set(seen[0]["sample_id"]) == {r["sample_id"] for r in expected.collect()}
+    got = np.stack(seen[0].sort_values("sample_id")["embedding"].to_numpy())
+    want = x[sorted(int(s[1:]) for s in seen[0]["sample_id"])]
+    np.testing.assert_array_equal(got.astype(np.float32), want)  # each row its own embedding

@@ -10,9 +10,8 @@ from pyspark.sql import functions as F
 
 from curator_udfs.resolve import resolve_duplicates
 from curator_udfs.similarity import pairs_above
-from spark_jobs import dedup
+from spark_jobs import dedup, dedup_semantic
 from spark_jobs.config import load_config
-from spark_jobs import dedup_semantic
 from spark_jobs.dedup_semantic import semantic_pairs, semantic_rows, usable_embedding
 from spark_jobs.summary import Summary
 from spark_jobs.tables import read_table, table_path

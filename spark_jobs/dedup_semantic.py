@@ -90,15 +90,14 @@ def embeddings(spark: SparkSession, cfg: Config, model: str | None) -> DataFrame
     )
 
 
-def usable_embedding(element: DataType | None = None) -> Column:
+def usable_embedding(element: DataType) -> Column:
     """True for a non-empty embedding without NULL or NaN elements; `element` is the array's
-    element type (float when not given).
+    element type.
 
     For float and double elements, `array_contains` of a NaN of that type (Spark's NaN equals
     NaN; the result is NULL for a NULL element): a higher-order `exists` evaluated its lambda
     element by element, about 1 s more per 100k x 768 scan (measured). A NaN of another type
     would cast every array."""
-    element = element if element is not None else FloatType()
     if not isinstance(element, FloatType | DoubleType):  # no NaN: only NULL elements to find
         bad = F.exists("embedding", lambda v: v.isNull())
     else:

@@ -227,7 +227,7 @@ class SemanticState:
             members.select(*keys, F.lit(True).alias("now"))
             .join(old.select(*keys, F.lit(True).alias("was")), keys, "full_outer")
             .where(gone | fresh)
-            .persist(StorageLevel.MEMORY_AND_DISK)  # read 4 times
+            .persist(StorageLevel.MEMORY_AND_DISK)  # read 3 times
         )
         self._held.append(changed)
         lost = changed.where(gone).select(*keys)

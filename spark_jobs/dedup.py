@@ -321,12 +321,14 @@ def semantic_stage(
             replace_method_rows(spark, cfg, DUPLICATE_PAIRS, out, "semantic")
         found = pairs.count()
         if state is not None:  # last: every read of the stored pairs is done
-            state.commit()
-        return found
+            state.stage_commit()
     finally:  # the state's frames first (see SemanticPairs.unpersist)
         if state is not None:
             state.unpersist()
         sp.unpersist()
+    if state is not None:  # with nothing cached left that reads the state tables
+        state.commit()
+    return found
 
 
 if __name__ == "__main__":  # spark-submit spark_jobs/dedup.py ARGS

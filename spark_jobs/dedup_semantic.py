@@ -326,11 +326,11 @@ def _fine_pairs(
         fine = assigned.groupBy("coarse").applyInPandas(fine_fn, FINE_SCHEMA)
     else:
         known = state.stored_assignment()
-        members, assigned, ids = _assigned_once(reps, coarse_ids, known, rep_keys)
-        held = (ids,)
+        members, assigned, held, lost = _assigned_once(reps, coarse_ids, known, rep_keys)
         fine = state.fine_rows(
             members,
             assigned,
+            lost,
             lambda df: df.groupBy("coarse").applyInPandas(fine_fn, FINE_SCHEMA),
             lambda df: df.groupBy("coarse").applyInPandas(inc_fn, FINE_SCHEMA),
             summary,
@@ -355,9 +355,10 @@ def _assigned_once(
     coarse_ids: Column,
     known: DataFrame | None = None,
     rep_keys: DataFrame | None = None,
-) -> tuple[DataFrame, DataFrame, DataFrame]:
-    """(members: coarse, sample_id, embedding_hash; assigned: sample_id, embedding, coarse,
-    embedding_hash; ids: the persisted assignment both are read from).
+) -> tuple[DataFrame, DataFrame, tuple[DataFrame, ...], DataFrame | None]:
+    """(members: coarse, sample_id, embedding_hash, fresh; assigned: sample_id, embedding,
+    coarse, embedding_hash; the persisted frames both are read from; lost: coarse, sample_id,
+    embedding_hash of the stored members that are no representative now, None without `known`).
 
     The job reads the assignment twice (the state's membership pass, then the fine stage), so
     the pandas UDF runs once, into a small persisted frame without the embeddings (1M x 768
@@ -369,27 +370,46 @@ def _assigned_once(
     With `known` (sample_id, embedding_hash, coarse_ids: the stored assignment under the same
     centroids and margins, spark_jobs.dedup_state), a representative stored with the same
     embedding hash keeps its stored groups (the assignment is a function of the embedding),
-    so the UDF, and the transfer of embeddings into Python, runs over the others only; which
-    ones those are is found over `rep_keys` (the representatives' keys, without reading their
-    embeddings)."""
+    so the UDF, and the transfer of embeddings into Python, runs over the others only (`fresh`
+    members). One full outer join of `rep_keys` (the representatives' keys, without their
+    embeddings) with `known` tells the three apart: kept, fresh, and lost (stored only: a
+    removed sample, a changed embedding, or a copy now); it is all the state needs to know
+    which groups gained or lost members."""
     keys = ["h1", "h2", "sample_id"]
+    lost: DataFrame | None = None
+    held: tuple[DataFrame, ...] = ()
     if known is None:
-        ids = reps.select(*keys, coarse_ids.alias("coarse_ids"))
+        ids = reps.select(*keys, coarse_ids.alias("coarse_ids"), F.lit(True).alias("fresh"))
     else:
         rep_keys = rep_keys if rep_keys is not None else reps.select(*keys)
-        old = rep_keys.join(known.withColumnRenamed("embedding_hash", "h1"), ["sample_id", "h1"])
-        fresh = rep_keys.join(old.select(*keys), keys, "left_anti")
+        stored = known.select(
+            "sample_id", F.col("embedding_hash").alias("h1"), F.col("coarse_ids").alias("was")
+        )
+        both = rep_keys.join(stored, ["sample_id", "h1"], "full_outer")
+        both = both.persist(StorageLevel.MEMORY_AND_DISK)  # read 3 times: kept, fresh, lost
+        held = (both,)
+        now, was = F.col("h2").isNotNull(), F.col("was").isNotNull()  # h2: never NULL in reps
+        kept = both.where(now & was).select(
+            *keys, F.col("was").alias("coarse_ids"), F.lit(False).alias("fresh")
+        )
+        fresh = both.where(~was).select(*keys)
         rest = reps.join(fresh.hint("shuffle_hash"), keys, "left_semi")
-        ids = old.unionByName(rest.select(*keys, coarse_ids.alias("coarse_ids")))
+        ids = kept.unionByName(
+            rest.select(*keys, coarse_ids.alias("coarse_ids"), F.lit(True).alias("fresh"))
+        )
+        lost = both.where(~now).select(
+            F.explode("was").alias("coarse"), "sample_id", F.col("h1").alias("embedding_hash")
+        )
     ids = ids.persist(StorageLevel.MEMORY_AND_DISK)
     members = ids.select(
-        F.explode("coarse_ids").alias("coarse"), "sample_id", F.col("h1").alias("embedding_hash")
-    )
+        F.explode("coarse_ids").alias("coarse"), "sample_id",
+        F.col("h1").alias("embedding_hash"), "fresh",
+    )  # fmt: skip
     assigned = reps.join(ids.hint("shuffle_hash"), keys).select(
         "sample_id", "embedding", F.explode("coarse_ids").alias("coarse"),
         F.col("h1").alias("embedding_hash"),
     )  # fmt: skip
-    return members, assigned, ids
+    return members, assigned, (ids, *held), lost
 
 
 def _copy_edges(

@@ -35,7 +35,7 @@ from datetime import UTC, datetime
 
 import numpy as np
 from pyspark import StorageLevel
-from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, Row, SparkSession
 from pyspark.sql import functions as F
 
 from curator_udfs.coarse_reuse import StoredCentroids, refit_reason, state_basis, touched_groups
@@ -56,6 +56,7 @@ from spark_jobs.tables import (
 FINE_COLUMNS = (
     "a", "b", "similarity", "cluster", "dist_a", "dist_b", "cluster_size", "centroid"
 )  # fmt: skip
+_SPILL = StorageLevel.MEMORY_AND_DISK
 Fitter = Callable[[], tuple[np.ndarray, str, int, int]]  # () -> (centroids, backend, k, sampled)
 
 
@@ -68,8 +69,8 @@ class SemanticState:
     """The stored centroids and group state of one model, for one run of the job.
 
     `centroids()` reuses or refits; `fine_rows()` extends (or splits anew) the touched groups
-    and keeps the others; `commit()` writes the touched groups' state (call it after the last
-    read of the pairs); `unpersist()` drops the frames it holds.
+    and keeps the others; `stage_commit()` (after the last read of the pairs), `unpersist()`
+    (drops the frames it holds), then `commit()` writes the touched groups' state.
     """
 
     def __init__(
@@ -84,8 +85,10 @@ class SemanticState:
         self._members: DataFrame | None = None
         self._old: DataFrame | None = None  # the stored members, once checked usable
         self._checked = False
+        self._split: list[int] = []  # _tags
         self._held: list[DataFrame] = []
         self._pairs: DataFrame | None = None  # the stored fine rows (_stored_pairs)
+        self._staged: tuple[DataFrame, DataFrame] | None = None  # stage_commit's rows
 
     # ---- centroids -----------------------------------------------------------------------------
     def _where_model(self) -> str:
@@ -162,41 +165,37 @@ class SemanticState:
 
     def _valid_members(self) -> DataFrame | None:
         """The stored members under this run's basis, or None (and reset) if any stored row of
-        the model has another basis or there are none. Checked once per run."""
+        the model has another basis or there are none. Checked once per run, in the one
+        aggregate that also finds the groups a crash left split (`_split_groups`)."""
         if self._checked:
             return self._old
         self._checked = True
         old = None if self.reset else self._read(DEDUP_MEMBERS.logical)
-        if old is None or self._read(DEDUP_GROUP_PAIRS.logical) is None:
+        pairs = None if old is None else self._read(DEDUP_GROUP_PAIRS.logical)
+        if old is None or pairs is None:
             self.reset = True
             return None
-        mine = F.col("basis") == self.basis
-        row = old.agg(
-            F.count(F.when(mine, 1)).alias("ok"), F.count(F.when(~mine, 1)).alias("other")
-        ).first()
-        if row is None or not row["ok"] or row["other"]:
+        row = self._tags(old, pairs)
+        if not row["ok"] or row["other"]:
             self.reset = True
             return None
+        self._split = sorted(int(c) for c in row["split"])
         self._old = old.select("coarse", "sample_id", "embedding_hash")
         return self._old
 
-    def _split_groups(self) -> list[int]:
-        """Coarse groups whose stored pairs and members were not written by one commit (one
-        run_id and this basis on both sides): a crash between `commit`'s two writes, after
+    def _tags(self, members: DataFrame, pairs: DataFrame) -> Row:
+        """One row: the member rows of this basis (`ok`) and of another (`other`), and the
+        coarse groups whose stored pairs and members were not written by one commit (`split`:
+        not one run_id and basis on both sides), a crash between `commit`'s two writes, after
         which the members could match a later run's again while the pairs are the crashed
-        run's. One row per group to the driver; those groups are recomputed."""
+        run's; those groups are recomputed."""
         tag = F.concat_ws("|", "run_id", "basis")
-
-        def per_group(logical: str, side: str) -> DataFrame:
-            df = self._read(logical)
-            assert df is not None  # _valid_members checked both tables exist
-            return df.groupBy("coarse").agg(
-                F.min(tag).alias(f"{side}_lo"), F.max(tag).alias(f"{side}_hi")
-            )
-
-        both = per_group(DEDUP_GROUP_PAIRS.logical, "p").join(
-            per_group(DEDUP_MEMBERS.logical, "m"), "coarse", "full_outer"
-        )
+        mine = F.col("basis") == self.basis
+        p = pairs.groupBy("coarse").agg(F.min(tag).alias("p_lo"), F.max(tag).alias("p_hi"))
+        m = members.groupBy("coarse").agg(
+            F.min(tag).alias("m_lo"), F.max(tag).alias("m_hi"),
+            F.count(F.when(mine, 1)).alias("ok"), F.count(F.when(~mine, 1)).alias("other"),
+        )  # fmt: skip
         one = (
             F.col("p_lo").isNotNull()
             & F.col("m_lo").isNotNull()
@@ -204,7 +203,21 @@ class SemanticState:
             & (F.col("m_lo") == F.col("m_hi"))
             & (F.col("p_lo") == F.col("m_lo"))
         )
-        return [int(r["coarse"]) for r in both.where(~one).select("coarse").collect()]
+        row = (
+            p.join(m, "coarse", "full_outer")
+            .agg(
+                F.coalesce(F.sum("ok"), F.lit(0)).alias("ok"),
+                F.coalesce(F.sum("other"), F.lit(0)).alias("other"),
+                F.collect_list(F.when(~one, F.col("coarse"))).alias("split"),
+            )
+            .first()
+        )
+        assert row is not None  # a global aggregate has exactly one row
+        return row
+
+    def _split_groups(self) -> list[int]:
+        """The coarse groups a crash left split (`_tags`); call after `_valid_members()`."""
+        return self._split
 
     def _stored_pairs(self) -> DataFrame:
         """This basis' stored fine rows at the table's version now (pinned: the commit at the
@@ -216,23 +229,28 @@ class SemanticState:
             self._pairs = kept.where(F.col("basis") == self.basis)
         return self._pairs
 
-    def _changes(self, members: DataFrame, old: DataFrame) -> tuple[dict[int, int], DataFrame]:
-        """({coarse group: members gained} for every group that gained or lost one; the lost
-        (coarse, sample_id, embedding_hash) rows: removed samples, or changed embeddings)."""
-        # one full outer join (each side shuffled once; two EXCEPTs shuffled each twice), rows
-        # on one side only kept: (coarse, sample_id, hash) is unique on both sides
-        keys = ["coarse", "sample_id", "embedding_hash"]
-        gone, fresh = F.col("now").isNull(), F.col("was").isNull()
-        changed = (
-            members.select(*keys, F.lit(True).alias("now"))
-            .join(old.select(*keys, F.lit(True).alias("was")), keys, "full_outer")
-            .where(gone | fresh)
-            .persist(StorageLevel.MEMORY_AND_DISK)  # read 3 times
-        )
-        self._held.append(changed)
-        lost = changed.where(gone).select(*keys)
-        diff = changed.groupBy("coarse").agg(F.count(F.when(fresh, 1)).alias("gained"))
-        return {int(r["coarse"]): int(r["gained"]) for r in diff.collect()}, lost
+    def _per_group(
+        self, members: DataFrame, lost: DataFrame | None
+    ) -> tuple[dict[int, int], dict[int, int]]:
+        """({coarse group: members now}, {coarse group: members gained} for every group that
+        gained or lost one): one aggregate over the members (`fresh`: not stored under this
+        basis) and the `lost` rows, one row per coarse group to the driver."""
+        one, none = F.lit(1), F.lit(0)
+        rows = members.select("coarse", one.alias("n"), F.col("fresh").cast("int").alias("new"),
+                              none.alias("gone"))  # fmt: skip
+        if lost is not None:
+            rows = rows.unionByName(lost.select("coarse", none.alias("n"), none.alias("new"),
+                                                one.alias("gone")))  # fmt: skip
+        agg = rows.groupBy("coarse").agg(*(F.sum(c).alias(c) for c in ("n", "new", "gone")))
+        sizes: dict[int, int] = {}
+        gained: dict[int, int] = {}
+        for r in agg.collect():
+            c = int(r["coarse"])
+            if r["n"]:
+                sizes[c] = int(r["n"])
+            if r["new"] or r["gone"]:
+                gained[c] = int(r["new"])
+        return sizes, gained
 
     def _resplit(
         self, split: list[int], gained: dict[int, int], sizes: dict[int, int]
@@ -255,6 +273,7 @@ class SemanticState:
         self,
         members: DataFrame,
         assigned: DataFrame,
+        lost: DataFrame | None,
         fine: Callable[[DataFrame], DataFrame],
         increment: Callable[[DataFrame], DataFrame],
         summary: Summary,
@@ -264,18 +283,20 @@ class SemanticState:
         (curator_udfs.fine_increment: new members against their stored fine clusters) plus the
         stored pairs without removed members for the other touched groups, and the stored rows
         of the untouched ones. `members` (coarse, sample_id, embedding_hash: the xxhash64 of the
-        embedding) are the same rows as `assigned`, without the embeddings, from a frame the
-        caller keeps persisted until after `commit()`. Counts go to the summary."""
-        self._members = members
-        per_group = members.groupBy("coarse").count().collect()  # one row per coarse group
-        sizes = {int(r["coarse"]): int(r["count"]) for r in per_group}
+        embedding; fresh: not stored with that hash) are the same rows as `assigned`, without
+        the embeddings, from a frame the caller keeps persisted until after `stage_commit()`;
+        `lost` the stored members that are gone (spark_jobs.dedup_semantic._assigned_once;
+        None when there is no usable state). Counts go to the summary."""
+        self._members = members.drop("fresh")
         old = self._valid_members()
-        gained: dict[int, int] = {}
+        if old is None:
+            lost = None
+        sizes, gained = self._per_group(members, lost)
         split: list[int] = []
-        lost = members.limit(0)
-        if old is not None:
-            gained, lost = self._changes(members, old)
+        if lost is not None:
             split = self._split_groups()
+        else:
+            gained = {}
         self.touched = touched_groups(set(gained) | set(split), sizes, [], reset=self.reset)
         # every group with members now is touched, and so is every stored group that lost
         # them all (or was left split): the commit replaces the model's whole state
@@ -295,7 +316,7 @@ class SemanticState:
             parts.append(fine(assigned.where(F.col("coarse").isin(refit))))
         untouched: DataFrame | None = None
         if not self.reset:
-            assert old is not None  # not a reset: _valid_members found the state
+            assert old is not None and lost is not None  # not a reset: a usable state
             stored = self._stored_pairs()
             in_grown = F.col("coarse").isin(grown)
             if grown:
@@ -321,19 +342,33 @@ class SemanticState:
         out = self._new.select(*FINE_COLUMNS)
         return out if untouched is None else out.unionByName(untouched)
 
-    def commit(self) -> None:
-        """Write the touched groups' pairs, then their members (module docstring)."""
+    def stage_commit(self) -> None:
+        """Take the rows `commit()` writes out of the cache, lineage cut (local checkpoints):
+        call it after the last read of the pairs, then drop every persisted frame, then
+        `commit()`. Delta re-plans, after a write, every cached plan that reads the table it
+        wrote, and the write sources read the state tables: 2-3 s a run at 100k."""
         if self._new is None or self._members is None or (not self.touched and not self.reset):
             return
+        extra = (F.lit(self.model).alias("model"), F.lit(self.basis).alias("basis"),
+                 F.lit(self.run_id).alias("run_id"))  # fmt: skip
+        members = self._members.where(F.col("coarse").isin(self.touched))
+        self._staged = (
+            self._new.select("*", *extra).localCheckpoint(eager=True, storageLevel=_SPILL),
+            members.select("*", *extra).localCheckpoint(eager=True, storageLevel=_SPILL),
+        )
+
+    def commit(self) -> None:
+        """Write the touched groups' pairs, then their members (module docstring), as staged."""
+        if self._staged is None:
+            return
+        pairs, members = self._staged
         where = self._where_model()
         if not self.reset and not self._all_touched:  # (a coarse list costs file rewrites)
             where += f" AND coarse IN ({', '.join(str(c) for c in self.touched)})"
-        extra = (F.lit(self.model).alias("model"), F.lit(self.basis).alias("basis"),
-                 F.lit(self.run_id).alias("run_id"))  # fmt: skip
         add_missing_columns(self.spark, self.cfg, DEDUP_GROUP_PAIRS)  # `centroid`, since stop 41
-        replace_where(self.spark, self.cfg, DEDUP_GROUP_PAIRS, self._new.select("*", *extra), where)
-        members = self._members.where(F.col("coarse").isin(self.touched))
-        replace_where(self.spark, self.cfg, DEDUP_MEMBERS, members.select("*", *extra), where)
+        replace_where(self.spark, self.cfg, DEDUP_GROUP_PAIRS, pairs, where)
+        replace_where(self.spark, self.cfg, DEDUP_MEMBERS, members, where)
+        self._staged = None
 
     def unpersist(self) -> None:
         """Drop the persisted frames."""

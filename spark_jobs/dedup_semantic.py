@@ -367,48 +367,43 @@ def _assigned_once(
     shuffled hash join reads them in place; only the small side is exchanged. h1 is the
     xxhash64 of the embedding that `dedup_members.embedding_hash` has always held.
 
-    With `known` (sample_id, embedding_hash, coarse_ids: the stored assignment under the same
-    centroids and margins, spark_jobs.dedup_state), a representative stored with the same
-    embedding hash keeps its stored groups (the assignment is a function of the embedding),
-    so the UDF, and the transfer of embeddings into Python, runs over the others only (`fresh`
-    members). One full outer join of `rep_keys` (the representatives' keys, without their
-    embeddings) with `known` tells the three apart: kept, fresh, and lost (stored only: a
-    removed sample, a changed embedding, or a copy now); it is all the state needs to know
-    which groups gained or lost members."""
+    With `known` (coarse, sample_id, embedding_hash: the stored assignment under the same
+    centroids and margins, one row per group, spark_jobs.dedup_state), a representative stored
+    with the same embedding hash keeps its stored groups (the assignment is a function of the
+    embedding), so the UDF, and the transfer of embeddings into Python, runs over the others
+    only (`fresh` members). One full outer join of `rep_keys` (the representatives' keys,
+    without their embeddings) with `known` tells the three apart: kept, fresh, and lost
+    (stored only: a removed sample, a changed embedding, or a copy now); it is all the state
+    needs to know which groups gained or lost members."""
     keys = ["h1", "h2", "sample_id"]
     lost: DataFrame | None = None
     held: tuple[DataFrame, ...] = ()
+    fresh_ids = F.explode(coarse_ids).alias("coarse"), F.lit(True).alias("fresh")
     if known is None:
-        ids = reps.select(*keys, coarse_ids.alias("coarse_ids"), F.lit(True).alias("fresh"))
+        ids = reps.select(*keys, *fresh_ids)
     else:
         rep_keys = rep_keys if rep_keys is not None else reps.select(*keys)
         stored = known.select(
-            "sample_id", F.col("embedding_hash").alias("h1"), F.col("coarse_ids").alias("was")
+            "sample_id", F.col("embedding_hash").alias("h1"), F.col("coarse").alias("was")
         )
         both = rep_keys.join(stored, ["sample_id", "h1"], "full_outer")
         both = both.persist(StorageLevel.MEMORY_AND_DISK)  # read 3 times: kept, fresh, lost
         held = (both,)
         now, was = F.col("h2").isNotNull(), F.col("was").isNotNull()  # h2: never NULL in reps
         kept = both.where(now & was).select(
-            *keys, F.col("was").alias("coarse_ids"), F.lit(False).alias("fresh")
+            *keys, F.col("was").alias("coarse"), F.lit(False).alias("fresh")
         )
         fresh = both.where(~was).select(*keys)
         rest = reps.join(fresh.hint("shuffle_hash"), keys, "left_semi")
-        ids = kept.unionByName(
-            rest.select(*keys, coarse_ids.alias("coarse_ids"), F.lit(True).alias("fresh"))
-        )
+        ids = kept.unionByName(rest.select(*keys, *fresh_ids))
         lost = both.where(~now).select(
-            F.explode("was").alias("coarse"), "sample_id", F.col("h1").alias("embedding_hash")
+            F.col("was").alias("coarse"), "sample_id", F.col("h1").alias("embedding_hash")
         )
-    ids = ids.persist(StorageLevel.MEMORY_AND_DISK)
-    members = ids.select(
-        F.explode("coarse_ids").alias("coarse"), "sample_id",
-        F.col("h1").alias("embedding_hash"), "fresh",
-    )  # fmt: skip
+    ids = ids.persist(StorageLevel.MEMORY_AND_DISK)  # one row per representative and group
+    members = ids.select("coarse", "sample_id", F.col("h1").alias("embedding_hash"), "fresh")
     assigned = reps.join(ids.hint("shuffle_hash"), keys).select(
-        "sample_id", "embedding", F.explode("coarse_ids").alias("coarse"),
-        F.col("h1").alias("embedding_hash"),
-    )  # fmt: skip
+        "sample_id", "embedding", "coarse", F.col("h1").alias("embedding_hash")
+    )
     return members, assigned, (ids, *held), lost
 
 

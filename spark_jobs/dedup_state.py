@@ -153,15 +153,10 @@ class SemanticState:
 
     # ---- groups --------------------------------------------------------------------------------
     def stored_assignment(self) -> DataFrame | None:
-        """The stored coarse groups of each representative (sample_id, embedding_hash,
-        coarse_ids) when the group state is usable under this run's basis, else None. Call
-        after `centroids()`."""
-        old = self._valid_members()
-        if old is None:
-            return None
-        return old.groupBy("sample_id", "embedding_hash").agg(
-            F.collect_list("coarse").alias("coarse_ids")
-        )
+        """The stored coarse group rows of the representatives (coarse, sample_id,
+        embedding_hash) when the group state is usable under this run's basis, else None.
+        Call after `centroids()`."""
+        return self._valid_members()
 
     def _valid_members(self) -> DataFrame | None:
         """The stored members under this run's basis, or None (and reset) if any stored row of

@@ -269,12 +269,21 @@ def test_state_of_an_older_layout_is_rebuilt_and_an_emptied_group_leaves_the_sta
     assert not set(emptied) & set(_dups(spark, cfg)["sample_id"])
 
 
+def _cached_plans(spark) -> list[str]:
+    """The logical plans of every frame cached in the session now (a Delta scan shows as
+    `Relation [columns] parquet`, without its path)."""
+    cached = spark._jsparkSession.sharedState().cacheManager().cachedData()
+    return [cached.apply(i).plan().toString() for i in range(cached.size())]
+
+
 def test_every_group_touched_with_one_emptied_replaces_the_state_whole(
-    spark, make_cfg, tmp_path: Path
+    spark, make_cfg, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """One group loses every member while the two others gain some: the whole model's state
     is replaced in one write (no per-group predicate), the emptied group leaves it, and the
-    duplicates are those of a from-scratch run with the same centroids."""
+    duplicates are those of a from-scratch run with the same centroids. When the state is
+    written, no cached frame reads a state table (Delta would re-plan each one after the
+    write)."""
     rng = np.random.default_rng(9)
     cfg, sets, ids, x, score = _separated(spark, make_cfg, rng, 4, 150)
     members = _state(spark, cfg, "dedup_members", ["coarse", "sample_id"])
@@ -288,7 +297,17 @@ def test_every_group_touched_with_one_emptied_replaces_the_state_whole(
     new_ids = [f"n{i:04d}" for i in range(len(new))]
     new_score = rng.uniform(0, 10, len(new))
     _append(spark, cfg, new_ids, new, new_score)
+    real, writes = dedup_state.replace_where, []
+
+    def recording(spark_, cfg_, table, df, where):  # type: ignore[no-untyped-def]
+        reading = [p for p in _cached_plans(spark) if "basis#" in p]  # only state tables have it
+        writes.append((table.logical, len(reading)))
+        return real(spark_, cfg_, table, df, where)
+
+    monkeypatch.setattr(dedup_state, "replace_where", recording)
     run = dedup.run(spark, cfg)
+    monkeypatch.setattr(dedup_state, "replace_where", real)
+    assert writes == [("dedup_group_pairs", 0), ("dedup_members", 0)]
     assert run.extra["group_state"] == "incremental"
     assert run.extra["coarse_groups_touched"] == len(groups) == 3, run.extra
     for table in ("dedup_group_pairs", "dedup_members"):

@@ -86,7 +86,6 @@ class SemanticState:
         self._old: DataFrame | None = None  # the stored members, once checked usable
         self._checked = False
         self._split: list[int] = []  # _tags
-        self._held: list[DataFrame] = []
         self._pairs: DataFrame | None = None  # the stored fine rows (_stored_pairs)
         self._staged: tuple[DataFrame, DataFrame] | None = None  # stage_commit's rows
 
@@ -341,7 +340,7 @@ class SemanticState:
         """Take the rows `commit()` writes out of the cache, lineage cut (local checkpoints):
         call it after the last read of the pairs, then drop every persisted frame, then
         `commit()`. Delta re-plans, after a write, every cached plan that reads the table it
-        wrote, and the write sources read the state tables: 2-3 s a run at 100k."""
+        wrote, and the write sources read the state tables: 3-4 s a run at 100k."""
         if self._new is None or self._members is None or (not self.touched and not self.reset):
             return
         extra = (F.lit(self.model).alias("model"), F.lit(self.basis).alias("basis"),
@@ -366,10 +365,9 @@ class SemanticState:
         self._staged = None
 
     def unpersist(self) -> None:
-        """Drop the persisted frames."""
-        for df in (self._new, *self._held):
-            if df is not None:
-                df.unpersist()
+        """Drop the persisted frame it holds (the fine rows of the touched groups)."""
+        if self._new is not None:
+            self._new.unpersist()
 
 
 def _increment_input(

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import datetime
+from typing import Any, Protocol
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from curator_udfs.caption_signals import caption_signals
 from curator_udfs.ids import sample_id
@@ -67,6 +69,12 @@ INGEST_ROW_DDL = (
     "quarantined BIGINT, bytes_read BIGINT, status STRING, error STRING, at TIMESTAMP, "
     "run_id STRING, byte_mode STRING"
 )
+
+
+class RowSink(Protocol):
+    """Where an executor sends the few rows that are not images (a Spark accumulator)."""
+
+    def add(self, term: Any) -> None: ...
 
 
 class _Rows:
@@ -170,3 +178,34 @@ def ingest_shard_rows(
             )
     if len(rows):
         yield rows.flush()
+
+
+def image_rows_only(
+    batches: Iterator[pa.RecordBatch], *, side: RowSink, **read: Any
+) -> Iterator[pa.RecordBatch]:
+    """`ingest_shard_rows(batches, **read)`'s image rows; its quarantine and shard rows go to
+    `side`, each output batch's as a list of one Arrow IPC stream (`rows_from_ipc` reads them).
+
+    So the image bytes flow once, straight into the `images` write, and the small rows reach
+    the driver with each task's result: nothing has to be cached to feed three tables."""
+    for batch in ingest_shard_rows(batches, **read):
+        is_image = pc.equal(batch.column("kind"), "image")
+        others = batch.filter(pc.invert(is_image))
+        if others.num_rows:
+            sink = pa.BufferOutputStream()
+            with pa.ipc.new_stream(sink, INGEST_ROW_SCHEMA) as writer:
+                writer.write_batch(others)
+            side.add([sink.getvalue().to_pybytes()])
+        yield batch.filter(is_image)
+
+
+def rows_from_ipc(streams: list[bytes]) -> pa.Table:
+    """The rows `image_rows_only` sent, each (kind, shard_uri, ordinal) once: a task computed
+    twice (a lost executor, a retried stage) sends its rows twice."""
+    tables = [pa.ipc.open_stream(s).read_all() for s in streams]
+    rows = pa.concat_tables(tables) if tables else INGEST_ROW_SCHEMA.empty_table()
+    keys = ["kind", "shard_uri", "ordinal"]
+    indexed = rows.select(keys).append_column("row", pa.array(range(rows.num_rows), pa.int64()))
+    first = indexed.group_by(keys, use_threads=False).aggregate([("row", "min")])
+    firsts = first.column("row_min")  # in the order they came
+    return rows.take(firsts.take(pc.array_sort_indices(firsts)))

@@ -405,3 +405,80 @@ def test_each_shard_is_read_in_its_own_task_without_a_python_rdd(spark) -> None:
     # no mtime known (a store that does not say): NULL, typed
     unknown = ingest.one_task_per_shard(spark, [ShardFile(uri="s3://b/x.tar", size=7, mtime=None)])
     assert [tuple(r) for r in unknown.collect()] == [("s3://b/x.tar", 7, None)]
+
+
+def test_image_rows_flow_on_and_the_other_rows_go_to_the_side(tmp_path: Path) -> None:
+    """The reading function yields only image rows; quarantine and shard rows reach the sink
+    (on Spark: an accumulator) as Arrow streams, so nothing is cached to feed three tables."""
+    from datetime import UTC, datetime
+
+    import pyarrow as pa
+
+    from curator_udfs.ingest_batches import image_rows_only, rows_from_ipc
+    from curator_udfs.shard_reader import IngestLimits
+
+    expected = badshards.write_mixed_bad_shard(tmp_path / "mixed.tar")
+    totals = badshards.expected_totals(expected)
+    uri = normalize_shard_uri(str(tmp_path / "mixed.tar"))
+    shard = pa.RecordBatch.from_pylist([{"shard_uri": uri, "size": 1, "mtime": 2.0}])
+    streams: list[bytes] = []
+
+    class Sink:
+        def add(self, term: list[bytes]) -> None:
+            streams.extend(term)
+
+    out = list(image_rows_only(iter([shard]), side=Sink(), limits=IngestLimits(),
+                               run_id="r", at=datetime.now(UTC), max_batch_rows=4))  # fmt: skip
+    assert len(out) > 2 and len(streams) > 1  # several output batches, each split
+    kinds = {k for b in out for k in b.column("kind").to_pylist()}
+    assert kinds == {"image"} and sum(b.num_rows for b in out) == totals["images"]
+    side = rows_from_ipc(streams).to_pylist()
+    assert [r["kind"] for r in side].count("quarantine") == totals["quarantined"] > 0
+    (shard_row,) = [r for r in side if r["kind"] == "shard"]
+    assert (shard_row["images"], shard_row["quarantined"]) == (totals["images"],
+                                                             totals["quarantined"])  # fmt: skip
+    # a task computed twice (a lost executor, a retried stage) sends its rows twice
+    assert rows_from_ipc(streams + streams[::-1]).to_pylist() == side
+    assert rows_from_ipc([]).num_rows == 0
+
+
+def test_a_shard_whose_outcome_never_came_back_stops_the_batch() -> None:
+    import pyarrow as pa
+
+    from curator_udfs.ingest_batches import INGEST_ROW_SCHEMA
+    from curator_udfs.shard_listing import ShardFile
+
+    batch = [ShardFile(uri=f"file:///s/{i}.tar", size=1, mtime=1.0) for i in range(2)]
+    rows = [{"kind": "shard", "shard_uri": f.uri} for f in batch]
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, INGEST_ROW_SCHEMA) as writer:
+        writer.write_table(pa.Table.from_pylist(rows[:1], schema=INGEST_ROW_SCHEMA))
+    with pytest.raises(RuntimeError, match=r"1 shard\(s\) never reached .*1\.tar.* rerunning"):
+        ingest.side_rows(batch, [sink.getvalue().to_pybytes()])
+    assert ingest.side_rows(batch[:1], [sink.getvalue().to_pybytes()]).num_rows == 1
+
+
+def test_the_images_merge_reads_the_shards_directly_not_a_cache(
+    spark, make_cfg, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each batch's MERGE sources: images straight from the reading tasks, quarantine and
+    shards from the driver's rows (a local table, no job of its own); nothing persisted."""
+    d = tmp_path / "bad"
+    d.mkdir()
+    badshards.write_mixed_bad_shard(d / "mixed.tar")
+    write_sample_shards(d, shards=2, per_shard=5, seed=4)
+    real = ingest.merge_insert_new
+    plans: dict[str, str] = {}
+
+    def spy(spark_, cfg_, tdef, source, **kw):
+        plans[tdef.logical] = source._jdf.queryExecution().optimizedPlan().toString()
+        assert spark_._jsparkSession.sharedState().cacheManager().isEmpty()
+        return real(spark_, cfg_, tdef, source, **kw)
+
+    monkeypatch.setattr(ingest, "merge_insert_new", spy)
+    summary = _ingest(spark, make_cfg(), str(d))
+    assert summary.balanced and summary.quarantined > 0
+    assert summary.rows_written == summary.rows_in - summary.quarantined >= 10
+    assert set(plans) == {"images", "quarantine"}
+    assert "MapInArrow" in plans["images"] and "InMemoryRelation" not in plans["images"]
+    assert "LocalRelation" in plans["quarantine"] and "MapInArrow" not in plans["quarantine"]

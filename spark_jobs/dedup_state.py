@@ -153,14 +153,10 @@ class SemanticState:
     # ---- groups --------------------------------------------------------------------------------
     def stored_assignment(self) -> DataFrame | None:
         """The stored coarse group rows of the representatives (coarse, sample_id,
-        embedding_hash) when the group state is usable under this run's basis, else None.
-        Call after `centroids()`."""
-        return self._valid_members()
-
-    def _valid_members(self) -> DataFrame | None:
-        """The stored members under this run's basis, or None (and reset) if any stored row of
-        the model has another basis or there are none. Checked once per run, in the one
-        aggregate that also finds the groups a crash left split (`_split_groups`)."""
+        embedding_hash) when the group state is usable under this run's basis, else None (and
+        reset): any stored row of the model has another basis, or there are none. Checked once
+        per run (call after `centroids()`), in the one aggregate that also finds the groups a
+        crash left split (`_tags`)."""
         if self._checked:
             return self._old
         self._checked = True
@@ -209,17 +205,13 @@ class SemanticState:
         assert row is not None  # a global aggregate has exactly one row
         return row
 
-    def _split_groups(self) -> list[int]:
-        """The coarse groups a crash left split (`_tags`); call after `_valid_members()`."""
-        return self._split
-
     def _stored_pairs(self) -> DataFrame:
         """This basis' stored fine rows at the table's version now (pinned: the commit at the
         end replaces some of them)."""
         if self._pairs is None:  # read at one version for the whole run
             version = latest_version(self.spark, table_path(self.cfg, DEDUP_GROUP_PAIRS.logical))
             kept = self._read(DEDUP_GROUP_PAIRS.logical, version)
-            assert kept is not None  # _valid_members checked the table exists
+            assert kept is not None  # stored_assignment checked the table exists
             self._pairs = kept.where(F.col("basis") == self.basis)
         return self._pairs
 
@@ -282,15 +274,11 @@ class SemanticState:
         `lost` the stored members that are gone (spark_jobs.dedup_semantic._assigned_once;
         None when there is no usable state). Counts go to the summary."""
         self._members = members.drop("fresh")
-        old = self._valid_members()
+        old = self.stored_assignment()
         if old is None:
             lost = None
         sizes, gained = self._per_group(members, lost)
-        split: list[int] = []
-        if lost is not None:
-            split = self._split_groups()
-        else:
-            gained = {}
+        split = self._split  # the groups a crash left split ([] on a reset: all are touched)
         self.touched = touched_groups(set(gained) | set(split), sizes, [], reset=self.reset)
         # every group with members now is touched, and so is every stored group that lost
         # them all (or was left split): the commit replaces the model's whole state

@@ -143,7 +143,7 @@ def ingest_batch(
     The image rows go straight from the reading tasks into the `images` MERGE; each task's
     quarantine and shard rows (a few per shard) come back to the driver with its result
     (curator_udfs.ingest_batches.image_rows_only), where they are merged and recorded after.
-    Caching the batch's rows to feed the three writes instead cost about a fifth of a run.
+    Caching the batch's rows to feed the three writes instead cost about a quarter of the time.
     `retried`: some shard of the batch is recorded already (failed, retried), so its `shards`
     row is updated; otherwise the rows are only inserted (`recorder` says how)."""
     reference = cfg.ingest.bytes == "reference"

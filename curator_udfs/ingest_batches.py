@@ -199,6 +199,19 @@ def image_rows_only(
         yield batch.filter(is_image)
 
 
+class StreamList:
+    """The accumulator parameter of `image_rows_only`'s side channel: lists of Arrow IPC
+    streams, concatenated on the driver (Spark asks only for `zero` and `addInPlace`). Defined
+    here, not in the job, because Spark pickles it to the executors with the accumulator."""
+
+    def zero(self, value: list[bytes]) -> list[bytes]:
+        return []
+
+    def addInPlace(self, value1: list[bytes], value2: list[bytes]) -> list[bytes]:  # noqa: N802
+        value1.extend(value2)
+        return value1
+
+
 def rows_from_ipc(streams: list[bytes]) -> pa.Table:
     """The rows `image_rows_only` sent, each (kind, shard_uri, ordinal) once: a task computed
     twice (a lost executor, a retried stage) sends its rows twice."""

@@ -1,10 +1,10 @@
 """Job 1, ingest: WebDataset tar shards → Delta tables `images`, `quarantine`, `shards`.
 
-The shards of a batch are read in about one task per core (one per shard where there are
-more cores); shards already recorded in `shards` are skipped. Each batch of
-shards commits `images` and `quarantine` with insert-only MERGEs and records the shards last
-(an idempotent append where that is safe, spark_jobs.shard_record), so a crash at any point
-followed by a rerun leaves every sample exactly once.
+The shards of a batch are read in one task per core or per 128 MiB of image bytes, whichever
+is more, never more than one per shard; shards already recorded in `shards` are skipped. Each
+batch of shards commits `images` and `quarantine` with insert-only MERGEs and records the shards
+last (an idempotent append where that is safe, spark_jobs.shard_record), so a crash at any
+point followed by a rerun leaves every sample exactly once.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from functools import partial
+from typing import cast
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -19,7 +20,12 @@ from pyspark import inheritable_thread_target
 from pyspark.accumulators import AccumulatorParam
 from pyspark.sql import DataFrame, SparkSession
 
-from curator_udfs.ingest_batches import INGEST_ROW_DDL, image_rows_only, rows_from_ipc
+from curator_udfs.ingest_batches import (
+    INGEST_ROW_DDL,
+    StreamList,
+    image_rows_only,
+    rows_from_ipc,
+)
 from curator_udfs.shard_listing import ShardFile, list_shards
 from spark_jobs.config import Config, ConfigError, InputCfg, ingest_limits
 from spark_jobs.file_sizing import coalesced
@@ -96,17 +102,6 @@ def one_task_per_shard(spark: SparkSession, batch: list[ShardFile]) -> DataFrame
     )
 
 
-class _Streams(AccumulatorParam[list[bytes]]):
-    """Lists of Arrow IPC streams added in the executors, concatenated on the driver."""
-
-    def zero(self, value: list[bytes]) -> list[bytes]:
-        return []
-
-    def addInPlace(self, value1: list[bytes], value2: list[bytes]) -> list[bytes]:  # noqa: N802
-        value1.extend(value2)
-        return value1
-
-
 def side_rows(batch: list[ShardFile], streams: list[bytes]) -> pa.Table:
     """The quarantine and shard rows of one batch, once each, checked complete: every shard of
     the batch ends with its own shard row."""
@@ -147,16 +142,15 @@ def ingest_batch(
     `retried`: some shard of the batch is recorded already (failed, retried), so its `shards`
     row is updated; otherwise the rows are only inserted (`recorder` says how)."""
     reference = cfg.ingest.bytes == "reference"
-    side = spark.sparkContext.accumulator([], _Streams())
+    side = spark.sparkContext.accumulator([], cast("AccumulatorParam[list[bytes]]", StreamList()))
     read = partial(image_rows_only, side=side, limits=ingest_limits(cfg), run_id=run_id,
                    at=datetime.now(UTC), reference=reference)  # fmt: skip
     rows = one_task_per_shard(spark, batch).mapInArrow(read, INGEST_ROW_DDL)
     scope = f"t.shard_uri IN ({sql_list([f.uri for f in batch])})"
     images = conform(rows.withColumnRenamed("at", "ingested_at"), IMAGES)
     slots = spark.sparkContext.defaultParallelism
-    # the coalesce also sets how many tasks read the shards (nothing is cached in between).
-    # Delta may warn "Merge source has 0 rows in initial scan" here: a miscount of its
-    # first scan, not a changed source (conf/spark/log4j2.properties, tests/test_ingest.py).
+    # the coalesce also sets how many tasks read the shards (nothing is cached in between;
+    # an insert-only MERGE reads its source once and does not materialise it)
     with session_conf(spark, images_write_conf(cfg)):
         inserted_images = merge_insert_new(
             spark,
@@ -165,7 +159,8 @@ def ingest_batch(
             coalesced(images, copied_bytes(batch, reference=reference), parallelism=slots),
             scope=scope,
         )
-    others = side_rows(batch, side.value)
+    streams, side.value = side.value, []  # Spark keeps every accumulator: not its rows
+    others = side_rows(batch, streams)
     # one partition, one file per table (a local table is split over the cluster's cores)
     local = spark.createDataFrame(others).coalesce(1)
     stats = others.filter(pc.equal(others.column("kind"), "shard")).to_pylist()

@@ -482,3 +482,13 @@ def test_the_images_merge_reads_the_shards_directly_not_a_cache(
     assert set(plans) == {"images", "quarantine"}
     assert "MapInArrow" in plans["images"] and "InMemoryRelation" not in plans["images"]
     assert "LocalRelation" in plans["quarantine"] and "MapInArrow" not in plans["quarantine"]
+    # the side channel's accumulator: emptied after its batch (Spark never drops one), and
+    # shipped to the executors without the job's module (they import curator_udfs only)
+    from pyspark import cloudpickle
+    from pyspark.accumulators import _accumulatorRegistry
+
+    from curator_udfs.ingest_batches import StreamList
+
+    side = [a for a in _accumulatorRegistry.values() if isinstance(a.accum_param, StreamList)]
+    assert side and all(a.value == [] for a in side)
+    assert b"spark_jobs" not in cloudpickle.dumps(side[-1])

@@ -24,6 +24,9 @@ def coalesced(
     bytes (at least `parallelism` of them) instead of one small file per partition.
     Coalescing merges partitions without a shuffle (Spark groups them by where their cached
     blocks or file splits are) and never adds any: large partitions keep one file each. It
-    also sets the parallelism of the work before it when nothing is cached in between (embed:
-    the UDF runs in that many tasks)."""
-    return frame.coalesce(max(parallelism, -(-data_bytes // target)))
+    also sets the parallelism of the work before it when nothing is cached in between (embed's
+    UDF, ingest's shard reading run in that many tasks), so the count is rounded up to whole
+    waves of `parallelism`: 5 tasks on 2 cores left one core idle for the last fifth of the
+    work (a 48-shard ingest here), 6 do not."""
+    files = max(parallelism, -(-data_bytes // target))
+    return frame.coalesce(-(-files // parallelism) * parallelism)

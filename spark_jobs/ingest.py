@@ -1,10 +1,11 @@
 """Job 1, ingest: WebDataset tar shards → Delta tables `images`, `quarantine`, `shards`.
 
 The shards of a batch are read in one task per core or per 128 MiB of image bytes, whichever
-is more, never more than one per shard; shards already recorded in `shards` are skipped. Each
-batch of shards commits `images` and `quarantine` with insert-only MERGEs and records the shards
-last (an idempotent append where that is safe, spark_jobs.shard_record), so a crash at any
-point followed by a rerun leaves every sample exactly once.
+is more (spark_jobs.file_sizing), never more than one per shard; shards already recorded in
+`shards` are skipped. Each batch of shards commits `images` and `quarantine` with insert-only
+MERGEs and records the shards last (an idempotent append where that is safe,
+spark_jobs.shard_record), so a crash at any point followed by a rerun leaves every sample
+exactly once.
 """
 
 from __future__ import annotations

@@ -246,14 +246,15 @@ def test_a_failed_shard_fixed_in_place_is_read_again_with_retry_failed(
 
 
 def test_coalesced_writes_about_target_sized_files(spark) -> None:
-    """A batch's partitions merge down to ceil(bytes / target), never below the parallelism
-    nor above the partitions it has (one per shard)."""
+    """A batch's partitions merge down to ceil(bytes / target) rounded up to whole waves of
+    the parallelism (the tasks before the write run in that many), never below the
+    parallelism nor above the partitions it has (one per shard)."""
     frame = spark.range(0, 16, 1, 16)
     parts = [
         file_sizing.coalesced(frame, size, parallelism=4, target=100).rdd.getNumPartitions()
-        for size in (0, 250, 1_000, 10_000)
+        for size in (0, 250, 500, 1_000, 1_300, 10_000)
     ]
-    assert parts == [4, 4, 10, 16]
+    assert parts == [4, 4, 8, 12, 16, 16]
 
 
 def test_merge_source_warning_is_off_screen_other_delta_warnings_not(spark) -> None:

@@ -26,7 +26,8 @@ def coalesced(
     blocks or file splits are) and never adds any: large partitions keep one file each. It
     also sets the parallelism of the work before it when nothing is cached in between (embed's
     UDF, ingest's shard reading run in that many tasks), so the count is rounded up to whole
-    waves of `parallelism`: 5 tasks on 2 cores left one core idle for the last fifth of the
-    work (a 48-shard ingest here), 6 do not."""
+    waves of `parallelism`: 17 tasks on 16 GPUs would end in a wave of one task with 15 idle.
+    (On 2 CPU cores the JVM's own work fills an idle core: a 48-shard ingest took the same
+    time in 5 tasks as in 6.)"""
     files = max(parallelism, -(-data_bytes // target))
     return frame.coalesce(-(-files // parallelism) * parallelism)

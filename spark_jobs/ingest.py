@@ -152,15 +152,17 @@ def ingest_batch(
     slots = spark.sparkContext.defaultParallelism
     # the coalesce also sets how many tasks read the shards (nothing is cached in between;
     # an insert-only MERGE reads its source once and does not materialise it)
-    with session_conf(spark, images_write_conf(cfg)):
-        inserted_images = merge_insert_new(
-            spark,
-            cfg,
-            IMAGES,
-            coalesced(images, copied_bytes(batch, reference=reference), parallelism=slots),
-            scope=scope,
-        )
-    streams, side.value = side.value, []  # Spark keeps every accumulator: not its rows
+    try:
+        with session_conf(spark, images_write_conf(cfg)):
+            inserted_images = merge_insert_new(
+                spark,
+                cfg,
+                IMAGES,
+                coalesced(images, copied_bytes(batch, reference=reference), parallelism=slots),
+                scope=scope,
+            )
+    finally:  # Spark keeps every accumulator (in a notebook, for the session): not its rows
+        streams, side.value = side.value, []
     others = side_rows(batch, streams)
     # one partition, one file per table (a local table is split over the cluster's cores)
     local = spark.createDataFrame(others).coalesce(1)

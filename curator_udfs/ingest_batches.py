@@ -2,9 +2,9 @@
 
 One input row per shard; every output row carries `kind` (image | quarantine | shard), so one
 pass over a shard feeds all three tables (`image_rows_only`: the image rows flow on to the
-`images` write, the others go to the driver through an accumulator). Caption signals (language, word and character
-counts: curator_udfs.caption_signals) are computed here, on the executor, per sample.
-Memory stays bounded by `max_batch_bytes`.
+`images` write, the others go to the driver through an accumulator). Caption signals
+(language, word and character counts: curator_udfs.caption_signals) are computed here, on the
+executor, per sample. Memory stays bounded by `max_batch_bytes`.
 """
 
 from __future__ import annotations

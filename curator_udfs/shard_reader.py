@@ -11,12 +11,11 @@ Caption and JSON bytes become text in curator_udfs/sample_text.py.
 from __future__ import annotations
 
 import hashlib
-import struct
 import tarfile
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import IO, Self, cast
+from typing import IO
 
 import fsspec
 
@@ -28,6 +27,7 @@ from curator_udfs.image_probe import (
 )
 from curator_udfs.sample_text import decode_caption, parse_meta
 from curator_udfs.shard_listing import storage_options
+from curator_udfs.tar_members import TarMembers
 
 __all__ = [
     "IngestLimits",
@@ -121,74 +121,6 @@ class _CountingReader:
         return data
 
 
-# The fields of a ustar/GNU header that TarInfo.frombuf decodes, in order (the checksum's
-# 8 bytes included; the 8 bytes of magic and version skipped).
-_HEADER_FIELDS = struct.Struct("100s8s8s8s12s12s8sc100s8x32s32s8s8s155s")
-_PLAIN_FILE_TYPES = (tarfile.REGTYPE, tarfile.AREGTYPE)  # sparse and contiguous: tarfile's
-
-
-def _octal(field: bytes) -> int:
-    """A NUL/space-padded octal number field, as tarfile's `nti` reads it (ValueError if not)."""
-    return int(field.split(b"\0", 1)[0].strip() or b"0", 8)
-
-
-def _text(field: bytes, encoding: str, errors: str) -> str:
-    return field.split(b"\0", 1)[0].decode(encoding, errors)
-
-
-class _TrackingTarInfo(tarfile.TarInfo):
-    """TarInfo that records header errors, so a clean end can be told from a truncated one.
-
-    In stream mode tarfile ends iteration silently on a short or garbled header after the
-    first member; the recorded error (on the TarFile object) says which it was.
-
-    It also decodes the common header (a regular file, octal numbers, a valid unsigned
-    checksum) in one struct call: tarfile's field-by-field decoding was about half of
-    ingest's tar reading. Every other header (links, directories, pax and GNU extensions,
-    base-256 numbers, odd checksums, a short or empty block) goes to tarfile's own `frombuf`,
-    and tests/test_shard_reader_headers.py checks both give the same TarInfo.
-    """
-
-    @classmethod
-    def frombuf(cls, buf: bytes | bytearray, encoding: str, errors: str) -> Self:
-        if len(buf) != tarfile.BLOCKSIZE or buf[156:157] not in _PLAIN_FILE_TYPES:
-            return super().frombuf(buf, encoding, errors)
-        (name, mode, uid, gid, size, mtime, chksum, kind, link, uname, gname, major, minor,
-         prefix) = _HEADER_FIELDS.unpack_from(buf)  # fmt: skip
-        try:
-            numbers = [_octal(f) for f in (chksum, mode, uid, gid, size, mtime, major, minor)]
-        except ValueError:  # base-256 or garbled numbers: tarfile decides
-            return super().frombuf(buf, encoding, errors)
-        # the unsigned checksum, the checksum field counted as spaces (tarfile also accepts
-        # the signed one, and raises its own error when neither matches)
-        if numbers[0] != 256 + sum(buf) - sum(buf[148:156]):
-            return super().frombuf(buf, encoding, errors)
-        obj = cls()
-        obj.name = _text(name, encoding, errors)
-        if obj.name.endswith("/"):  # a V7 directory: tarfile's rules apply
-            return super().frombuf(buf, encoding, errors)
-        (obj.chksum, obj.mode, obj.uid, obj.gid, obj.size, obj.mtime, obj.devmajor,
-         obj.devminor) = numbers  # fmt: skip
-        obj.type = kind
-        obj.linkname = _text(link, encoding, errors)
-        obj.uname = _text(uname, encoding, errors)
-        obj.gname = _text(gname, encoding, errors)
-        head = _text(prefix, encoding, errors)
-        if head:  # a ustar long name
-            obj.name = head + "/" + obj.name
-        return obj
-
-    @classmethod
-    def fromtarfile(cls, tar: tarfile.TarFile) -> Self:
-        try:
-            return super().fromtarfile(tar)
-        except tarfile.HeaderError as exc:
-            errors = getattr(tar, "curator_header_errors", None)
-            if errors is not None:
-                errors.append(exc)
-            raise
-
-
 # typeshed omits these undocumented HeaderError subclasses (present since Python 3.2).
 _CUT_HEADER_ERRORS = (
     tarfile.EmptyHeaderError,  # type: ignore[attr-defined]
@@ -260,7 +192,6 @@ class ShardReader:
         self._status = "ok"
         self._error: str | None = None
         self._counter: _CountingReader | None = None
-        self._plain = False
 
     def __iter__(self) -> Iterator[IngestedSample | QuarantinedItem]:
         self._status, self._error, self._counter = "ok", None, None
@@ -306,28 +237,21 @@ class ShardReader:
                 pass
 
     def _read_tar(self, stream: _CountingReader) -> Iterator[IngestedSample | QuarantinedItem]:
-        header_errors: list[Exception] = []
         try:
-            # Stream mode ("r|*") only calls read(); typeshed's _Fileobj wants a full file.
-            fileobj = cast(IO[bytes], stream)
-            tar = tarfile.open(fileobj=fileobj, mode="r|*", tarinfo=_TrackingTarInfo)
+            tar = TarMembers(stream)
         except tarfile.TarError as exc:
             yield self._shard_failed("failed", "not_a_tar", _describe(exc))
             return
         except _STREAM_ERRORS as exc:
             yield self._shard_failed("failed", "read_error", _describe(exc))
             return
-        tar.curator_header_errors = header_errors  # type: ignore[attr-defined]
-        # "tar" = not compressed: a member's offset in the stream is its offset in the file
-        self._plain = getattr(tar.fileobj, "comptype", None) == "tar"
+        header_errors = tar.header_errors
         current: _Sample | None = None
         seen: set[str] = set()
         try:
             while True:
                 header_errors.clear()
                 info = tar.next()
-                # stream mode would otherwise keep every TarInfo (typeshed omits TarFile.members)
-                tar.members = []  # type: ignore[attr-defined]
                 if info is None:
                     break
                 if info.isdir():
@@ -383,7 +307,7 @@ class ShardReader:
     # -- sample level ------------------------------------------------------------------
 
     def _add_member(
-        self, tar: tarfile.TarFile, sample: _Sample, info: tarfile.TarInfo, ext: str
+        self, tar: TarMembers, sample: _Sample, info: tarfile.TarInfo, ext: str
     ) -> None:
         """Record one member; read its bytes only when they are needed and within limits."""
         name, size, limits = info.name, max(info.size, 0), self.limits
@@ -402,7 +326,7 @@ class ShardReader:
             if sample.second("multiple_images", "image", sample.image_member, name, size):
                 return
             sample.image_member, sample.image_ext, sample.image_size = name, ext, size
-            sample.image_offset = info.offset_data if self._plain else None
+            sample.image_offset = tar.data_offset(info)
             if size > limits.max_image_bytes:
                 sample.fail(
                     "image_too_large",
@@ -477,22 +401,9 @@ class ShardReader:
         )
 
 
-def _read(tar: tarfile.TarFile, info: tarfile.TarInfo, size: int) -> bytes:
-    """Read the first ``size`` bytes of the current member; a short read means a cut stream.
-
-    A plain member is read straight from the archive's stream (in stream mode it stands at
-    the data right after the header): `extractfile`'s buffered wrapper cost a third of tar
-    reading. A sparse member's data is not contiguous: `extractfile` follows its map."""
-    if info.issparse():
-        data = tar.extractfile(info).read(size)  # type: ignore[union-attr]  # a regular member
-    else:
-        stream = tar.fileobj
-        if stream.tell() != info.offset_data:
-            stream.seek(info.offset_data)  # forward only: never needed after a header
-        data = stream.read(size)
-    if len(data) != size:
-        raise tarfile.ReadError("unexpected end of data")
-    return data
+def _read(tar: TarMembers, info: tarfile.TarInfo, size: int) -> bytes:
+    """Read the first ``size`` bytes of the current member (one place, so tests can spy)."""
+    return tar.read(info, size)
 
 
 def _describe(exc: BaseException) -> str:

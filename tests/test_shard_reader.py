@@ -23,6 +23,7 @@ from curator_udfs.shard_reader import (
     ShardReader,
     split_member_name,
 )
+from curator_udfs.tar_members import TarMembers
 from tests import badshards as bs
 
 Item = IngestedSample | QuarantinedItem
@@ -214,7 +215,7 @@ def spy_member_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     opened: list[str] = []
     real = shard_reader._read
 
-    def spy(tar: tarfile.TarFile, info: tarfile.TarInfo, size: int) -> bytes:
+    def spy(tar: TarMembers, info: tarfile.TarInfo, size: int) -> bytes:
         opened.append(info.name)
         return real(tar, info, size)
 

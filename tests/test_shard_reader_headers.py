@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from curator_udfs import shard_reader
-from curator_udfs.shard_reader import IngestedSample, ShardReader, _TrackingTarInfo
+from curator_udfs import tar_members
+from curator_udfs.shard_reader import IngestedSample, ShardReader
+from curator_udfs.tar_members import TrackingTarInfo
 from tests import badshards as bs
 
 ENCODING, ERRORS = "utf-8", "surrogateescape"
@@ -108,8 +109,8 @@ class _Counting:
 
 @pytest.fixture
 def fast_path(monkeypatch: pytest.MonkeyPatch) -> _Counting:
-    counting = _Counting(shard_reader._HEADER_FIELDS)
-    monkeypatch.setattr(shard_reader, "_HEADER_FIELDS", counting)
+    counting = _Counting(tar_members._HEADER_FIELDS)
+    monkeypatch.setattr(tar_members, "_HEADER_FIELDS", counting)
     return counting
 
 
@@ -128,7 +129,7 @@ def test_fast_headers_equal_tarfile(fmt: int, fast_path: _Counting) -> None:
     blocks += _odd_blocks(blocks[0])
     for block in blocks:
         expected = _decode(tarfile.TarInfo, block)
-        assert _decode(_TrackingTarInfo, block) == expected, block[:120]
+        assert _decode(TrackingTarInfo, block) == expected, block[:120]
     assert fast_path.calls >= 6  # the fast path itself was compared, not only the fallback
 
 
@@ -143,7 +144,7 @@ def test_mutated_headers_equal_tarfile() -> None:
         if rng.random() < 0.7:  # mostly valid checksums, so the field decoding is reached
             block = bytearray(_with_checksum(block, signed=rng.random() < 0.1))
         expected = _decode(tarfile.TarInfo, bytes(block))
-        assert _decode(_TrackingTarInfo, bytes(block)) == expected, bytes(block[:160])
+        assert _decode(TrackingTarInfo, bytes(block)) == expected, bytes(block[:160])
         outcomes.add(expected if isinstance(expected, type) else "ok")
     assert "ok" in outcomes and len(outcomes) >= 2
 
@@ -152,7 +153,7 @@ def test_whole_archives_read_alike() -> None:
     for fmt in (tarfile.USTAR_FORMAT, tarfile.GNU_FORMAT, tarfile.PAX_FORMAT):
         data = _archive(fmt)
         got = []
-        for cls in (tarfile.TarInfo, _TrackingTarInfo):
+        for cls in (tarfile.TarInfo, TrackingTarInfo):
             with tarfile.open(fileobj=io.BytesIO(data), mode="r|", tarinfo=cls) as tar:
                 got.append([(m.get_info(), m.offset, m.offset_data, m.pax_headers) for m in tar])
         assert got[0] == got[1] and len(got[0]) == 10

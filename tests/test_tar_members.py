@@ -1,0 +1,221 @@
+"""TarMembers reads every archive as tarfile's stream mode does: the same members, offsets,
+bytes, exceptions and recorded header errors, whether it decodes the headers itself, hands
+the rest of the archive to tarfile at an extension header, or leaves a compressed archive to
+tarfile from the start. Archives are cut and garbled at many places to compare the endings.
+"""
+
+from __future__ import annotations
+
+import io
+import random
+import tarfile
+
+import pytest
+
+from curator_udfs import tar_members
+from curator_udfs.tar_members import TarMembers, TrackingTarInfo
+
+Transcript = list[object]
+
+
+def _archive(fmt: int = tarfile.PAX_FORMAT, *, late_extension: bool = True) -> bytes:
+    """Plain members first; with `late_extension`, a long name (a pax or GNU header) and a
+    link later on, then plain members again."""
+    rng = random.Random(3)
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=fmt) as tar:
+
+        def add(name: str, data: bytes = b"", kind: bytes = tarfile.REGTYPE) -> None:
+            info = tarfile.TarInfo(name)
+            info.type, info.size, info.mtime = kind, len(data), 1_700_000_000
+            if kind == tarfile.SYMTYPE:
+                info.linkname, info.size = "000000.jpg", 0
+            tar.addfile(info, io.BytesIO(data) if kind == tarfile.REGTYPE else None)
+
+        for i in range(3):
+            add(f"{i:06d}.jpg", rng.randbytes(rng.randint(1, 3000)))
+            add(f"{i:06d}.txt", b"a caption")
+        if late_extension:
+            add("long/" + "x" * 120 + ".jpg", rng.randbytes(700))
+            add("link.jpg", kind=tarfile.SYMTYPE)
+            add("somedir/", kind=tarfile.DIRTYPE)
+        for i in range(3, 5):
+            add(f"{i:06d}.jpg", rng.randbytes(rng.randint(1, 1500)))
+            add(f"{i:06d}.json", b"{}")
+    return buf.getvalue()
+
+
+def _describe(exc: BaseException) -> tuple[str, str]:
+    return type(exc).__name__, str(exc)
+
+
+def _errors(errors: list[Exception]) -> list[tuple[str, str]]:
+    return [_describe(e) for e in errors]
+
+
+def _member(info: tarfile.TarInfo, offset: int | None, read: object) -> tuple[object, ...]:
+    return (info.get_info(), info.offset_data if offset is None else offset, read)
+
+
+def _by_tarfile(data: bytes, compressed: bool) -> Transcript:
+    """What tarfile's own stream mode reads (the reference)."""
+    out: Transcript = []
+    try:
+        tar = tarfile.open(fileobj=io.BytesIO(data), mode="r|*", tarinfo=TrackingTarInfo)
+    except Exception as exc:  # noqa: BLE001 - the exception is the outcome compared
+        return [("open", _describe(exc))]
+    errors: list[Exception] = []
+    tar.curator_header_errors = errors  # type: ignore[attr-defined]
+    try:
+        while True:
+            errors.clear()
+            info = tar.next()
+            if info is None:
+                out.append(("end", _errors(errors)))
+                return out
+            try:
+                read: object = tar.extractfile(info).read() if info.isreg() else None  # type: ignore[union-attr]
+            except Exception as exc:  # noqa: BLE001
+                out.append(_member(info, -1 if compressed else None, _describe(exc)))
+                return out
+            out.append(_member(info, -1 if compressed else None, read))
+    except Exception as exc:  # noqa: BLE001
+        out.append(("raised", _describe(exc), _errors(errors)))
+        return out
+
+
+def _by_members(data: bytes) -> Transcript:
+    out: Transcript = []
+    try:
+        tar = TarMembers(io.BytesIO(data))
+    except Exception as exc:  # noqa: BLE001 - the exception is the outcome compared
+        return [("open", _describe(exc))]
+    try:
+        while True:
+            tar.header_errors.clear()
+            info = tar.next()
+            if info is None:
+                out.append(("end", _errors(tar.header_errors)))
+                return out
+            offset = tar.data_offset(info)
+            try:
+                read: object = tar.read(info, info.size) if info.isreg() else None
+            except Exception as exc:  # noqa: BLE001
+                out.append(_member(info, -1 if offset is None else offset, _describe(exc)))
+                return out
+            out.append(_member(info, -1 if offset is None else offset, read))
+    except Exception as exc:  # noqa: BLE001
+        out.append(("raised", _describe(exc), _errors(tar.header_errors)))
+        return out
+
+
+def _same(data: bytes, compressed: bool = False) -> Transcript:
+    expected = _by_tarfile(data, compressed)
+    assert _by_members(data) == expected, (len(data), expected[-1])
+    return expected
+
+
+class _Decoded:
+    """Counts the headers TarMembers decodes itself (its fast path)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.calls = 0
+        real = tar_members._HEADER_FIELDS
+
+        class Spy:
+            def unpack_from(_, buf: bytes) -> tuple:  # noqa: N805
+                self.calls += 1
+                return real.unpack_from(buf)
+
+        monkeypatch.setattr(tar_members, "_HEADER_FIELDS", Spy())
+
+
+@pytest.mark.parametrize("fmt", [tarfile.USTAR_FORMAT, tarfile.GNU_FORMAT, tarfile.PAX_FORMAT])
+def test_whole_archives_read_alike(fmt: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    decoded = _Decoded(monkeypatch)
+    late = fmt != tarfile.USTAR_FORMAT  # ustar cannot hold the 125-character name
+    transcript = _same(_archive(fmt, late_extension=late))
+    assert transcript[-1] == ("end", [("EOFHeaderError", "end of file header")])
+    assert len(transcript) == (14 if late else 11)
+    assert decoded.calls >= 6  # the plain members before the extension were decoded here
+
+
+@pytest.mark.parametrize("mode", ["w:gz", "w:bz2", "w:xz"])
+def test_compressed_archives_are_tarfiles(mode: str) -> None:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode=mode) as tar:
+        for name, data in [("a.jpg", b"\xff" * 900), ("a.txt", b"hi")]:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    transcript = _same(buf.getvalue(), compressed=True)
+    assert [m[2] for m in transcript[:2]] == [b"\xff" * 900, b"hi"]
+    tar = TarMembers(io.BytesIO(buf.getvalue()))
+    first = tar.next()
+    assert first is not None and tar.data_offset(first) is None
+
+
+def test_offsets_after_the_hand_over_are_file_offsets() -> None:
+    data = _archive(tarfile.PAX_FORMAT)
+    tar = TarMembers(io.BytesIO(data))
+    seen = 0
+    while (info := tar.next()) is not None:
+        offset = tar.data_offset(info)
+        assert offset is not None
+        if info.isreg():
+            assert tar.read(info, info.size) == data[offset : offset + info.size]
+            seen += 1
+    assert seen == 11
+
+
+def test_cut_archives_end_alike() -> None:
+    data = _archive(tarfile.PAX_FORMAT)
+    endings = set()
+    for cut in [*range(0, 2048, 61), *range(2048, len(data), 173), len(data) - 1024]:
+        transcript = _same(data[:cut])
+        endings.add(str(transcript[-1])[:40])
+    assert len(endings) >= 4  # empty, truncated header, cut data, missing end marker
+
+
+def test_garbled_archives_end_alike() -> None:
+    data = _archive(tarfile.GNU_FORMAT)
+    rng = random.Random(11)
+    headers = [i for i in range(0, len(data), 512) if data[i + 257 : i + 262] == b"ustar"]
+    outcomes = set()
+    for _ in range(400):
+        block = bytearray(data)
+        at = rng.choice(headers) + rng.choice([0, 100, 124, 148, 156, 157, 345, 500])
+        block[at] = rng.choice(b"\x00\xff7 xL")
+        transcript = _same(bytes(block))
+        outcomes.add(str(transcript[-1])[:30])
+    assert len(outcomes) >= 3
+
+
+def test_not_a_tar_and_empty() -> None:
+    assert _same(b"")[0][0] == "open"
+    assert _same(b"this is not a tar archive at all" * 40)[0][0] == "open"
+    assert _same(bytes(10240)) == [("end", [])]  # an empty archive: only the end marker
+
+
+def test_skipped_members_stream_past(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A member never read is skipped in pieces of BUFFER_BYTES, not read whole."""
+    monkeypatch.setattr(tar_members, "BUFFER_BYTES", 4096)
+    big = random.Random(5).randbytes(100_000)
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, payload in [("big.jpg", big), ("b.txt", b"x")]:
+            info = tarfile.TarInfo(name)
+            info.size = len(payload)
+            tar.addfile(info, io.BytesIO(payload))
+    sizes: list[int] = []
+
+    class Source(io.BytesIO):
+        def read(self, size: int | None = -1, /) -> bytes:
+            sizes.append(-1 if size is None else size)
+            return super().read(size)
+
+    tar = TarMembers(Source(buf.getvalue()))
+    assert tar.next() is not None  # big.jpg, never read
+    second = tar.next()
+    assert second is not None and tar.read(second, 1) == b"x"
+    assert max(sizes) <= 4096

@@ -2,7 +2,9 @@
 
 Ingest only needs to know that an image member is an image of an allowed format and a sane
 size. Opening lazily keeps this cheap (no pixel decode) and safe against decompression bombs:
-the pixel count is decided from the header.
+the pixel count is decided from the header. Common JPEG and PNG headers are read by
+curator_udfs/image_header.py (a tenth of PIL's cost, and only where PIL would say the same);
+PIL reads the rest.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import warnings
 from dataclasses import dataclass
 
 from PIL import Image, UnidentifiedImageError
+
+from curator_udfs.image_header import header_info
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -86,23 +90,7 @@ def probe_image(data: bytes, *, max_pixels: int) -> ImageInfo:
     """
     if not data:
         raise ImageRejected("empty_image", "image member has 0 bytes")
-    try:
-        with warnings.catch_warnings():
-            # PIL warns above its own limit; max_pixels is checked below, so the user's limit
-            # (not PIL's global) decides. PIL's hard error (2x its limit) still maps here.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data), formats=_PIL_FORMATS) as img:
-                pil_format = img.format or ""
-                width, height = img.size
-                orientation = _orientation(img)
-    except Image.DecompressionBombError as exc:
-        raise ImageRejected("too_many_pixels", f"decompression bomb check: {exc}") from None
-    except UnidentifiedImageError:
-        raise ImageRejected("undecodable_image", "not a recognised image format") from None
-    except Exception as exc:  # noqa: BLE001 - any parser failure on untrusted bytes
-        raise ImageRejected(
-            "undecodable_image", f"header could not be parsed: {type(exc).__name__}: {exc}"
-        ) from None
+    pil_format, width, height, orientation = header_info(data) or _pil_header(data)
     fmt = _FORMAT_ALIASES.get(pil_format, pil_format)
     if fmt not in ALLOWED_FORMATS:
         raise ImageRejected("undecodable_image", f"format {pil_format or 'unknown'} not allowed")
@@ -115,6 +103,25 @@ def probe_image(data: bytes, *, max_pixels: int) -> ImageInfo:
     if orientation in (5, 6, 7, 8):
         width, height = height, width
     return ImageInfo(format=fmt, width=width, height=height, orientation=orientation)
+
+
+def _pil_header(data: bytes) -> tuple[str, int, int, int]:
+    """PIL's format name, size and EXIF orientation of `data` (ImageRejected if it fails)."""
+    try:
+        with warnings.catch_warnings():
+            # PIL warns above its own limit; max_pixels is checked after, so the user's limit
+            # (not PIL's global) decides. PIL's hard error (2x its limit) still maps here.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data), formats=_PIL_FORMATS) as img:
+                return img.format or "", img.size[0], img.size[1], _orientation(img)
+    except Image.DecompressionBombError as exc:
+        raise ImageRejected("too_many_pixels", f"decompression bomb check: {exc}") from None
+    except UnidentifiedImageError:
+        raise ImageRejected("undecodable_image", "not a recognised image format") from None
+    except Exception as exc:  # noqa: BLE001 - any parser failure on untrusted bytes
+        raise ImageRejected(
+            "undecodable_image", f"header could not be parsed: {type(exc).__name__}: {exc}"
+        ) from None
 
 
 def _orientation(img: Image.Image) -> int:

@@ -90,9 +90,10 @@ class TrackingTarInfo(tarfile.TarInfo):
 
     It also decodes the common header (a regular file, octal numbers, a valid unsigned
     checksum) in one struct call, and the fields members share once: tarfile's field-by-field
-    decoding was about half of ingest's tar reading. Every other header (links, directories, pax and GNU extensions,
-    base-256 numbers, odd checksums, a short or empty block) goes to tarfile's own `frombuf`,
-    and tests/test_shard_reader_headers.py checks both give the same TarInfo.
+    decoding was about half of ingest's tar reading. Every other header (links, directories,
+    pax and GNU extensions, base-256 numbers, odd checksums, a short or empty block) goes to
+    tarfile's own `frombuf`, and tests/test_shard_reader_headers.py checks both give the same
+    TarInfo.
     """
 
     @classmethod

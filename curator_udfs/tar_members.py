@@ -78,8 +78,17 @@ def _shared_fields(
     archive: cached, decoding them was half of a header's cost."""
     mode, uid, gid = (_octal(f) for f in _IDS.unpack(ids))
     link, uname, gname, major, minor, prefix = _TAIL.unpack(tail)
-    texts = (_text(f, encoding, errors) for f in (link, uname, gname))
-    return (mode, uid, gid, *texts, _octal(major), _octal(minor), _text(prefix, encoding, errors))
+    return (
+        mode,
+        uid,
+        gid,
+        _text(link, encoding, errors),
+        _text(uname, encoding, errors),
+        _text(gname, encoding, errors),
+        _octal(major),
+        _octal(minor),
+        _text(prefix, encoding, errors),
+    )
 
 
 class TrackingTarInfo(tarfile.TarInfo):

@@ -109,7 +109,7 @@ def split_member_name(name: str) -> tuple[str, str]:
 
 
 class _CountingReader:
-    """Read-only file wrapper counting the raw bytes handed to tarfile."""
+    """Read-only file wrapper counting the raw bytes read from the shard (read-ahead too)."""
 
     def __init__(self, raw: IO[bytes]) -> None:
         self.raw = raw

@@ -6,8 +6,13 @@ struct call each, and the members' bytes come from one buffered stream: tarfile'
 machinery (its `_Stream` buffer, `next()`'s bookkeeping) was 40 % of reading a shard.
 Everything else is tarfile's own work: a compressed archive from its start, and, from the first
 header that is not a plain one (pax and GNU extensions, sparse members), the rest of the
-archive. Both ways give the same TarInfo, the same exceptions and the same recorded header
-errors (tests/test_tar_members.py reads archives both ways).
+archive. Both ways give the same members, data offsets and bytes, the same exceptions and the
+same recorded header errors (tests/test_tar_members.py reads archives both ways), with three
+deliberate differences: a plain archive whose first member's name happens to start with a
+compression magic is read, not refused; a huge size (base-256) after the stream ended fails at
+once, where tarfile's stream seek would loop over it; and what tarfile's extension parsers
+raise on malformed headers (IndexError, ValueError) ends the archive as a garbled header does,
+instead of escaping as an error no caller expects.
 """
 
 from __future__ import annotations
@@ -29,11 +34,13 @@ BUFFER_BYTES = 256 << 10
 
 # A ustar/GNU header's own fields (name, size, mtime, checksum, type) and, apart, the ones most
 # members of an archive share (mode, uid, gid; link name, user and group names, device
-# numbers, name prefix: the 8 bytes of magic and version skipped), decoded once per archive.
+# numbers, name prefix: the 8 bytes of magic and version skipped), decoded once per distinct
+# set of them (`_shared_fields`).
 _HEADER_FIELDS = struct.Struct("100s24x12s12s8sc")
 _IDS = struct.Struct("8s8s8s")  # bytes 100-123
 _TAIL = struct.Struct("100s8x32s32s8s8s155s")  # bytes 157-499
-_PLAIN_FILE_TYPES = (tarfile.REGTYPE, tarfile.AREGTYPE)  # sparse and contiguous: tarfile's
+# Regular files only: directories, links, devices, sparse and contiguous files: tarfile's frombuf
+_PLAIN_FILE_TYPES = (tarfile.REGTYPE, tarfile.AREGTYPE)
 # Headers that tarfile's `_proc_member` expands with the blocks that follow them.
 _EXTENSION_TYPES = frozenset(
     [
@@ -95,7 +102,7 @@ class TrackingTarInfo(tarfile.TarInfo):
     """TarInfo that records header errors, so a clean end can be told from a truncated one.
 
     In stream mode tarfile ends iteration silently on a short or garbled header after the
-    first member; the recorded error (on the TarFile object) says which it was.
+    first member; the recorded error (TarMembers.header_errors) says which it was.
 
     It also decodes the common header (a regular file, octal numbers, a valid unsigned
     checksum) in one struct call, and the fields members share once: tarfile's field-by-field
@@ -186,8 +193,9 @@ class TarMembers:
     first bytes, `data_offset()` where a member's bytes lie in the archive file.
 
     Raises what `tarfile.open` (in the constructor) and `TarFile.next` raise. Each header error
-    tarfile meets is appended to `header_errors` (the caller clears it per member): the last
-    one says whether the archive ended cleanly.
+    met is appended to `header_errors` (the caller clears it per member): the last one says
+    whether the archive ended cleanly. The TarInfo offsets of members read after tarfile took
+    over count from where it took over: `data_offset()` is the file's.
     """
 
     def __init__(self, source: Readable) -> None:
@@ -197,9 +205,13 @@ class TarMembers:
         self._next_header = 0
         self._base = 0  # the archive offset where tarfile took over
         self._tar: tarfile.TarFile | None = None
+        self._ended = False
         self.compressed = False
         if not _plain_header(self._file.peek(BLOCK)[:BLOCK]):
-            self._hand_over(self._file, "r|*")
+            try:
+                self._hand_over(self._file, "r|*")
+            except _MALFORMED as exc:
+                raise tarfile.ReadError(_malformed(exc)) from None
             self.compressed = getattr(self._tar_file.fileobj, "comptype", "tar") != "tar"
 
     @property
@@ -220,8 +232,16 @@ class TarMembers:
     def next(self) -> tarfile.TarInfo | None:
         """The next member's TarInfo; None at the end of the archive (or at a header that
         ends it early: see `header_errors`)."""
+        if self._ended:
+            return None
         if self._tar is not None:
-            info = self._tar.next()
+            if self._tar.firstmember is None:  # type: ignore[attr-defined]
+                _catch_up(self._tar)
+            try:
+                info = self._tar.next()
+            except _MALFORMED as exc:
+                self._end(_INVALID_HEADER(_malformed(exc)))
+                return None
             self._tar.members = []  # type: ignore[attr-defined]  # stream mode keeps them all
             return info
         self._skip_to(self._next_header)
@@ -231,20 +251,41 @@ class TarMembers:
         try:
             info = TrackingTarInfo.frombuf(block, ENCODING, ERRORS)
         except tarfile.HeaderError as exc:  # after the first member: the archive ends here
-            self.header_errors.append(exc)
+            self._end(exc)
             return None
         if info.type in _EXTENSION_TYPES:  # its meaning spans the next blocks: tarfile's job
             self._base = offset
-            self._hand_over(_Prefixed(block, self._file), "r|")
+            try:
+                self._hand_over(_Prefixed(block, self._file), "r|")
+            except tarfile.ReadError:
+                # tarfile's first member is no archive's first here: a header error that
+                # would refuse an archive (not one of the blocks after it) ends it instead
+                last = self.header_errors[-1] if self.header_errors else None
+                if isinstance(last, _FIRST_HEADER_ERRORS):
+                    self._end(None)
+                    return None
+                raise
+            except _MALFORMED as exc:
+                self._end(_INVALID_HEADER(_malformed(exc)))
+                return None
             return self.next()
         # what tarfile's `_proc_builtin` does (no pax headers can be in force here)
         info.offset, info.offset_data = offset, offset + BLOCK
         skipped = info.isreg() or info.type not in tarfile.SUPPORTED_TYPES
-        blocks, rest = divmod(info.size, BLOCK) if skipped else (0, 0)
-        self._next_header = info.offset_data + (blocks + (rest > 0)) * BLOCK
+        try:  # newer Pythons refuse a negative size here (gh-130577)
+            self._next_header = info.offset_data + (info._block(info.size) if skipped else 0)  # type: ignore[attr-defined]
+        except tarfile.HeaderError as exc:
+            self._end(exc)
+            return None
         if info.isdir():
             info.name = info.name.rstrip("/")
         return info
+
+    def _end(self, error: Exception | None) -> None:
+        """The archive ends here, `error` (recorded if given) saying why."""
+        if error is not None:
+            self.header_errors.append(error)
+        self._ended = True
 
     def read(self, info: tarfile.TarInfo, size: int) -> bytes:
         """The first `size` bytes of the member `next()` returned last; a short read means a
@@ -261,8 +302,11 @@ class TarMembers:
 
     def data_offset(self, info: tarfile.TarInfo) -> int | None:
         """Where the member's bytes start in the archive file; None when it is compressed (an
-        offset into the decompressed stream is no byte range of the file)."""
-        return None if self.compressed else info.offset_data + self._base
+        offset into the decompressed stream is no byte range of the file) or sparse (its
+        stored bytes leave out the holes)."""
+        if self.compressed or info.issparse():
+            return None
+        return info.offset_data + self._base
 
     def _skip_to(self, offset: int) -> None:
         """Read forward to `offset`, as tarfile's stream `seek` does (never backwards)."""
@@ -275,6 +319,34 @@ class TarMembers:
                 raise tarfile.ReadError("unexpected end of data")
             self._pos += got
             gap -= got
+
+
+# What tarfile's pax, GNU and sparse header parsers raise on malformed input besides its own
+# errors (an index past a short block, a number or charset that does not parse).
+_MALFORMED = (IndexError, ValueError)
+_INVALID_HEADER = tarfile.InvalidHeaderError  # type: ignore[attr-defined]  # typeshed omits it
+# The header errors tarfile turns into ReadError at an archive's first header (TarFile.next).
+_FIRST_HEADER_ERRORS = (
+    _INVALID_HEADER,
+    tarfile.EmptyHeaderError,  # type: ignore[attr-defined]
+    tarfile.TruncatedHeaderError,  # type: ignore[attr-defined]
+)
+
+
+def _malformed(exc: Exception) -> str:
+    return f"malformed extension header ({type(exc).__name__}: {exc})"
+
+
+def _catch_up(tar: tarfile.TarFile) -> None:
+    """Read tarfile's stream forward to its next header, failing where the data ends as
+    tarfile does: its own stream seek would go on looping over a huge size after the end."""
+    stream = tar.fileobj
+    gap = tar.offset - stream.tell()  # type: ignore[attr-defined]
+    while gap > 0:
+        got = len(stream.read(min(gap, BUFFER_BYTES)))
+        if not got:
+            raise tarfile.ReadError("unexpected end of data")
+        gap -= got
 
 
 def _plain_header(block: bytes) -> bool:

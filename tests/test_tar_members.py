@@ -1,7 +1,9 @@
-"""TarMembers reads every archive as tarfile's stream mode does: the same members, offsets,
-bytes, exceptions and recorded header errors, whether it decodes the headers itself, hands
-the rest of the archive to tarfile at an extension header, or leaves a compressed archive to
-tarfile from the start. Archives are cut and garbled at many places to compare the endings.
+"""TarMembers reads every archive as tarfile's stream mode does: the same members, data
+offsets, bytes, exceptions and recorded header errors, whether it decodes the headers itself,
+hands the rest of the archive to tarfile at an extension header, or leaves a compressed archive
+to tarfile from the start. Archives are cut and garbled at many places to compare the endings.
+Where it deliberately differs (malformed extension headers, huge sizes after the end) the
+tests at the end say what it does instead.
 """
 
 from __future__ import annotations
@@ -219,3 +221,62 @@ def test_skipped_members_stream_past(monkeypatch: pytest.MonkeyPatch) -> None:
     second = tar.next()
     assert second is not None and tar.read(second, 1) == b"x"
     assert max(sizes) <= 4096
+
+
+def _block(fields: dict[int, bytes]) -> bytes:
+    """A header block with `fields` at their offsets and a valid checksum."""
+    block = bytearray(512)
+    for at, value in fields.items():
+        block[at : at + len(value)] = value
+    block[148:156] = b"%06o\0 " % (256 + sum(block) - sum(block[148:156]))
+    return bytes(block)
+
+
+def _file_member(name: str, data: bytes) -> bytes:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    return info.tobuf(tarfile.GNU_FORMAT) + data + bytes(-len(data) % 512)
+
+
+def _pax(payload: bytes) -> bytes:
+    head = _block({0: b"PaxHeader/b", 124: b"%011o" % len(payload), 156: b"x", 257: b"ustar\x0000"})
+    return head + payload + bytes(-len(payload) % 512)
+
+
+def test_a_garbled_extension_after_plain_members_ends_the_archive() -> None:
+    """tarfile refuses an archive whose first header is garbled, but only ends one whose later
+    header is: taking over mid-archive must not turn the second into the first."""
+    pax = _pax(b"0 x=y\n")
+    data = _file_member("a.jpg", b"x" * 10) + pax + _file_member("b.jpg", b"y") + bytes(1024)
+    transcript = _same(data)
+    assert transcript[-1] == ("end", [("InvalidHeaderError", "invalid header")])
+    assert len(transcript) == 2  # a.jpg, then the end
+
+
+def test_what_tarfiles_extension_parsers_raise_ends_the_archive() -> None:
+    """IndexError and UnicodeDecodeError from tarfile's sparse and pax parsers end the archive
+    as a garbled header does (tarfile lets them escape)."""
+    sparse = _block({0: b"s.bin", 124: b"%011o\0" % 512, 156: b"S", 257: b"ustar  \0",
+                     386: b"%011o\0" % 0, 398: b"%011o\0" % 4, 482: b"\x01"})  # fmt: skip
+    charset = _pax(b"18 hdrcharset=\xff\xfe\n") + _file_member("b.jpg", b"y") + bytes(1024)
+    for rest, raised in [(sparse, "IndexError"), (charset, "UnicodeDecodeError")]:
+        data = _file_member("a.jpg", b"x") + rest
+        assert _by_tarfile(data, False)[-1][1][0] == raised  # type: ignore[index]
+        transcript = _by_members(data)
+        assert transcript[-1][0] == "end" and len(transcript) == 2, transcript
+        [(kind, message)] = transcript[-1][1]  # type: ignore[misc]
+        assert kind == "InvalidHeaderError" and raised in message
+
+
+def test_a_huge_size_after_the_stream_ended_fails_at_once() -> None:
+    """A base-256 size of 2**80 in a cut archive: tarfile's stream seek would loop for ages."""
+    big = bytearray(_file_member("big.bin", b""))[:512]
+    big[124:136] = b"\x80" + (2**80).to_bytes(11, "big")
+    big[148:156] = b"%06o\0 " % (256 + sum(big) - sum(big[148:156]))
+    for extension in (b"", _file_member("l" * 120 + ".jpg", b"z")):  # own decoding / tarfile's
+        tar = TarMembers(io.BytesIO(_file_member("a.jpg", b"x") + extension + bytes(big) + b"y"))
+        names = []
+        with pytest.raises(tarfile.ReadError, match="unexpected end of data"):
+            while (info := tar.next()) is not None:  # never read: as over max_image_bytes
+                names.append(info.name)
+        assert names[0] == "a.jpg" and names[-1] == "big.bin" and len(names) == 2 + bool(extension)

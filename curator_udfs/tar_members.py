@@ -273,10 +273,11 @@ class TarMembers:
         info.offset, info.offset_data = offset, offset + BLOCK
         skipped = info.isreg() or info.type not in tarfile.SUPPORTED_TYPES
         try:  # newer Pythons refuse a negative size here (gh-130577)
-            self._next_header = info.offset_data + (info._block(info.size) if skipped else 0)  # type: ignore[attr-defined]
+            data_blocks = info._block(info.size) if skipped else 0  # type: ignore[attr-defined]
         except tarfile.HeaderError as exc:
             self._end(exc)
             return None
+        self._next_header = info.offset_data + data_blocks
         if info.isdir():
             info.name = info.name.rstrip("/")
         return info

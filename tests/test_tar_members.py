@@ -76,7 +76,8 @@ def _by_tarfile(data: bytes, compressed: bool) -> Transcript:
                 out.append(("end", _errors(errors)))
                 return out
             try:
-                read: object = tar.extractfile(info).read() if info.isreg() else None  # type: ignore[union-attr]
+                member = tar.extractfile(info) if info.isreg() else None
+                read: object = member.read() if member is not None else None
             except Exception as exc:  # noqa: BLE001
                 out.append(_member(info, -1 if compressed else None, _describe(exc)))
                 return out

@@ -209,17 +209,12 @@ class TarMembers:
         self.compressed = False
         if not _plain_header(self._file.peek(BLOCK)[:BLOCK]):
             try:
-                self._hand_over(self._file, "r|*")
+                tar = self._hand_over(self._file, "r|*")
             except _MALFORMED as exc:
                 raise tarfile.ReadError(_malformed(exc)) from None
-            self.compressed = getattr(self._tar_file.fileobj, "comptype", "tar") != "tar"
+            self.compressed = getattr(tar.fileobj, "comptype", "tar") != "tar"
 
-    @property
-    def _tar_file(self) -> tarfile.TarFile:
-        assert self._tar is not None
-        return self._tar
-
-    def _hand_over(self, stream: IO[bytes] | _Prefixed, mode: str) -> None:
+    def _hand_over(self, stream: IO[bytes] | _Prefixed, mode: str) -> tarfile.TarFile:
         """Let tarfile read the rest of the archive (it reads its first member now)."""
         # stream mode only calls read(); typeshed knows neither that nor the extra keyword
         self._tar = _TrackingTarFile.open(  # type: ignore[call-overload]
@@ -228,6 +223,7 @@ class TarMembers:
             tarinfo=TrackingTarInfo,
             header_errors=self.header_errors,
         )
+        return self._tar
 
     def next(self) -> tarfile.TarInfo | None:
         """The next member's TarInfo; None at the end of the archive (or at a header that
@@ -311,15 +307,10 @@ class TarMembers:
 
     def _skip_to(self, offset: int) -> None:
         """Read forward to `offset`, as tarfile's stream `seek` does (never backwards)."""
-        gap = offset - self._pos
-        if gap < 0:
+        if offset < self._pos:
             raise tarfile.StreamError("seeking backwards is not allowed")
-        while gap > 0:
-            got = len(self._file.read(min(gap, BUFFER_BYTES)))
-            if not got:
-                raise tarfile.ReadError("unexpected end of data")
-            self._pos += got
-            gap -= got
+        _read_past(self._file, offset - self._pos)
+        self._pos = offset
 
 
 # What tarfile's pax, GNU and sparse header parsers raise on malformed input besides its own
@@ -342,12 +333,17 @@ def _catch_up(tar: tarfile.TarFile) -> None:
     """Read tarfile's stream forward to its next header, failing where the data ends as
     tarfile does: its own stream seek would go on looping over a huge size after the end."""
     stream = tar.fileobj
-    gap = tar.offset - stream.tell()  # type: ignore[attr-defined]
-    while gap > 0:
-        got = len(stream.read(min(gap, BUFFER_BYTES)))
+    _read_past(stream, tar.offset - stream.tell())  # type: ignore[arg-type,attr-defined]
+
+
+def _read_past(stream: Readable, size: int) -> None:
+    """Read and drop `size` bytes in pieces of BUFFER_BYTES (memory stays bounded whatever a
+    member's size); tarfile.ReadError where the data ends first."""
+    while size > 0:
+        got = len(stream.read(min(size, BUFFER_BYTES)))
         if not got:
             raise tarfile.ReadError("unexpected end of data")
-        gap -= got
+        size -= got
 
 
 def _plain_header(block: bytes) -> bool:
